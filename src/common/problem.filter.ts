@@ -1,0 +1,92 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { ERROR_CODES, ErrorCode, Problem } from './problem.js';
+
+/** Errors that mean a dependency (Postgres, Redis) is down, not that the request is wrong. */
+function isDependencyOutage(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: string }).code;
+  if (code && ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '08000', '08003', '08006'].includes(code)) {
+    return true;
+  }
+  return /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|the database system is (starting up|shutting down)/i.test(
+    err.message,
+  );
+}
+
+/**
+ * Renders every error as an RFC 9457 problem (refunds-api.md §8). Nothing reaches the
+ * client with a stack trace; unexpected errors are logged and answered with a bare 500.
+ */
+@Catch()
+export class ProblemFilter implements ExceptionFilter {
+  private readonly logger = new Logger('ProblemFilter');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const ctx = host.switchToHttp();
+    const res = ctx.getResponse<Response>();
+    const req = ctx.getRequest<Request>();
+    const problem = this.toProblem(exception, req);
+    if (res.headersSent) {
+      // A streamed response failed half-way: the status line is gone, only closing is left.
+      res.destroy();
+      return;
+    }
+    const body = problem.body(req.originalUrl?.split('?')[0]);
+    const retryAfter = problem.extra.retryAfterSeconds;
+    if (typeof retryAfter === 'number') res.setHeader('Retry-After', String(retryAfter));
+    res.status(problem.getStatus()).type('application/problem+json').send(JSON.stringify(body));
+  }
+
+  private toProblem(exception: unknown, req: Request): Problem {
+    if (exception instanceof Problem) return exception;
+    const anyErr = exception as { type?: string; status?: number; statusCode?: number; message?: string };
+    // body-parser errors (raised before any controller runs).
+    switch (anyErr?.type) {
+      case 'entity.parse.failed':
+        return Problem.validation([{ field: 'body', message: 'Malformed JSON' }], 'The request body is not valid JSON.');
+      case 'entity.too.large':
+        return new Problem('payload_too_large', 'The request body is too large.');
+      case 'encoding.unsupported':
+      case 'charset.unsupported':
+        return new Problem('unsupported_media_type', anyErr.message);
+      case 'request.aborted':
+        return Problem.validation([{ field: 'body', message: 'Request aborted' }]);
+    }
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      const code = codeForStatus(status);
+      if (code) return new Problem(code, status === 404 ? `No route ${req.method} ${req.path}` : exception.message);
+    }
+    if (isDependencyOutage(exception)) {
+      this.logger.warn(`dependency unavailable: ${(exception as Error).message}`);
+      return new Problem('service_unavailable', 'A backing service is unavailable; try again shortly.', {
+        retryAfterSeconds: 5,
+      });
+    }
+    const status = anyErr?.status ?? anyErr?.statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      const code = codeForStatus(status);
+      if (code) return new Problem(code, anyErr.message);
+    }
+    this.logger.error({ err: exception }, 'unhandled error');
+    return new Problem('internal_error', 'An unexpected error occurred.');
+  }
+}
+
+function codeForStatus(status: number): ErrorCode | undefined {
+  const byStatus: Record<number, ErrorCode> = {
+    400: 'validation_failed',
+    401: 'unauthorized',
+    403: 'forbidden',
+    404: 'not_found',
+    405: 'not_found',
+    409: 'invalid_state',
+    413: 'payload_too_large',
+    415: 'unsupported_media_type',
+    429: 'rate_limited',
+    503: 'service_unavailable',
+  };
+  const code = byStatus[status];
+  return code && ERROR_CODES[code] ? code : undefined;
+}

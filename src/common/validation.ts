@@ -1,0 +1,40 @@
+import { ArgumentMetadata, Injectable, ValidationError, ValidationPipe } from '@nestjs/common';
+import { FieldError, Problem } from './problem.js';
+
+function flatten(errors: ValidationError[], parent = ''): FieldError[] {
+  return errors.flatMap((e) => {
+    const field = parent ? `${parent}.${e.property}` : e.property;
+    const own = Object.values(e.constraints ?? {}).map((message) => ({
+      field,
+      message: message.startsWith('property ') && message.endsWith(' should not exist') ? `${field} is not an allowed field` : message,
+    }));
+    return [...own, ...flatten(e.children ?? [], field)];
+  });
+}
+
+/**
+ * class-validator with the contract's error shape: unknown fields are rejected, types are
+ * never coerced in bodies, and every failure is a 400 validation_failed listing the fields.
+ */
+@Injectable()
+export class StrictValidationPipe extends ValidationPipe {
+  constructor() {
+    super({
+      whitelist: true,
+      forbidNonWhitelisted: true,
+      transform: true,
+      transformOptions: { enableImplicitConversion: false },
+      validationError: { target: false, value: false },
+      exceptionFactory: (errors) => Problem.validation(flatten(errors)),
+    });
+  }
+
+  override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    if (metadata.type === 'body' && metadata.metatype && metadata.metatype !== Object) {
+      if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
+        throw Problem.validation([{ field: 'body', message: 'The body must be a JSON object.' }]);
+      }
+    }
+    return super.transform(value, metadata);
+  }
+}

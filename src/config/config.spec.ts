@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.js';
+
+describe('loadConfig', () => {
+  it('has the contract defaults', () => {
+    const cfg = loadConfig({});
+    expect(cfg).toMatchObject({
+      port: 3000,
+      role: 'all',
+      databaseUrl: 'postgres://postgres:postgres@127.0.0.1:5432/refunds',
+      redisUrl: 'redis://127.0.0.1:6379',
+      sandbox: true,
+      migrationsRun: true,
+      binancePayBaseUrl: 'https://bpay.binanceapi.com',
+    });
+    expect(cfg.cobo.baseUrl).toBe('https://api.cobo.com/v2');
+    expect(cfg.lean).toMatchObject({ baseUrl: 'https://api2.leantech.me', authUrl: 'https://auth.leantech.me' });
+    expect(cfg.binancePay).toBeUndefined();
+  });
+
+  it('turns the sandbox off in production and then requires ADMIN_API_KEY', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/ADMIN_API_KEY/);
+    expect(loadConfig({ NODE_ENV: 'production', ADMIN_API_KEY: 'a'.repeat(32) }).sandbox).toBe(false);
+  });
+
+  it.each([
+    [{ ROLE: 'both' }, /ROLE/],
+    [{ PORT: 'eighty' }, /PORT/],
+    [{ DATABASE_URL: 'not a url' }, /DATABASE_URL/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
+    [{ REDIS_URL: 'http://x' }, /REDIS_URL/],
+    [{ SANDBOX: 'maybe' }, /SANDBOX/],
+    [{ MIGRATIONS_RUN: 'sometimes' }, /MIGRATIONS_RUN/],
+    [{ BINANCE_PAY_BASE_URL: 'ftp://x' }, /BINANCE_PAY_BASE_URL/],
+    [{ BINANCE_PAY_API_KEY: 'k' }, /BINANCE_PAY_SECRET_KEY/],
+    [{ COBO_API_PRIVATE_KEY: 'xyz' }, /COBO_API_PRIVATE_KEY/],
+    [{ COBO_PUBLIC_KEY: '12' }, /COBO_PUBLIC_KEY/],
+    [{ ADMIN_API_KEY: 'short' }, /ADMIN_API_KEY/],
+    [{ LEASE_MS: '1000', PROVIDER_TIMEOUT_MS: '5000' }, /LEASE_MS/],
+  ])('rejects %j naming the variable', (env, message) => {
+    expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
+    expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it('reads explicit Binance credentials and strips trailing slashes', () => {
+    const cfg = loadConfig({ BINANCE_PAY_BASE_URL: 'http://127.0.0.1:9/prefix/', BINANCE_PAY_API_KEY: 'k', BINANCE_PAY_SECRET_KEY: 's' });
+    expect(cfg.binancePay).toEqual({ baseUrl: 'http://127.0.0.1:9/prefix', apiKey: 'k', secretKey: 's' });
+  });
+});

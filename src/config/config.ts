@@ -1,0 +1,211 @@
+import { createPrivateKey } from 'node:crypto';
+
+/**
+ * Typed configuration, read once from the environment at start.
+ *
+ * Every variable is validated here so that a bad value stops the process with a
+ * message naming the variable, instead of failing later in the middle of a refund.
+ * Secrets are kept in this object only; nothing here is ever logged.
+ */
+export type Role = 'all' | 'api' | 'worker';
+
+export interface BinancePayConfig {
+  baseUrl: string;
+  apiKey: string;
+  secretKey: string;
+}
+
+export interface CoboConfig {
+  baseUrl: string;
+  apiPrivateKey?: string;
+  publicKey: string;
+}
+
+export interface LeanConfig {
+  baseUrl: string;
+  authUrl: string;
+  clientId?: string;
+  clientSecret?: string;
+  webhookSecret?: string;
+}
+
+export class AppConfig {
+  nodeEnv!: string;
+  port!: number;
+  role!: Role;
+  databaseUrl!: string;
+  redisUrl!: string;
+  /** Prefix of every BullMQ key, so several deployments (or test runs) can share one Redis. */
+  queuePrefix!: string;
+  adminApiKey?: string;
+  sandbox!: boolean;
+  /** Where processes reach the built-in emulators (an API process serves them). */
+  sandboxUrl!: string;
+  /** Our own public address, used in the webhook URL we hand to providers. */
+  publicUrl!: string;
+  migrationsRun!: boolean;
+  logLevel!: string;
+  dbPoolSize!: number;
+  /** Explicit provider configuration; undefined when the credentials are absent. */
+  binancePay?: BinancePayConfig;
+  binancePayBaseUrl!: string;
+  cobo!: CoboConfig;
+  lean!: LeanConfig;
+  processing!: ProcessingConfig;
+}
+
+export interface ProcessingConfig {
+  /** Upper bound of one provider HTTP call. */
+  providerTimeoutMs: number;
+  /** Jobs handled at once per provider queue in one worker process (I/O bound). */
+  concurrency: number;
+  /** First delay before re-checking a refund the provider has not finalised. */
+  pollInitialDelayMs: number;
+  /** Cap of the exponential back-off between checks of one refund. */
+  pollMaxDelayMs: number;
+  /** How long a worker holds a refund exclusively; must exceed one provider call. */
+  leaseMs: number;
+  /** How often the recovery sweeper looks for refunds with no live job. */
+  sweepIntervalMs: number;
+  /** A refund due this long ago with no worker on it is presumed to have lost its job. */
+  sweepGraceMs: number;
+  /** Non-final refunds older than this are reported as stuck. */
+  stuckAfterMs: number;
+}
+
+export class ConfigError extends Error {}
+
+const ROLES: Role[] = ['all', 'api', 'worker'];
+
+function bool(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(true|1|yes)$/i.test(raw)) return true;
+  if (/^(false|0|no)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function url(env: NodeJS.ProcessEnv, name: string, fallback: string, protocols: string[]): string {
+  const raw = env[name] === undefined || env[name] === '' ? fallback : env[name]!;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(`${name} must use ${protocols.join(' or ')}`);
+  }
+  // Base URLs are joined with paths later; a trailing slash would double it.
+  return raw.replace(/\/+$/, '');
+}
+
+function optional(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? undefined : raw;
+}
+
+function hexKey(env: NodeJS.ProcessEnv, name: string, bytes: number): string | undefined {
+  const raw = optional(env, name);
+  if (raw === undefined) return undefined;
+  if (!new RegExp(`^[0-9a-fA-F]{${bytes * 2}}$`).test(raw)) {
+    throw new ConfigError(`${name} must be ${bytes} bytes of hex (${bytes * 2} hex characters)`);
+  }
+  return raw.toLowerCase();
+}
+
+/** Cobo's production response-signing key (providers.md §2.4). */
+export const COBO_PRODUCTION_PUBLIC_KEY = '8d4a482641adb2a34b726f05827dba9a9653e5857469b8749052bf4458a86729';
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const cfg = new AppConfig();
+  cfg.nodeEnv = env.NODE_ENV ?? 'development';
+  cfg.port = int(env, 'PORT', 3000, 0, 65535);
+  const role = (env.ROLE ?? 'all') as Role;
+  if (!ROLES.includes(role)) throw new ConfigError(`ROLE must be one of ${ROLES.join(', ')}, got "${env.ROLE}"`);
+  cfg.role = role;
+  cfg.databaseUrl = url(env, 'DATABASE_URL', 'postgres://postgres:postgres@127.0.0.1:5432/refunds', [
+    'postgres:',
+    'postgresql:',
+  ]);
+  cfg.redisUrl = url(env, 'REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']);
+  cfg.queuePrefix = optional(env, 'QUEUE_PREFIX') ?? 'refunds';
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(cfg.queuePrefix)) {
+    throw new ConfigError('QUEUE_PREFIX may hold only letters, digits, "_", "." and "-" (at most 64)');
+  }
+  cfg.sandbox = bool(env, 'SANDBOX', cfg.nodeEnv !== 'production');
+  cfg.adminApiKey = optional(env, 'ADMIN_API_KEY');
+  if (cfg.adminApiKey !== undefined && cfg.adminApiKey.length < 16) {
+    throw new ConfigError('ADMIN_API_KEY must be at least 16 characters');
+  }
+  if (cfg.adminApiKey === undefined && !cfg.sandbox) {
+    throw new ConfigError('ADMIN_API_KEY is required unless SANDBOX=true');
+  }
+  cfg.migrationsRun = bool(env, 'MIGRATIONS_RUN', true);
+  cfg.logLevel = optional(env, 'LOG_LEVEL') ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(cfg.logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent`);
+  }
+  cfg.dbPoolSize = int(env, 'DB_POOL_SIZE', 20, 2, 500);
+  cfg.publicUrl = url(env, 'PUBLIC_URL', `http://127.0.0.1:${cfg.port}`, ['http:', 'https:']);
+  cfg.sandboxUrl = url(env, 'SANDBOX_URL', `http://127.0.0.1:${cfg.port}/sandbox`, ['http:', 'https:']);
+
+  cfg.binancePayBaseUrl = url(env, 'BINANCE_PAY_BASE_URL', 'https://bpay.binanceapi.com', ['http:', 'https:']);
+  const binanceKey = optional(env, 'BINANCE_PAY_API_KEY');
+  const binanceSecret = optional(env, 'BINANCE_PAY_SECRET_KEY');
+  if ((binanceKey === undefined) !== (binanceSecret === undefined)) {
+    throw new ConfigError('BINANCE_PAY_API_KEY and BINANCE_PAY_SECRET_KEY must be set together');
+  }
+  if (binanceKey !== undefined && binanceSecret !== undefined) {
+    cfg.binancePay = { baseUrl: cfg.binancePayBaseUrl, apiKey: binanceKey, secretKey: binanceSecret };
+  }
+
+  const coboPrivate = hexKey(env, 'COBO_API_PRIVATE_KEY', 32);
+  if (coboPrivate !== undefined) assertEd25519Seed(coboPrivate);
+  cfg.cobo = {
+    baseUrl: url(env, 'COBO_BASE_URL', 'https://api.cobo.com/v2', ['http:', 'https:']),
+    apiPrivateKey: coboPrivate,
+    publicKey: hexKey(env, 'COBO_PUBLIC_KEY', 32) ?? COBO_PRODUCTION_PUBLIC_KEY,
+  };
+  cfg.lean = {
+    baseUrl: url(env, 'LEAN_BASE_URL', 'https://api2.leantech.me', ['http:', 'https:']),
+    authUrl: url(env, 'LEAN_AUTH_URL', 'https://auth.leantech.me', ['http:', 'https:']),
+    clientId: optional(env, 'LEAN_CLIENT_ID'),
+    clientSecret: optional(env, 'LEAN_CLIENT_SECRET'),
+    webhookSecret: optional(env, 'LEAN_WEBHOOK_SECRET'),
+  };
+
+  cfg.processing = {
+    providerTimeoutMs: int(env, 'PROVIDER_TIMEOUT_MS', 10_000, 100, 120_000),
+    concurrency: int(env, 'WORKER_CONCURRENCY', 64, 1, 5_000),
+    pollInitialDelayMs: int(env, 'POLL_INITIAL_DELAY_MS', 1_000, 10, 3_600_000),
+    pollMaxDelayMs: int(env, 'POLL_MAX_DELAY_MS', 60_000, 10, 86_400_000),
+    leaseMs: int(env, 'LEASE_MS', 60_000, 1_000, 3_600_000),
+    sweepIntervalMs: int(env, 'SWEEP_INTERVAL_MS', 10_000, 100, 3_600_000),
+    sweepGraceMs: int(env, 'SWEEP_GRACE_MS', 30_000, 0, 86_400_000),
+    stuckAfterMs: int(env, 'STUCK_AFTER_MS', 30 * 60_000, 1_000, 30 * 86_400_000),
+  };
+  if (cfg.processing.leaseMs <= cfg.processing.providerTimeoutMs) {
+    throw new ConfigError('LEASE_MS must be larger than PROVIDER_TIMEOUT_MS');
+  }
+  return cfg;
+}
+
+function assertEd25519Seed(hex: string): void {
+  try {
+    // PKCS#8 wrapper of a raw 32-byte Ed25519 seed.
+    const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.from(hex, 'hex')]);
+    createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  } catch {
+    throw new ConfigError('COBO_API_PRIVATE_KEY is not a valid Ed25519 seed');
+  }
+}

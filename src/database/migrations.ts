@@ -1,0 +1,4 @@
+import { InitialSchema1763870000000 } from '../../migrations/1763870000000-initial-schema.js';
+
+/** Every migration, oldest first. The schema comes only from these (never synchronize). */
+export const MIGRATIONS = [InitialSchema1763870000000];
