@@ -1,0 +1,34 @@
+import { createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
+import type { Request } from 'express';
+
+export const ROLES = ['merchant', 'ops', 'finance', 'admin'] as const;
+export type ApiRole = (typeof ROLES)[number];
+
+/** Who is calling: passed explicitly from controllers into services. */
+export interface AuthContext {
+  /** api_keys.id, or 'bootstrap-admin' for ADMIN_API_KEY. */
+  keyId: string;
+  role: ApiRole;
+  merchantId: string | null;
+}
+
+export function actorOf(auth: AuthContext): string {
+  return `api_key:${auth.keyId}`;
+}
+
+/** Merchants are confined to their own merchant id; other roles see every merchant. */
+export function merchantScope(auth: AuthContext): string | null {
+  return auth.role === 'merchant' ? auth.merchantId : null;
+}
+
+export const ROLES_KEY = 'roles';
+/** Roles allowed on a route; admin is always allowed. */
+export const Roles = (...roles: ApiRole[]) => SetMetadata(ROLES_KEY, roles);
+
+export type AuthedRequest = Request & { auth?: AuthContext };
+
+export const Auth = createParamDecorator((_data: unknown, ctx: ExecutionContext): AuthContext => {
+  const req = ctx.switchToHttp().getRequest<AuthedRequest>();
+  if (!req.auth) throw new Error('route has no authentication context');
+  return req.auth;
+});
