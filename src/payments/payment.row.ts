@@ -1,0 +1,25 @@
+import type { ProviderName } from '../providers/provider.js';
+
+export interface PaymentRow {
+  provider: ProviderName;
+  payment_id: string;
+  merchant_id: string;
+  amount: string;
+  currency: string;
+  status: string;
+  provider_data: Record<string, unknown>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** What is already spoken for on one payment (refunds-api.md §4, over-refund guard). */
+export interface PaymentBalance {
+  /** Sum of refundedAmount of final refunds (succeeded, partially_succeeded). */
+  refunded: string;
+  /** Sum of amounts of refunds still in flight (pending_approval .. requires_action). */
+  reserved: string;
+  /** paid - refunded - reserved. */
+  refundable: string;
+  /** Refunds that used (or will use) one of the provider's refund slots. */
+  slotsUsed: number;
+}

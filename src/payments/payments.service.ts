@@ -1,0 +1,101 @@
+import { Injectable } from '@nestjs/common';
+import { formatAmount, money } from '../common/money.js';
+import { Problem } from '../common/problem.js';
+import { Database, Sql } from '../database/database.js';
+import type { ProviderName, ProviderPayment } from '../providers/provider.js';
+import { ProvidersService } from '../providers/providers.service.js';
+import { PaymentBalance, PaymentRow } from './payment.row.js';
+
+/**
+ * Sums the refunds of one payment. Called under the payment's row lock by every path
+ * that can raise what is spoken for (create, ops retry), which makes the guard hold under
+ * any concurrency: two requests on one payment are serialised by that lock.
+ */
+const BALANCE_SQL = `
+  SELECT
+    COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
+                      WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded,
+    COALESCE(SUM(CASE WHEN status IN ('pending_approval', 'queued', 'processing', 'requires_action')
+                      THEN amount END), 0)::text AS reserved,
+    COUNT(*) FILTER (WHERE status NOT IN ('failed', 'canceled')
+                        OR (status = 'failed' AND provider_state = 'acknowledged'))::int AS slots_used
+  FROM refunds WHERE provider = $1 AND payment_id = $2`;
+
+@Injectable()
+export class PaymentsService {
+  constructor(
+    private readonly db: Database,
+    private readonly providers: ProvidersService,
+  ) {}
+
+  async findCached(provider: ProviderName, paymentId: string): Promise<PaymentRow | undefined> {
+    return this.db.one<PaymentRow>(`SELECT * FROM payments WHERE provider = $1 AND payment_id = $2`, [provider, paymentId]);
+  }
+
+  /**
+   * The payment as the provider reports it, asked only the first time a payment is
+   * referenced; afterwards the cached row is the reference (the provider's own cap is the
+   * second line of defence).
+   */
+  async fetchFromProvider(provider: ProviderName, paymentId: string): Promise<ProviderPayment> {
+    const result = await this.providers.get(provider).lookupPayment(paymentId);
+    if (result.kind === 'not_found') throw new Problem('payment_not_found', `No ${provider} payment ${paymentId}.`);
+    if (result.kind === 'unavailable') {
+      throw new Problem('service_unavailable', `Could not look up the payment at ${provider}; try again shortly.`, {
+        retryAfterSeconds: 5,
+      });
+    }
+    return result.payment;
+  }
+
+  /** Inserts the payment if it is not cached yet; the first merchant to refund it owns it. */
+  async insertIfAbsent(tx: Sql, provider: ProviderName, merchantId: string, p: ProviderPayment): Promise<void> {
+    await tx.query(
+      `INSERT INTO payments (provider, payment_id, merchant_id, amount, currency, status, provider_data)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (provider, payment_id) DO NOTHING`,
+      [provider, p.paymentId, merchantId, p.amount, p.currency, p.providerStatus, { ...p.data, refundable: p.refundable }],
+    );
+  }
+
+  async lockForUpdate(tx: Sql, provider: ProviderName, paymentId: string): Promise<PaymentRow | undefined> {
+    const [row] = await tx.query<PaymentRow>(
+      `SELECT * FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
+      [provider, paymentId],
+    );
+    return row;
+  }
+
+  async balance(sql: Sql, payment: PaymentRow): Promise<PaymentBalance> {
+    const [row] = await sql.query<{ refunded: string; reserved: string; slots_used: number }>(BALANCE_SQL, [
+      payment.provider,
+      payment.payment_id,
+    ]);
+    const refundable = money(payment.amount).minus(row.refunded).minus(row.reserved);
+    return {
+      refunded: formatAmount(row.refunded),
+      reserved: formatAmount(row.reserved),
+      refundable: formatAmount(refundable.isNegative() ? money('0') : refundable),
+      slotsUsed: row.slots_used,
+    };
+  }
+
+  /** GET /v1/payments/{provider}/{paymentId}. */
+  async view(provider: ProviderName, paymentId: string, merchantScope: string | null) {
+    const payment = await this.findCached(provider, paymentId);
+    if (!payment || (merchantScope !== null && payment.merchant_id !== merchantScope)) {
+      throw new Problem('payment_not_found', `No ${provider} payment ${paymentId}.`);
+    }
+    const balance = await this.balance(this.db, payment);
+    return {
+      provider: payment.provider,
+      paymentId: payment.payment_id,
+      merchantId: payment.merchant_id,
+      amount: formatAmount(payment.amount),
+      currency: payment.currency,
+      status: payment.status,
+      refundedAmount: balance.refunded,
+      reservedAmount: balance.reserved,
+      refundableAmount: balance.refundable,
+    };
+  }
+}

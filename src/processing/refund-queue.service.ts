@@ -1,0 +1,83 @@
+import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { JobsOptions, Queue } from 'bullmq';
+import { AppConfig } from '../config/config.js';
+import { PROVIDERS, type ProviderName } from '../providers/provider.js';
+import { redisOptions, refundQueueName, type RefundJobData } from './queues.js';
+
+/** Options of every refund job: id = refund id, so a refund has at most one live job. */
+export const REFUND_JOB_OPTIONS: JobsOptions = {
+  removeOnComplete: true,
+  removeOnFail: true,
+  // Only unexpected errors (e.g. Postgres down mid-step) fail a job; the sweeper re-adds it later.
+  attempts: 5,
+  backoff: { type: 'exponential', delay: 1_000, jitter: 0.5 },
+};
+
+/** How long the API waits for Redis before answering anyway (the row is already durable). */
+const ENQUEUE_TIMEOUT_MS = 2_000;
+
+/**
+ * Hands refunds to the workers. The hand-off is made durable by the database row (status
+ * queued, next_check_at due): if Redis is down or the process dies right after the commit,
+ * the recovery sweeper enqueues the refund later. Redis is an accelerator, not the record.
+ */
+@Injectable()
+export class RefundQueueService implements OnModuleDestroy {
+  private readonly logger = new Logger('RefundQueue');
+  private readonly queues = {} as Record<ProviderName, Queue<RefundJobData>>;
+
+  constructor(cfg: AppConfig) {
+    // Producer connections fail fast while Redis is away (no offline queue), unlike the
+    // workers' blocking connections, which must wait out reconnects.
+    const connection = { ...redisOptions(cfg.redisUrl), enableOfflineQueue: false, maxRetriesPerRequest: 1 };
+    for (const provider of PROVIDERS) {
+      const queue = new Queue<RefundJobData>(refundQueueName(provider), { prefix: cfg.queuePrefix, connection });
+      // Connection errors are reported by the calls that hit them; don't crash on the event.
+      queue.on('error', (err) => this.logger.debug({ err: err.message }, 'producer connection error'));
+      this.queues[provider] = queue;
+    }
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await Promise.all(Object.values(this.queues).map((q) => q.close().catch(() => undefined)));
+  }
+
+  queue(provider: ProviderName): Queue<RefundJobData> {
+    return this.queues[provider];
+  }
+
+  /** Adds the refund's job; returns false (after logging) when Redis could not take it. */
+  async enqueue(provider: ProviderName, refundId: string, delayMs = 0): Promise<boolean> {
+    try {
+      await withTimeout(
+        this.queues[provider].add('refund', { refundId }, { ...REFUND_JOB_OPTIONS, jobId: refundId, delay: delayMs }),
+        ENQUEUE_TIMEOUT_MS,
+      );
+      return true;
+    } catch (err) {
+      this.logger.warn({ refundId, err: (err as Error).message }, 'enqueue failed; the sweeper will recover it');
+      return false;
+    }
+  }
+
+  /** Adds many jobs at once (no-ops for refunds that already have a job). */
+  async enqueueMany(provider: ProviderName, refundIds: string[]): Promise<void> {
+    if (refundIds.length === 0) return;
+    await withTimeout(
+      this.queues[provider].addBulk(
+        refundIds.map((refundId) => ({ name: 'refund', data: { refundId }, opts: { ...REFUND_JOB_OPTIONS, jobId: refundId } })),
+      ),
+      ENQUEUE_TIMEOUT_MS * 5,
+    );
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,279 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { AppConfig } from '../config/config.js';
+import { Database } from '../database/database.js';
+import type { PaymentRow } from '../payments/payment.row.js';
+import type { ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../providers/provider.js';
+import { ProvidersService } from '../providers/providers.service.js';
+import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
+import type { RefundRow } from '../refunds/refund.row.js';
+
+/** What the job should do after a step: nothing more, or come back at a time. */
+export type StepResult = { done: true } | { done: false; at: Date };
+
+/** A fresh provider request id: 32 hex characters, valid for every provider's id field. */
+export function newProviderRequestId(): string {
+  return randomUUID().replace(/-/g, '');
+}
+
+/**
+ * Moves one refund one step forward. Called by the BullMQ job of the refund; the job is a
+ * nudge, the row is the truth. Exclusive per refund through a lease in the row, so two
+ * workers never talk to the provider about the same refund at once, even when BullMQ
+ * hands a stalled job to a second worker.
+ *
+ * The provider request id is stored (and the refund marked `unknown` at the provider)
+ * before every create call. Any refund in that state is resolved by a query with the same
+ * id first; a create is (re)sent only when the provider confirms it has no such refund.
+ */
+@Injectable()
+export class RefundWorkerService {
+  private readonly logger = new Logger('RefundWorker');
+  private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+
+  constructor(
+    private readonly db: Database,
+    private readonly cfg: AppConfig,
+    private readonly providers: ProvidersService,
+    private readonly state: RefundStateService,
+  ) {}
+
+  async step(refundId: string): Promise<StepResult> {
+    const row = await this.claim(refundId);
+    if (!row) return this.whenClaimable(refundId);
+    try {
+      return await this.advance(row);
+    } finally {
+      await this.db.query(`UPDATE refunds SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`, [
+        refundId,
+        this.owner,
+      ]);
+    }
+  }
+
+  private async claim(refundId: string): Promise<RefundRow | undefined> {
+    return this.db.one<RefundRow>(
+      `UPDATE refunds
+          SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000)
+        WHERE id = $1
+          AND status IN ('queued', 'processing')
+          AND (lease_until IS NULL OR lease_until < now())
+          AND (next_check_at IS NULL OR next_check_at <= now() + interval '50 milliseconds')
+        RETURNING *`,
+      [refundId, this.owner, this.cfg.processing.leaseMs],
+    );
+  }
+
+  /** The refund could not be claimed: finished, leased by another worker, or not due yet. */
+  private async whenClaimable(refundId: string): Promise<StepResult> {
+    const row = await this.db.one<Pick<RefundRow, 'status' | 'lease_until' | 'next_check_at'>>(
+      `SELECT status, lease_until, next_check_at FROM refunds WHERE id = $1`,
+      [refundId],
+    );
+    if (!row || !['queued', 'processing'].includes(row.status)) return { done: true };
+    const times = [row.lease_until, row.next_check_at].filter((t): t is Date => t !== null).map((t) => t.getTime());
+    const at = Math.max(Date.now() + 250, ...times);
+    return { done: false, at: new Date(at) };
+  }
+
+  private async advance(row: RefundRow): Promise<StepResult> {
+    const provider = this.providers.find(row.provider);
+    if (!provider || !provider.isEnabled()) {
+      // Credentials removed after the refund was accepted: keep it, check again later.
+      this.logger.warn({ refundId: row.id, provider: row.provider }, 'provider not configured; refund waits');
+      return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' });
+    }
+    const payment = await this.db.one<PaymentRow>(`SELECT * FROM payments WHERE provider = $1 AND payment_id = $2`, [
+      row.provider,
+      row.payment_id,
+    ]);
+    if (row.status === 'queued') {
+      const requestId = row.provider_request_id ?? newProviderRequestId();
+      const moved = await this.db.transaction((tx) =>
+        this.state.transition(tx, row.id, 'processing', {
+          from: ['queued'],
+          actor: 'worker',
+          // Stored before the call: after a crash or timeout we ask about this id, never a new one.
+          patch: { provider_request_id: requestId, provider_state: 'unknown', check_count: 0 },
+        }),
+      );
+      if (!moved) return this.whenClaimable(row.id);
+      return this.submit(provider, moved, payment);
+    }
+    // processing
+    const cmd = this.command(row, payment);
+    const query = await this.call(provider, row, 'query', cmd);
+    if (query.outcome.kind === 'not_found') {
+      if (row.provider_state === 'acknowledged') {
+        // The provider once had it and now denies it: never resend blindly; ops must look.
+        this.logger.error({ refundId: row.id }, 'provider no longer knows an acknowledged refund');
+        return this.reschedule(row, { kind: 'unknown', reason: 'acknowledged refund not found at provider' });
+      }
+      // Confirmed absent: (re)send the create with the same provider request id.
+      return this.submit(provider, row, payment);
+    }
+    return this.apply(row, query.outcome);
+  }
+
+  private async submit(provider: RefundProvider, row: RefundRow, payment: PaymentRow | undefined): Promise<StepResult> {
+    const result = await this.call(provider, row, 'create', this.command(row, payment));
+    return this.apply(row, result.outcome);
+  }
+
+  private command(row: RefundRow, payment: PaymentRow | undefined): RefundCommand {
+    return {
+      refundId: row.id,
+      providerRequestId: row.provider_request_id!,
+      providerRefundId: row.provider_refund_id,
+      paymentId: row.payment_id,
+      amount: row.amount,
+      currency: row.currency,
+      reason: row.reason,
+      description: row.description,
+      options: row.provider_options,
+      paymentData: payment?.provider_data ?? {},
+    };
+  }
+
+  /** One provider call, recorded in refund_attempts before it starts and after it ends. */
+  private async call(
+    provider: RefundProvider,
+    row: RefundRow,
+    kind: 'create' | 'query',
+    cmd: RefundCommand,
+  ): Promise<ProviderResult> {
+    const [attempt] = await this.db.query<{ id: string }>(
+      `WITH n AS (UPDATE refunds SET attempt_count = attempt_count + 1 WHERE id = $1 RETURNING attempt_count)
+       INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
+       SELECT $1, attempt_count, $2, $3, 'in_flight' FROM n RETURNING id`,
+      [row.id, cmd.providerRequestId, kind === 'create' ? 'create' : 'query'],
+    );
+    let result: ProviderResult;
+    try {
+      result = kind === 'create' ? await provider.submitRefund(cmd) : await provider.queryRefund(cmd);
+    } catch (err) {
+      // An adapter bug must not look like an answer: treat it as an unknown outcome.
+      this.logger.error({ refundId: row.id, err }, 'adapter threw');
+      result = {
+        outcome: { kind: 'unknown', reason: `adapter error: ${(err as Error).message}` },
+        call: { operation: kind, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: (err as Error).message },
+      };
+    }
+    await this.db.query(
+      `UPDATE refund_attempts SET outcome = $2, http_status = $3, provider_code = $4, error_message = $5,
+              latency_ms = $6, operation = $7, completed_at = now()
+        WHERE id = $1`,
+      [
+        attempt.id,
+        outcomeLabel(result.outcome),
+        result.call.httpStatus,
+        result.call.providerCode,
+        result.call.errorMessage?.slice(0, 1000) ?? null,
+        result.call.latencyMs,
+        result.call.operation,
+      ],
+    );
+    return result;
+  }
+
+  /** Applies a classified outcome; conditional on the refund still being `processing`. */
+  async apply(row: RefundRow, outcome: ProviderOutcome): Promise<StepResult> {
+    switch (outcome.kind) {
+      case 'final':
+        // If someone else (a webhook) moved it first, the refund is no longer ours to follow.
+        await applyProviderOutcome(this.db, this.state, row.id, outcome, 'worker');
+        return { done: true };
+      case 'pending':
+        if (outcome.status === 'requires_action') {
+          // Waits for the merchant (PATCH), not for us.
+          await applyProviderOutcome(this.db, this.state, row.id, outcome, 'worker');
+          return { done: true };
+        }
+        return this.reschedule(row, outcome);
+      case 'not_found':
+        return this.reschedule(row, { kind: 'unknown', reason: 'not found' });
+      case 'retry':
+      case 'unknown':
+        return this.reschedule(row, outcome);
+    }
+  }
+
+  /** Sets the next check with exponential back-off and jitter; non-final refunds are polled until final. */
+  private async reschedule(row: RefundRow, outcome: ProviderOutcome): Promise<StepResult> {
+    const { pollInitialDelayMs, pollMaxDelayMs } = this.cfg.processing;
+    const exp = Math.min(pollMaxDelayMs, pollInitialDelayMs * 2 ** Math.min(row.check_count, 30));
+    // Equal jitter: spread retries of many refunds so they do not hit the provider in waves.
+    let delay = exp / 2 + Math.random() * (exp / 2);
+    if (outcome.kind === 'retry' && outcome.retryAfterMs !== undefined) delay = Math.max(delay, outcome.retryAfterMs);
+    const at = new Date(Date.now() + Math.round(delay));
+    const patch: RefundPatch = { next_check_at: at, check_count: row.check_count + 1 };
+    if (outcome.kind === 'unknown') {
+      this.logger.warn({ refundId: row.id, reason: outcome.reason }, 'provider outcome unknown; will ask again');
+    }
+    if (outcome.kind === 'pending') Object.assign(patch, pendingPatch(outcome));
+    const updated = await this.state.update(this.db, row.id, ['processing'], patch);
+    return updated ? { done: false, at } : { done: true };
+  }
+}
+
+function outcomeLabel(outcome: ProviderOutcome): string {
+  switch (outcome.kind) {
+    case 'final':
+      return outcome.status;
+    case 'pending':
+      return outcome.status === 'requires_action' ? 'requires_action' : 'pending';
+    default:
+      return outcome.kind;
+  }
+}
+
+function pendingPatch(outcome: Extract<ProviderOutcome, { kind: 'pending' }>): RefundPatch {
+  return {
+    provider_state: 'acknowledged',
+    ...(outcome.update.providerRefundId ? { provider_refund_id: outcome.update.providerRefundId } : {}),
+    ...(outcome.update.providerStatus ? { provider_status: outcome.update.providerStatus } : {}),
+    ...(outcome.update.details ? { provider_details: outcome.update.details } : {}),
+  };
+}
+
+/**
+ * The one place a provider's answer (poll or webhook) changes a refund. Conditional on
+ * the refund being `processing`, so it is idempotent and order-independent: a duplicate,
+ * late or reordered answer finds the refund already moved and changes nothing.
+ */
+export async function applyProviderOutcome(
+  db: Database,
+  state: RefundStateService,
+  refundId: string,
+  outcome: Extract<ProviderOutcome, { kind: 'final' | 'pending' }>,
+  actor: string,
+): Promise<'final' | 'updated' | 'unchanged'> {
+  const u = outcome.update;
+  if (outcome.kind === 'pending') {
+    if (outcome.status === 'requires_action') {
+      const moved = await db.transaction((tx) =>
+        state.transition(tx, refundId, 'requires_action', { from: ['processing'], actor, patch: pendingPatch(outcome) }),
+      );
+      return moved ? 'updated' : 'unchanged';
+    }
+    const updated = await state.update(db, refundId, ['processing'], pendingPatch(outcome));
+    return updated ? 'updated' : 'unchanged';
+  }
+  // A refusal without any provider-side refund (no status, no id) used no provider slot.
+  const existsAtProvider = Boolean(u.providerStatus || u.providerRefundId);
+  const patch: RefundPatch = {
+    provider_state: existsAtProvider ? 'acknowledged' : 'not_sent',
+    ...(u.providerRefundId ? { provider_refund_id: u.providerRefundId } : {}),
+    ...(u.providerStatus ? { provider_status: u.providerStatus } : {}),
+    ...(u.details ? { provider_details: u.details } : {}),
+    ...(outcome.status === 'partially_succeeded' ? { refunded_amount: u.refundedAmount } : {}),
+    ...(outcome.status === 'failed'
+      ? { failure_code: u.failureCode ?? 'provider_failed', failure_message: u.failureMessage ?? null }
+      : {}),
+  };
+  const moved = await db.transaction((tx) =>
+    state.transition(tx, refundId, outcome.status, { from: ['processing'], actor, patch }),
+  );
+  return moved ? 'final' : 'unchanged';
+}

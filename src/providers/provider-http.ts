@@ -1,0 +1,87 @@
+import { HttpService } from '@nestjs/axios';
+import { Injectable } from '@nestjs/common';
+import { AxiosError } from 'axios';
+import http from 'node:http';
+import https from 'node:https';
+import { firstValueFrom } from 'rxjs';
+import { AppConfig } from '../config/config.js';
+
+export interface HttpAnswer {
+  ok: true;
+  status: number;
+  body: string;
+  headers: Record<string, string>;
+  latencyMs: number;
+}
+
+/** The call did not produce an HTTP answer: the provider may or may not have acted. */
+export interface HttpFailure {
+  ok: false;
+  reason: string;
+  /** True when the request surely never reached the provider (connection refused). */
+  notSent: boolean;
+  latencyMs: number;
+}
+
+/**
+ * HTTP to providers: raw text in and out (signatures cover exact bytes), a hard timeout,
+ * keep-alive sockets, and no exceptions for HTTP statuses: adapters classify them.
+ */
+@Injectable()
+export class ProviderHttp {
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+  private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 512 });
+
+  constructor(
+    private readonly http: HttpService,
+    private readonly cfg: AppConfig,
+  ) {}
+
+  async request(opts: {
+    method: 'GET' | 'POST' | 'PUT';
+    url: string;
+    headers: Record<string, string>;
+    body?: string;
+  }): Promise<HttpAnswer | HttpFailure> {
+    const started = performance.now();
+    const latency = () => Math.round(performance.now() - started);
+    try {
+      const res = await firstValueFrom(
+        this.http.request<string>({
+          method: opts.method,
+          url: opts.url,
+          headers: opts.headers,
+          data: opts.body,
+          timeout: this.cfg.processing.providerTimeoutMs,
+          responseType: 'text',
+          transformResponse: (x: unknown) => x,
+          validateStatus: () => true,
+          maxRedirects: 0,
+          httpAgent: this.httpAgent,
+          httpsAgent: this.httpsAgent,
+          decompress: true,
+        }),
+      );
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(res.headers ?? {})) if (typeof v === 'string') headers[k.toLowerCase()] = v;
+      return { ok: true, status: res.status, body: typeof res.data === 'string' ? res.data : '', headers, latencyMs: latency() };
+    } catch (err) {
+      const e = err as AxiosError;
+      const code = e.code ?? 'ERROR';
+      return {
+        ok: false,
+        reason: `${code}: ${e.message}`,
+        notSent: code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN',
+        latencyMs: latency(),
+      };
+    }
+  }
+}
+
+/** Parses Retry-After (seconds or HTTP date) into milliseconds. */
+export function retryAfterMs(header: string | undefined): number | undefined {
+  if (!header) return undefined;
+  if (/^\d+$/.test(header)) return Number(header) * 1000;
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}

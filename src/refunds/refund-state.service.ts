@@ -1,0 +1,121 @@
+import { Injectable, Logger } from '@nestjs/common';
+import type { Sql } from '../database/database.js';
+import { RefundRow } from './refund.row.js';
+import { isFinal, RefundStatus, sourcesOf } from './refund-status.js';
+
+/** Column changes that may accompany a status change. */
+export interface RefundPatch {
+  provider_refund_id?: string | null;
+  provider_status?: string | null;
+  provider_state?: RefundRow['provider_state'];
+  provider_request_id?: string | null;
+  refunded_amount?: string;
+  failure_code?: string | null;
+  failure_message?: string | null;
+  /** Merged (jsonb ||) into provider_details, never replacing it. */
+  provider_details?: Record<string, unknown>;
+  next_check_at?: Date | null;
+  check_count?: number;
+}
+
+const PATCH_COLUMNS = [
+  'provider_refund_id',
+  'provider_status',
+  'provider_state',
+  'provider_request_id',
+  'refunded_amount',
+  'failure_code',
+  'failure_message',
+  'next_check_at',
+  'check_count',
+] as const;
+
+/**
+ * The only writer of refunds.status. A transition is one conditional UPDATE
+ * (`WHERE status = ANY(<allowed sources>)`) plus an event row in the same transaction,
+ * so concurrent writers (worker, webhook, ops) cannot both win, and a late provider
+ * answer cannot move a refund backwards or out of a final status.
+ */
+@Injectable()
+export class RefundStateService {
+  private readonly logger = new Logger('RefundState');
+
+  /**
+   * Moves the refund to `to` if its current status is one of `from` (default: every status
+   * the state machine allows to reach `to`). Returns the updated row, or null when the
+   * refund was not in an allowed status (someone else moved it first).
+   */
+  async transition(
+    tx: Sql,
+    refundId: string,
+    to: RefundStatus,
+    opts: { from?: RefundStatus[]; patch?: RefundPatch; actor: string; detail?: Record<string, unknown> },
+  ): Promise<RefundRow | null> {
+    const allowed = sourcesOf(to);
+    const from = opts.from ? opts.from.filter((s) => allowed.includes(s)) : allowed;
+    if (from.length === 0) throw new Error(`no allowed transition to ${to} from ${opts.from?.join(',')}`);
+    const patch = { ...opts.patch };
+    if (to === 'succeeded') {
+      // refunded_amount = amount is set in SQL below; a final success always refunds the full amount.
+      delete patch.refunded_amount;
+    } else if (to !== 'partially_succeeded') {
+      patch.refunded_amount = '0';
+    }
+    if (isFinal(to)) patch.next_check_at = null;
+
+    const params: unknown[] = [refundId, to, from];
+    const sets = [`status = $2`, `updated_at = now()`, `status_changed_at = now()`];
+    sets.push(isFinal(to) ? `completed_at = now()` : `completed_at = NULL`);
+    if (to === 'succeeded') sets.push(`refunded_amount = amount`);
+    this.addPatch(patch, sets, params);
+
+    const [row] = await tx.query<RefundRow & { previous_status: RefundStatus }>(
+      `WITH prev AS (SELECT id, status FROM refunds WHERE id = $1 FOR UPDATE)
+       UPDATE refunds r SET ${sets.join(', ')}
+       FROM prev WHERE r.id = prev.id AND prev.status = ANY($3::text[])
+       RETURNING r.*, prev.status AS previous_status`,
+      params,
+    );
+    if (!row) return null;
+    await tx.query(
+      `INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail) VALUES ($1, $2, $3, $4, $5)`,
+      [refundId, row.previous_status, to, opts.actor, opts.detail ?? {}],
+    );
+    if (isFinal(to)) this.logger.log({ refundId, from: row.previous_status, to, actor: opts.actor }, 'refund final');
+    const { previous_status: _ignored, ...rest } = row;
+    return rest as RefundRow;
+  }
+
+  /** Updates provider facts without a status change, only while the refund is in `status`. */
+  async update(tx: Sql, refundId: string, status: RefundStatus[], patch: RefundPatch): Promise<RefundRow | null> {
+    const params: unknown[] = [refundId, status];
+    const sets = [`updated_at = now()`];
+    this.addPatch(patch, sets, params);
+    const [row] = await tx.query<RefundRow>(
+      `UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = ANY($2::text[]) RETURNING *`,
+      params,
+    );
+    return row ?? null;
+  }
+
+  /** Records the creation of a refund (no previous status). */
+  async created(tx: Sql, refundId: string, status: RefundStatus, actor: string): Promise<void> {
+    await tx.query(`INSERT INTO refund_events (refund_id, from_status, to_status, actor) VALUES ($1, NULL, $2, $3)`, [
+      refundId,
+      status,
+      actor,
+    ]);
+  }
+
+  private addPatch(patch: RefundPatch, sets: string[], params: unknown[]): void {
+    for (const col of PATCH_COLUMNS) {
+      if (patch[col] === undefined) continue;
+      params.push(patch[col]);
+      sets.push(`${col} = $${params.length}`);
+    }
+    if (patch.provider_details && Object.keys(patch.provider_details).length > 0) {
+      params.push(patch.provider_details);
+      sets.push(`provider_details = provider_details || $${params.length}::jsonb`);
+    }
+  }
+}

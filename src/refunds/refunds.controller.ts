@@ -1,0 +1,61 @@
+import { Body, Controller, Get, Headers, HttpCode, Param, ParseUUIDPipe, Post, Query, Req, Res, UseInterceptors } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { Auth, type AuthContext, Roles } from '../auth/auth-context.js';
+import { Problem } from '../common/problem.js';
+import { CreateRefundDto, ListRefundsQuery } from './refund.dto.js';
+import { toRefundJson } from './refund.row.js';
+import { RefundsService } from './refunds.service.js';
+import { RequireIdempotencyKey } from './idempotency-key.interceptor.js';
+
+const RefundId = () => new ParseUUIDPipe({ exceptionFactory: () => new Problem('not_found', 'No such refund.') });
+
+@Controller('v1/refunds')
+export class RefundsController {
+  constructor(private readonly refunds: RefundsService) {}
+
+  @Post()
+  @Roles('merchant')
+  @UseInterceptors(RequireIdempotencyKey)
+  async create(
+    @Auth() auth: AuthContext,
+    @Headers('idempotency-key') key: string,
+    @Body() dto: CreateRefundDto,
+    @Req() req: Request,
+    @Res({ passthrough: true }) res: Response,
+  ) {
+    if (auth.role !== 'merchant') {
+      throw new Problem('forbidden', 'Refunds are created with a merchant key.');
+    }
+    const { refund, replayed } = await this.refunds.create(auth, key, dto, req.body);
+    if (replayed) {
+      res.status(200).setHeader('Idempotent-Replayed', 'true');
+    } else {
+      res.status(202);
+    }
+    return refund;
+  }
+
+  @Get()
+  @Roles('merchant', 'ops', 'finance')
+  list(@Auth() auth: AuthContext, @Query() query: ListRefundsQuery) {
+    return this.refunds.list(auth, query);
+  }
+
+  @Get(':id')
+  @Roles('merchant', 'ops', 'finance')
+  async get(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
+    return toRefundJson(await this.refunds.get(auth, id));
+  }
+
+  @Get(':id/attempts')
+  @Roles('merchant', 'ops', 'finance')
+  attempts(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
+    return this.refunds.attempts(auth, id);
+  }
+
+  @Get(':id/events')
+  @Roles('merchant', 'ops', 'finance')
+  events(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
+    return this.refunds.events(auth, id);
+  }
+}

@@ -1,0 +1,13 @@
+import { Module } from '@nestjs/common';
+import { PaymentsController } from '../payments/payments.controller.js';
+import { PaymentsService } from '../payments/payments.service.js';
+import { ProvidersModule } from '../providers/providers.module.js';
+import { RefundsController } from './refunds.controller.js';
+import { RefundsService } from './refunds.service.js';
+
+@Module({
+  imports: [ProvidersModule],
+  controllers: [RefundsController, PaymentsController],
+  providers: [RefundsService, PaymentsService],
+})
+export class RefundsModule {}

@@ -1,0 +1,344 @@
+import { Injectable } from '@nestjs/common';
+import { createHash, randomUUID } from 'node:crypto';
+import { AppConfig } from '../config/config.js';
+import { decimalPlaces, formatAmount, money } from '../common/money.js';
+import { Problem } from '../common/problem.js';
+import { Database, Sql } from '../database/database.js';
+import { AuthContext, actorOf, merchantScope } from '../auth/auth-context.js';
+import { PaymentsService } from '../payments/payments.service.js';
+import type { ProviderPayment } from '../providers/provider.js';
+import { ProvidersService } from '../providers/providers.service.js';
+import { RefundQueueService } from '../processing/refund-queue.service.js';
+import { CreateRefundDto, ListRefundsQuery } from './refund.dto.js';
+import { RefundJson, RefundRow, toRefundJson } from './refund.row.js';
+import { RefundStateService } from './refund-state.service.js';
+import { isRefundStatus, RefundStatus } from './refund-status.js';
+
+export interface CreateResult {
+  refund: RefundJson;
+  replayed: boolean;
+}
+
+/** Canonical JSON (sorted keys) of the request body: what "same body" means for idempotency. */
+export function requestHash(body: unknown): string {
+  const canonical = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(canonical);
+    if (v && typeof v === 'object') {
+      return Object.fromEntries(
+        Object.keys(v as object)
+          .sort()
+          .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+      );
+    }
+    return v;
+  };
+  return createHash('sha256').update(JSON.stringify(canonical(body))).digest('hex');
+}
+
+interface Cursor {
+  createdAt: string;
+  id: string;
+}
+
+function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify([c.createdAt, c.id])).toString('base64url');
+}
+
+function decodeCursor(text: string): Cursor {
+  try {
+    const [createdAt, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as [unknown, unknown];
+    if (typeof createdAt !== 'string' || typeof id !== 'string' || Number.isNaN(Date.parse(createdAt))) throw new Error();
+    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error();
+    return { createdAt, id };
+  } catch {
+    throw Problem.validation([{ field: 'cursor', message: 'cursor is not one this API returned' }]);
+  }
+}
+
+@Injectable()
+export class RefundsService {
+  constructor(
+    private readonly db: Database,
+    private readonly cfg: AppConfig,
+    private readonly providers: ProvidersService,
+    private readonly payments: PaymentsService,
+    private readonly state: RefundStateService,
+    private readonly queue: RefundQueueService,
+  ) {}
+
+  /**
+   * POST /v1/refunds. The refund row (status queued, due now) is committed before the
+   * response, which makes the hand-off durable even if the enqueue that follows fails.
+   */
+  async create(auth: AuthContext, idempotencyKey: string, dto: CreateRefundDto, rawBody: unknown): Promise<CreateResult> {
+    const merchantId = auth.merchantId!;
+    const hash = requestHash(rawBody);
+
+    // A replay is answered from the row alone: no provider call, works while a provider is down.
+    const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+    if (existing) return this.replay(existing, hash);
+
+    const provider = this.providers.get(dto.provider);
+    this.validateForProvider(dto, provider.amountDecimals);
+
+    const cached = await this.payments.findCached(dto.provider, dto.paymentId);
+    let fetched: ProviderPayment | undefined;
+    if (!cached) fetched = await this.payments.fetchFromProvider(dto.provider, dto.paymentId);
+    else if (cached.merchant_id !== merchantId) throw this.paymentNotFound(dto);
+
+    const id = randomUUID();
+    const result = await this.db.transaction(async (tx) => {
+      if (fetched) {
+        if (!fetched.refundable) {
+          throw new Problem('payment_not_refundable', `The payment is ${fetched.providerStatus} at ${dto.provider}.`);
+        }
+        await this.payments.insertIfAbsent(tx, dto.provider, merchantId, fetched);
+      }
+      // Serialises every create (and retry) on this payment: the guard below sees all of them.
+      const payment = await this.payments.lockForUpdate(tx, dto.provider, dto.paymentId);
+      if (!payment || payment.merchant_id !== merchantId) throw this.paymentNotFound(dto);
+
+      // A concurrent request with the same key may have committed while we waited for the lock.
+      const raced = await this.findByIdempotencyKey(tx, merchantId, idempotencyKey);
+      if (raced) return { replayOf: raced };
+
+      if (payment.provider_data.refundable === false) {
+        throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
+      }
+      if (payment.currency !== dto.currency) {
+        throw new Problem('currency_mismatch', `The payment is in ${payment.currency}, not ${dto.currency}.`, {
+          paymentCurrency: payment.currency,
+        });
+      }
+      const balance = await this.payments.balance(tx, payment);
+      if (money(dto.amount).gt(balance.refundable)) {
+        throw new Problem('amount_exceeds_refundable', `At most ${balance.refundable} ${payment.currency} can be refunded.`, {
+          refundableAmount: balance.refundable,
+        });
+      }
+      if (provider.maxRefundsPerPayment !== undefined) {
+        const remaining = provider.maxRefundsPerPayment - balance.slotsUsed;
+        if (remaining <= 0) {
+          throw new Problem(
+            'payment_not_refundable',
+            `${dto.provider} allows at most ${provider.maxRefundsPerPayment} refunds per payment.`,
+            { refundableAmount: balance.refundable, remainingRefunds: 0 },
+          );
+        }
+        if (remaining === 1 && provider.lastRefundTakesRemainder && !money(dto.amount).eq(balance.refundable)) {
+          // Binance refunds the whole remainder on the last allowed refund, whatever we send:
+          // accept only that exact amount rather than silently refunding more than asked.
+          throw new Problem(
+            'payment_not_refundable',
+            `This would be the last refund ${dto.provider} allows on the payment, and it always refunds the whole remainder: refund exactly ${balance.refundable}.`,
+            { refundableAmount: balance.refundable, remainingRefunds: 1 },
+          );
+        }
+      }
+
+      const [row] = await tx.query<RefundRow>(
+        `INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
+                              metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12, $13, now())
+         ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+         RETURNING *`,
+        [
+          id,
+          merchantId,
+          dto.provider,
+          dto.paymentId,
+          dto.amount,
+          dto.currency,
+          dto.reason ?? 'requested_by_customer',
+          dto.description ?? null,
+          dto.metadata ?? {},
+          this.providerOptions(dto),
+          idempotencyKey,
+          hash,
+          auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
+        ],
+      );
+      // Same key used concurrently for another payment: that request won.
+      if (!row) return { conflict: true as const };
+      await this.state.created(tx, row.id, 'queued', actorOf(auth));
+      return { created: row };
+    });
+
+    if ('replayOf' in result) return this.replay(result.replayOf!, hash);
+    if ('conflict' in result) {
+      const winner = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+      if (!winner) throw new Problem('service_unavailable', 'Please retry the request.');
+      return this.replay(winner, hash);
+    }
+    const row = result.created!;
+    await this.queue.enqueue(row.provider, row.id);
+    return { refund: toRefundJson(row), replayed: false };
+  }
+
+  private replay(row: RefundRow, hash: string): CreateResult {
+    if (row.request_hash !== hash) {
+      throw new Problem('idempotency_key_reused', 'This Idempotency-Key was used with a different request body.', {
+        refundId: row.id,
+      });
+    }
+    return { refund: toRefundJson(row), replayed: true };
+  }
+
+  private async findByIdempotencyKey(sql: Sql, merchantId: string, key: string): Promise<RefundRow | undefined> {
+    const [row] = await sql.query<RefundRow>(`SELECT * FROM refunds WHERE merchant_id = $1 AND idempotency_key = $2`, [
+      merchantId,
+      key,
+    ]);
+    return row;
+  }
+
+  private paymentNotFound(dto: CreateRefundDto): Problem {
+    // Another merchant's payment looks exactly like a payment that does not exist.
+    return new Problem('payment_not_found', `No ${dto.provider} payment ${dto.paymentId}.`);
+  }
+
+  /** Rules that depend on the provider: precision, and only the chosen provider's block. */
+  private validateForProvider(dto: CreateRefundDto, decimals: number): void {
+    const errors: { field: string; message: string }[] = [];
+    if (money(dto.amount).lte(0)) errors.push({ field: 'amount', message: 'amount must be greater than 0' });
+    if (decimalPlaces(dto.amount) > decimals) {
+      errors.push({ field: 'amount', message: `${dto.provider} accepts at most ${decimals} decimal places` });
+    }
+    if (dto.cobo !== undefined && dto.provider !== 'cobo') errors.push({ field: 'cobo', message: 'only allowed with provider cobo' });
+    if (dto.lean !== undefined && dto.provider !== 'lean') errors.push({ field: 'lean', message: 'only allowed with provider lean' });
+    if (dto.provider === 'cobo') {
+      if (!dto.cobo) errors.push({ field: 'cobo.tokenId', message: 'cobo.tokenId is required' });
+      const fee = dto.cobo?.merchantFee;
+      if (fee) {
+        if ((dto.cobo?.refundType ?? 'merchant') !== 'merchant') {
+          errors.push({ field: 'cobo.merchantFee', message: 'merchantFee is only allowed with refundType merchant' });
+        }
+        if (fee.tokenId !== dto.cobo?.tokenId) {
+          errors.push({ field: 'cobo.merchantFee.tokenId', message: 'must equal cobo.tokenId' });
+        }
+        if (!money(fee.amount).lt(dto.amount)) {
+          errors.push({ field: 'cobo.merchantFee.amount', message: 'must be below the refund amount' });
+        }
+        if (decimalPlaces(fee.amount) > decimals) {
+          errors.push({ field: 'cobo.merchantFee.amount', message: `at most ${decimals} decimal places` });
+        }
+      }
+    }
+    if (errors.length) throw Problem.validation(errors);
+  }
+
+  private providerOptions(dto: CreateRefundDto): Record<string, unknown> {
+    if (dto.provider === 'cobo' && dto.cobo) return { ...dto.cobo, refundType: dto.cobo.refundType ?? 'merchant' };
+    if (dto.provider === 'lean' && dto.lean) return { ...dto.lean };
+    return {};
+  }
+
+  async get(auth: AuthContext, id: string): Promise<RefundRow> {
+    const scope = merchantScope(auth);
+    const row = await this.db.one<RefundRow>(`SELECT * FROM refunds WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2)`, [
+      id,
+      scope,
+    ]);
+    if (!row) throw new Problem('not_found', 'No such refund.');
+    return row;
+  }
+
+  async list(auth: AuthContext, q: ListRefundsQuery): Promise<{ data: RefundJson[]; nextCursor: string | null }> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (clause: (n: string) => string, value: unknown) => {
+      params.push(value);
+      where.push(clause(`$${params.length}`));
+    };
+    const scope = merchantScope(auth);
+    if (scope !== null) add((p) => `merchant_id = ${p}`, scope);
+    else if (q.merchantId) add((p) => `merchant_id = ${p}`, q.merchantId);
+    if (q.provider) add((p) => `provider = ${p}`, q.provider);
+    if (q.paymentId) add((p) => `payment_id = ${p}`, q.paymentId);
+    if (q.status) {
+      const statuses = q.status.split(',').map((s) => s.trim());
+      const bad = statuses.filter((s) => !isRefundStatus(s));
+      if (bad.length) throw Problem.validation([{ field: 'status', message: `unknown status ${bad.join(', ')}` }]);
+      add((p) => `status = ANY(${p}::text[])`, statuses as RefundStatus[]);
+    }
+    if (q.createdFrom) add((p) => `created_at >= ${p}::timestamptz`, q.createdFrom);
+    if (q.createdTo) add((p) => `created_at < ${p}::timestamptz`, q.createdTo);
+    if (q.stuck === 'true') {
+      // Non-final and unchanged for longer than the horizon: the outcome is taking too long.
+      add(
+        (p) =>
+          `status IN ('queued', 'processing') AND status_changed_at < now() - make_interval(secs => ${p}::double precision / 1000)`,
+        this.cfg.processing.stuckAfterMs,
+      );
+    }
+    if (q.cursor) {
+      const c = decodeCursor(q.cursor);
+      params.push(c.createdAt, c.id);
+      where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+    }
+    const limit = q.limit ?? 20;
+    params.push(limit + 1);
+    const rows = await this.db.query<RefundRow & { cursor_ts: string }>(
+      `SELECT *, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_ts FROM refunds
+        ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+        ORDER BY created_at DESC, id DESC
+        LIMIT $${params.length}`,
+      params,
+    );
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      data: page.map(toRefundJson),
+      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.cursor_ts, id: last.id }) : null,
+    };
+  }
+
+  async attempts(auth: AuthContext, id: string) {
+    await this.get(auth, id);
+    const rows = await this.db.query<{
+      number: number;
+      provider_request_id: string;
+      operation: string;
+      outcome: string;
+      http_status: number | null;
+      provider_code: string | null;
+      error_message: string | null;
+      latency_ms: number | null;
+      created_at: Date;
+    }>(`SELECT * FROM refund_attempts WHERE refund_id = $1 ORDER BY number`, [id]);
+    return {
+      data: rows.map((r) => ({
+        number: r.number,
+        providerRequestId: r.provider_request_id,
+        operation: r.operation,
+        outcome: r.outcome,
+        httpStatus: r.http_status,
+        providerCode: r.provider_code,
+        errorMessage: r.error_message,
+        latencyMs: r.latency_ms,
+        createdAt: r.created_at.toISOString(),
+      })),
+    };
+  }
+
+  async events(auth: AuthContext, id: string) {
+    await this.get(auth, id);
+    const rows = await this.db.query<{
+      from_status: string | null;
+      to_status: string;
+      actor: string;
+      detail: Record<string, unknown>;
+      created_at: Date;
+    }>(`SELECT * FROM refund_events WHERE refund_id = $1 ORDER BY id`, [id]);
+    return {
+      data: rows.map((r) => ({
+        from: r.from_status,
+        to: r.to_status,
+        actor: r.actor,
+        detail: r.detail,
+        createdAt: r.created_at.toISOString(),
+      })),
+    };
+  }
+
+}
