@@ -1,0 +1,136 @@
+import { Controller, Headers, HttpCode, Injectable, Logger, Post, Req } from '@nestjs/common';
+import type { Request } from 'express';
+import { parse } from 'lossless-json';
+import { Problem } from '../../common/problem.js';
+import { Database } from '../../database/database.js';
+import { applyProviderOutcome } from '../../processing/refund-worker.service.js';
+import { RefundStateService } from '../../refunds/refund-state.service.js';
+import type { RefundRow } from '../../refunds/refund.row.js';
+import { BinancePayClient } from './binance-pay.client.js';
+import { verifyBinanceWebhook } from './binance-pay.signing.js';
+import { outcomeOfRefundStatus } from './binance-pay.transformers.js';
+
+/** Re-fetching certificates for an unknown serial at most this often (forged serials cost nothing). */
+const CERT_REFRESH_MIN_MS = 30_000;
+
+/** Binance's webhook signing certificates, fetched with a signed call and cached by serial. */
+@Injectable()
+export class BinancePayCertificates {
+  private readonly logger = new Logger('BinancePayCertificates');
+  private certs = new Map<string, string>();
+  private lastFetch = 0;
+  private inflight?: Promise<void>;
+
+  constructor(private readonly client: BinancePayClient) {}
+
+  async publicKey(serial: string): Promise<string | undefined> {
+    if (!this.certs.has(serial) && Date.now() - this.lastFetch > CERT_REFRESH_MIN_MS) {
+      // One fetch at a time however many webhooks arrive together.
+      this.inflight ??= this.refresh().finally(() => (this.inflight = undefined));
+      await this.inflight;
+    }
+    return this.certs.get(serial);
+  }
+
+  private async refresh(): Promise<void> {
+    this.lastFetch = Date.now();
+    const call = await this.client.post('/binancepay/openapi/certificates', '{}');
+    if (call.kind !== 'envelope' || call.envelope.status !== 'SUCCESS' || !Array.isArray(call.envelope.data)) {
+      this.logger.warn('could not fetch Binance Pay certificates');
+      this.lastFetch = 0;
+      return;
+    }
+    const next = new Map<string, string>();
+    for (const c of call.envelope.data as Array<Record<string, unknown>>) {
+      if (typeof c.certSerial === 'string' && typeof c.certPublic === 'string') next.set(c.certSerial, c.certPublic);
+    }
+    this.certs = next;
+  }
+}
+
+/**
+ * POST /webhooks/binance-pay. Verified over the raw bytes with Binance's RSA certificate;
+ * anything unverifiable is refused with 401 and changes nothing. A verified notification
+ * is applied exactly like a poll result, so duplicates and late arrivals are harmless.
+ */
+@Controller('webhooks')
+export class BinancePayWebhookController {
+  private readonly logger = new Logger('BinancePayWebhook');
+
+  constructor(
+    private readonly certs: BinancePayCertificates,
+    private readonly db: Database,
+    private readonly state: RefundStateService,
+  ) {}
+
+  @Post('binance-pay')
+  @HttpCode(200)
+  async receive(
+    @Req() req: Request & { rawBody?: Buffer },
+    @Headers('binancepay-certificate-sn') serial?: string,
+    @Headers('binancepay-nonce') nonce?: string,
+    @Headers('binancepay-timestamp') timestamp?: string,
+    @Headers('binancepay-signature') signature?: string,
+  ) {
+    const raw = req.rawBody;
+    if (!raw || !serial || !nonce || !timestamp || !signature) {
+      throw new Problem('unauthorized', 'Missing Binance Pay signature headers.');
+    }
+    const publicKey = await this.certs.publicKey(serial);
+    if (!publicKey || !verifyBinanceWebhook(publicKey, timestamp, nonce, raw, signature)) {
+      this.logger.warn({ serial }, 'rejected a Binance Pay webhook with an invalid signature');
+      throw new Problem('unauthorized', 'Invalid Binance Pay webhook signature.');
+    }
+
+    const body = parseObject(raw.toString('utf8'));
+    const inner = typeof body?.data === 'string' ? parseObject(body.data) : undefined;
+    const info = inner && typeof inner.refundInfo === 'object' ? (inner.refundInfo as Record<string, unknown>) : undefined;
+    const requestId = typeof info?.refundRequestId === 'string' ? info.refundRequestId : undefined;
+    const bizStatus = typeof body?.bizStatus === 'string' ? body.bizStatus : undefined;
+    if (body?.bizType !== 'PAY_REFUND' || !requestId || !bizStatus || !info) {
+      // Signed by Binance but not a refund notification we act on: acknowledge so it is not resent.
+      this.logger.log({ bizType: body?.bizType }, 'ignored Binance Pay webhook');
+      return ack();
+    }
+
+    const refund = await this.db.one<RefundRow>(
+      `SELECT * FROM refunds WHERE provider = 'binance_pay' AND provider_request_id = $1`,
+      [requestId],
+    );
+    if (!refund) {
+      this.logger.warn({ requestId }, 'Binance Pay webhook for an unknown refund request id');
+      return ack();
+    }
+    const outcome = outcomeOfRefundStatus(
+      bizStatus,
+      {
+        providerStatus: bizStatus,
+        details: {
+          ...(typeof body?.bizIdStr === 'string' ? { webhookBizId: body.bizIdStr } : {}),
+          remainingAttempts: info.remainingAttempts !== undefined ? Number(String(info.remainingAttempts)) : null,
+          payerOpenId: typeof info.payerOpenId === 'string' ? info.payerOpenId : null,
+          ...(info.refundAmount !== undefined ? { providerRefundAmount: String(info.refundAmount) } : {}),
+        },
+      },
+      refund.amount,
+    );
+    if (outcome.kind === 'final' || outcome.kind === 'pending') {
+      const result = await applyProviderOutcome(this.db, this.state, refund.id, outcome, 'webhook:binance_pay');
+      this.logger.log({ refundId: refund.id, bizStatus, result }, 'Binance Pay webhook applied');
+    }
+    return ack();
+  }
+}
+
+function ack() {
+  return { returnCode: 'SUCCESS', returnMessage: null };
+}
+
+function parseObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const v = parse(text);
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
