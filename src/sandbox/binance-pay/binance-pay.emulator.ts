@@ -1,0 +1,530 @@
+import { randomBytes } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { LosslessNumber } from 'lossless-json';
+import { money } from '../../common/money.js';
+import { Sql } from '../../database/database.js';
+import { binanceCertSerial } from '../../providers/binance-pay/binance-pay.signing.js';
+import { SandboxCredentials } from '../sandbox-credentials.js';
+import { CreateSandboxPayment, SandboxPayment, SandboxPaymentEmulator } from '../sandbox-payment-emulator.js';
+import { SandboxStore } from '../sandbox-store.js';
+import {
+  BinancePayFaults,
+  chance,
+  parseBinancePayFaultPatch,
+  resolveBinancePayFaults,
+} from './binance-pay.faults.js';
+import {
+  BinanceCode,
+  BinanceFail,
+  MAX_REFUND_ATTEMPTS,
+  RefundRequest,
+  RefundSnapshot,
+  RefundStatus,
+  buildRefundWebhookBody,
+  decideRefund,
+  fixed8,
+  isSameRefundRequest,
+  orderStatusFromRefunds,
+  randomDigits,
+  refundResultData,
+} from './binance-pay.rules.js';
+
+export const BINANCE_PAY_PROVIDER = 'binance_pay';
+
+interface OrderRow {
+  prepay_id: string;
+  merchant_trade_no: string;
+  transaction_id: string;
+  currency: string;
+  order_amount: string;
+  status: string;
+  open_user_id: string;
+  pass_through_info: string;
+  refunded_amount: string;
+  pending_amount: string;
+  remaining_attempts: number;
+  transact_time: Date | null;
+  created_at: Date;
+}
+
+interface RefundRow {
+  refund_id: string;
+  refund_request_id: string;
+  prepay_id: string;
+  requested_amount: string;
+  refund_amount: string;
+  refunded_amount_after: string;
+  remaining_attempts_after: number;
+  status: RefundStatus;
+  will_fail: boolean;
+  settle_at: Date;
+  settled_at: Date | null;
+  refund_reason: string | null;
+  webhook_url: string | null;
+  created_at: Date;
+}
+
+interface WebhookRow {
+  id: string;
+  refund_request_id: string;
+  prepay_id: string;
+  url: string;
+  biz_status: string;
+  status: string;
+  attempts: number;
+  next_attempt_at: Date;
+  last_error: string | null;
+  delivered_at: Date | null;
+  created_at: Date;
+}
+
+/** Statuses `POST /sandbox/payments` may seed an order in; PAID is the default. */
+const PAYMENT_STATUSES = ['PAID', 'INITIAL', 'EXPIRED', 'CANCELED'] as const;
+
+function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; driverError?: { code?: string } };
+  return e?.code === '23505' || e?.driverError?.code === '23505';
+}
+
+/** Non-failed refunds of the order: what the RefundResult calls refundedAmount. */
+function reservedOf(order: OrderRow) {
+  return money(order.refunded_amount).plus(order.pending_amount);
+}
+
+/**
+ * The Binance Pay emulator's state and rules over Postgres. Every change to an order's
+ * refunds happens with that order's row locked (SELECT ... FOR UPDATE), which serialises
+ * concurrent refunds of one order across all processes; the unique refund_request_id and
+ * the CHECK on the order's amounts are the backstops.
+ */
+@Injectable()
+export class BinancePayEmulator implements SandboxPaymentEmulator {
+  readonly provider = BINANCE_PAY_PROVIDER;
+  readonly paymentStatuses = PAYMENT_STATUSES;
+
+  constructor(
+    private readonly store: SandboxStore,
+    private readonly credentials: SandboxCredentials,
+  ) {}
+
+  private get db() {
+    return this.store.db;
+  }
+
+  // --- faults ------------------------------------------------------------------------------
+
+  async faults(): Promise<BinancePayFaults> {
+    return resolveBinancePayFaults(await this.store.faults(BINANCE_PAY_PROVIDER));
+  }
+
+  /** Validates (throws FaultValidationError) and merges a partial update. */
+  async patchFaults(body: unknown): Promise<BinancePayFaults> {
+    const patch = parseBinancePayFaultPatch(body);
+    return resolveBinancePayFaults(await this.store.patchFaults(BINANCE_PAY_PROVIDER, patch));
+  }
+
+  async resetFaults(): Promise<BinancePayFaults> {
+    await this.store.resetFaults(BINANCE_PAY_PROVIDER);
+    return this.faults();
+  }
+
+  // --- seeded payments ---------------------------------------------------------------------
+
+  async createPayment(input: CreateSandboxPayment): Promise<SandboxPayment> {
+    const status = input.status ?? 'PAID';
+    // Ids are random; a collision is astronomically unlikely but costs only another try.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const rows = await this.db.query<OrderRow>(
+        `INSERT INTO sandbox.binance_orders
+           (prepay_id, merchant_trade_no, transaction_id, currency, order_amount, status, open_user_id, transact_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'PAID' THEN now() END)
+         ON CONFLICT DO NOTHING
+         RETURNING *`,
+        [
+          // A Java long on Binance's side: 19 digits, first one at most 8 to stay below 2^63.
+          randomDigits(19, 8),
+          `sbx${randomBytes(12).toString('hex')}`,
+          `M_P_${randomDigits(17)}`,
+          input.currency,
+          input.amount,
+          status,
+          randomBytes(16).toString('hex'),
+        ],
+      );
+      if (rows[0]) return this.toPayment(rows[0]);
+    }
+    throw new Error('could not allocate a unique prepayId');
+  }
+
+  async listPayments(limit: number): Promise<SandboxPayment[]> {
+    const rows = await this.db.query<OrderRow>(
+      'SELECT * FROM sandbox.binance_orders ORDER BY created_at DESC, prepay_id LIMIT $1',
+      [limit],
+    );
+    return rows.map((row) => this.toPayment(row));
+  }
+
+  private toPayment(row: OrderRow): SandboxPayment {
+    return {
+      provider: BINANCE_PAY_PROVIDER,
+      paymentId: row.prepay_id,
+      amount: fixed8(row.order_amount),
+      currency: row.currency,
+      status: row.status,
+      createdAt: row.created_at,
+    };
+  }
+
+  // --- merchant API ------------------------------------------------------------------------
+
+  /** `POST /binancepay/openapi/order/refund`: returns RefundResult `data`, or throws BinanceFail. */
+  async refund(req: RefundRequest, faults: BinancePayFaults): Promise<Record<string, unknown>> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.db.transaction((tx) => this.refundInTx(tx, req, faults));
+      } catch (err) {
+        // Two first requests with one refundRequestId on different orders (so not serialised by
+        // the order lock) meet at the unique index; the retry then sees the winner as a duplicate.
+        if (!isUniqueViolation(err) || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async refundInTx(tx: Sql, req: RefundRequest, faults: BinancePayFaults): Promise<Record<string, unknown>> {
+    const [locked] = await tx.query<OrderRow>('SELECT * FROM sandbox.binance_orders WHERE prepay_id = $1 FOR UPDATE', [
+      req.prepayId,
+    ]);
+    // Read after taking the lock, so a concurrent twin that held it has committed its row.
+    const [existing] = await tx.query<RefundRow>('SELECT * FROM sandbox.binance_refunds WHERE refund_request_id = $1', [
+      req.refundRequestId,
+    ]);
+    if (existing) {
+      const same = isSameRefundRequest(
+        { prepayId: existing.prepay_id, requestedAmount: money(existing.requested_amount) },
+        req,
+      );
+      if (!same && faults.duplicateMismatch === 'reject') {
+        throw new BinanceFail(
+          BinanceCode.INVALID_PARAM_WRONG_VALUE,
+          'refundRequestId was already used for a refund with another amount or prepayId.',
+        );
+      }
+      const order =
+        locked?.prepay_id === existing.prepay_id
+          ? locked
+          : (await tx.query<OrderRow>('SELECT * FROM sandbox.binance_orders WHERE prepay_id = $1', [existing.prepay_id]))[0]!;
+      // The stored result, as first answered, flagged as a duplicate.
+      return refundResultData({ ...this.storedSnapshot(existing, order), duplicate: true });
+    }
+    if (!locked) throw new BinanceFail(BinanceCode.ORDER_NOT_FOUND, 'Order not found.');
+
+    // Settle what is due first, so a refund that has just failed frees its amount.
+    const order = await this.settleDueInTx(tx, locked, faults);
+    const reserved = reservedOf(order);
+    const decision = decideRefund(
+      {
+        status: order.status,
+        orderAmount: money(order.order_amount),
+        reserved,
+        remainingAttempts: order.remaining_attempts,
+      },
+      req.refundAmount,
+      faults.insufficientBalance,
+    );
+    const refundedAfter = reserved.plus(decision.amount);
+    const [refund] = await tx.query<RefundRow>(
+      `INSERT INTO sandbox.binance_refunds
+         (refund_id, refund_request_id, prepay_id, requested_amount, refund_amount, refunded_amount_after,
+          remaining_attempts_after, status, will_fail, settle_at, refund_reason, webhook_url)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, 'REFUND_PENDING', $8, now() + $9 * interval '1 millisecond', $10, $11)
+       RETURNING *`,
+      [
+        // 18 digits: above 2^53 on purpose, like Binance's refundId (a Java long).
+        randomDigits(18),
+        req.refundRequestId,
+        order.prepay_id,
+        req.refundAmount.toFixed(),
+        decision.amount.toFixed(),
+        refundedAfter.toFixed(),
+        decision.remainingAttempts,
+        chance(faults.refundFailRate),
+        faults.settleAfterMs,
+        req.refundReason ?? null,
+        req.webhookUrl ?? null,
+      ],
+    );
+    await tx.query(
+      `UPDATE sandbox.binance_orders
+          SET pending_amount = pending_amount + $2, remaining_attempts = $3, status = 'REFUNDING'
+        WHERE prepay_id = $1`,
+      [order.prepay_id, decision.amount.toFixed(), decision.remainingAttempts],
+    );
+    return refundResultData({ ...this.storedSnapshot(refund!, order), duplicate: false });
+  }
+
+  /** `POST /binancepay/openapi/order/refund/query`. */
+  async queryRefund(refundRequestId: string, faults: BinancePayFaults): Promise<Record<string, unknown>> {
+    let refund = await this.findRefund(refundRequestId);
+    // The real code for an unknown refundRequestId is undocumented ([UNKNOWN] in providers.md);
+    // ORDER_NOT_FOUND is the closest documented one, and clients treat it as "not found".
+    if (!refund) throw new BinanceFail(BinanceCode.ORDER_NOT_FOUND, 'Refund not found.');
+    if (refund.row.status === 'REFUND_PENDING' && refund.due) {
+      // Settle lazily so callers see the final state on time even if no loop ran yet.
+      await this.settleOrder(refund.row.prepay_id, false, faults);
+      refund = (await this.findRefund(refundRequestId))!;
+    }
+    const order = (await this.findOrder({ prepayId: refund.row.prepay_id }))!;
+    return {
+      ...refundResultData(this.currentSnapshot(refund.row, order)),
+      refundStatus: refund.row.status,
+      refundCommission: fixed8('0'),
+      refundedCommission: fixed8('0'),
+    };
+  }
+
+  /** `POST /binancepay/openapi/v2/order/query`. */
+  async queryOrder(
+    query: { prepayId: string } | { merchantTradeNo: string },
+    faults: BinancePayFaults,
+  ): Promise<Record<string, unknown>> {
+    let order = await this.findOrder(query);
+    if (!order) throw new BinanceFail(BinanceCode.ORDER_NOT_FOUND, 'Order not found.');
+    if (order.status === 'REFUNDING') {
+      await this.settleOrder(order.prepay_id, false, faults);
+      order = (await this.findOrder({ prepayId: order.prepay_id }))!;
+    }
+    const merchant = await this.credentials.binancePayMerchant();
+    return {
+      merchantId: merchant.merchantId,
+      prepayId: order.prepay_id,
+      transactionId: order.transaction_id,
+      merchantTradeNo: order.merchant_trade_no,
+      currency: order.currency,
+      orderAmount: fixed8(order.order_amount),
+      openUserId: order.open_user_id,
+      passThroughInfo: order.pass_through_info,
+      commission: new LosslessNumber('0'),
+      transactTime: order.transact_time ? order.transact_time.getTime() : null,
+      createTime: order.created_at.getTime(),
+      status: order.status,
+    };
+  }
+
+  /** `POST /binancepay/openapi/certificates`: the key that signs webhooks. */
+  async certificates(): Promise<Array<{ certSerial: string; certPublic: string }>> {
+    const merchant = await this.credentials.binancePayMerchant();
+    return [{ certSerial: binanceCertSerial(merchant.webhookPublicKeyPem), certPublic: merchant.webhookPublicKeyPem }];
+  }
+
+  // --- settlement --------------------------------------------------------------------------
+
+  /**
+   * Settles the due pending refunds of every order that has some (at most `limit` orders).
+   * Orders another process is settling right now are skipped, not waited for.
+   */
+  async settleAllDue(limit: number): Promise<number> {
+    const rows = await this.db.query<{ prepay_id: string }>(
+      `SELECT DISTINCT prepay_id FROM (
+         SELECT prepay_id FROM sandbox.binance_refunds
+          WHERE status = 'REFUND_PENDING' AND settle_at <= now()
+          ORDER BY settle_at LIMIT $1) due`,
+      [limit],
+    );
+    if (rows.length === 0) return 0;
+    const faults = await this.faults();
+    for (const row of rows) await this.settleOrder(row.prepay_id, true, faults);
+    return rows.length;
+  }
+
+  /** Settles the order's due refunds under its row lock. */
+  async settleOrder(prepayId: string, skipLocked: boolean, knownFaults?: BinancePayFaults): Promise<void> {
+    // Read before the transaction: a second pool connection taken while holding one could
+    // starve the pool when many transactions wait on the same order lock.
+    const faults = knownFaults ?? (await this.faults());
+    await this.db.transaction(async (tx) => {
+      const [order] = await tx.query<OrderRow>(
+        `SELECT * FROM sandbox.binance_orders WHERE prepay_id = $1 FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''}`,
+        [prepayId],
+      );
+      if (order) await this.settleDueInTx(tx, order, faults);
+    });
+  }
+
+  /**
+   * Moves the locked order's due REFUND_PENDING refunds to their decided final status,
+   * updates the order and queues their webhooks in the same transaction, so exactly one
+   * process settles each refund and queues its webhook once. Returns the updated order.
+   */
+  private async settleDueInTx(tx: Sql, order: OrderRow, faults: BinancePayFaults): Promise<OrderRow> {
+    const settled = await tx.query<RefundRow>(
+      `UPDATE sandbox.binance_refunds
+          SET status = CASE WHEN will_fail THEN 'REFUND_FAIL' ELSE 'REFUND_SUCCESS' END, settled_at = now()
+        WHERE prepay_id = $1 AND status = 'REFUND_PENDING' AND settle_at <= now()
+        RETURNING *`,
+      [order.prepay_id],
+    );
+    if (settled.length === 0) return order;
+
+    const [sums] = await tx.query<{ succeeded: string; pending: string; pending_count: number }>(
+      `SELECT coalesce(sum(refund_amount) FILTER (WHERE status = 'REFUND_SUCCESS'), 0) AS succeeded,
+              coalesce(sum(refund_amount) FILTER (WHERE status = 'REFUND_PENDING'), 0) AS pending,
+              (count(*) FILTER (WHERE status = 'REFUND_PENDING'))::int AS pending_count
+         FROM sandbox.binance_refunds WHERE prepay_id = $1`,
+      [order.prepay_id],
+    );
+    const status = orderStatusFromRefunds(money(order.order_amount), money(sums!.succeeded), sums!.pending_count);
+    const [updated] = await tx.query<OrderRow>(
+      `UPDATE sandbox.binance_orders SET refunded_amount = $2, pending_amount = $3, status = $4
+        WHERE prepay_id = $1 RETURNING *`,
+      [order.prepay_id, sums!.succeeded, sums!.pending, status],
+    );
+
+    for (const refund of settled.sort((a, b) => a.created_at.getTime() - b.created_at.getTime())) {
+      if (refund.webhook_url) await this.queueWebhook(tx, refund, updated!, faults);
+    }
+    return updated!;
+  }
+
+  private async queueWebhook(tx: Sql, refund: RefundRow, order: OrderRow, faults: BinancePayFaults): Promise<void> {
+    const finalStatus = refund.status === 'REFUND_SUCCESS' ? 'REFUND_SUCCESS' : 'REFUND_FAIL';
+    const body = buildRefundWebhookBody({
+      prepayId: order.prepay_id,
+      merchantTradeNo: order.merchant_trade_no,
+      orderAmount: order.order_amount,
+      currency: order.currency,
+      transactTime: (refund.settled_at ?? new Date()).getTime(),
+      openUserId: order.open_user_id,
+      refundStatus: finalStatus,
+      refund: { ...this.currentSnapshot(refund, order), duplicate: false },
+    });
+    const bizStatus = finalStatus === 'REFUND_SUCCESS' ? 'REFUND_SUCCESS' : 'REFUND_REJECTED';
+    // Dropped webhooks keep a row (never sent) so tests can see the fault was applied.
+    const dropped = chance(faults.dropWebhookRate);
+    const copies = dropped ? 1 : chance(faults.duplicateWebhookRate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      await tx.query(
+        `INSERT INTO sandbox.binance_webhooks
+           (refund_id, refund_request_id, prepay_id, url, biz_status, body, status, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond')`,
+        [
+          refund.refund_id,
+          refund.refund_request_id,
+          refund.prepay_id,
+          refund.webhook_url,
+          bizStatus,
+          body,
+          dropped ? 'DROPPED' : 'PENDING',
+          faults.webhookDelayMs,
+        ],
+      );
+    }
+  }
+
+  // --- snapshots ---------------------------------------------------------------------------
+
+  /** The RefundResult as answered when the refund was created. */
+  private storedSnapshot(refund: RefundRow, order: OrderRow): Omit<RefundSnapshot, 'duplicate'> {
+    return {
+      refundId: refund.refund_id,
+      refundRequestId: refund.refund_request_id,
+      prepayId: refund.prepay_id,
+      orderAmount: order.order_amount,
+      refundedAmount: refund.refunded_amount_after,
+      refundAmount: refund.refund_amount,
+      remainingAttempts: refund.remaining_attempts_after,
+      payerOpenId: order.open_user_id,
+    };
+  }
+
+  /** The RefundResult as of now: refundedAmount counts the order's non-failed refunds today. */
+  private currentSnapshot(refund: RefundRow, order: OrderRow): RefundSnapshot {
+    return {
+      refundId: refund.refund_id,
+      refundRequestId: refund.refund_request_id,
+      prepayId: refund.prepay_id,
+      orderAmount: order.order_amount,
+      refundedAmount: reservedOf(order).toFixed(),
+      refundAmount: refund.refund_amount,
+      remainingAttempts: order.remaining_attempts,
+      payerOpenId: order.open_user_id,
+      duplicate: false,
+    };
+  }
+
+  // --- reads -------------------------------------------------------------------------------
+
+  private async findRefund(refundRequestId: string): Promise<{ row: RefundRow; due: boolean } | undefined> {
+    const row = await this.db.one<RefundRow & { due: boolean }>(
+      'SELECT *, settle_at <= now() AS due FROM sandbox.binance_refunds WHERE refund_request_id = $1',
+      [refundRequestId],
+    );
+    return row ? { row, due: row.due } : undefined;
+  }
+
+  private findOrder(query: { prepayId: string } | { merchantTradeNo: string }): Promise<OrderRow | undefined> {
+    return 'prepayId' in query
+      ? this.db.one<OrderRow>('SELECT * FROM sandbox.binance_orders WHERE prepay_id = $1', [query.prepayId])
+      : this.db.one<OrderRow>('SELECT * FROM sandbox.binance_orders WHERE merchant_trade_no = $1', [query.merchantTradeNo]);
+  }
+
+  // --- inspection (the emulator's own records, for tests) ----------------------------------
+
+  async inspectRefunds(prepayId?: string): Promise<Array<Record<string, unknown>>> {
+    if (prepayId) await this.settleOrder(prepayId, false);
+    const rows = prepayId
+      ? await this.db.query<RefundRow>(
+          'SELECT * FROM sandbox.binance_refunds WHERE prepay_id = $1 ORDER BY created_at, refund_id',
+          [prepayId],
+        )
+      : await this.db.query<RefundRow>('SELECT * FROM sandbox.binance_refunds ORDER BY created_at DESC LIMIT 100');
+    return rows.map((r) => ({
+      refundRequestId: r.refund_request_id,
+      refundId: r.refund_id,
+      prepayId: r.prepay_id,
+      requestedAmount: fixed8(r.requested_amount),
+      refundAmount: fixed8(r.refund_amount),
+      status: r.status,
+      webhookUrl: r.webhook_url,
+      createdAt: r.created_at.toISOString(),
+      settledAt: r.settled_at?.toISOString() ?? null,
+    }));
+  }
+
+  async inspectOrder(prepayId: string): Promise<Record<string, unknown> | undefined> {
+    await this.settleOrder(prepayId, false);
+    const order = await this.findOrder({ prepayId });
+    if (!order) return undefined;
+    return {
+      prepayId: order.prepay_id,
+      merchantTradeNo: order.merchant_trade_no,
+      currency: order.currency,
+      orderAmount: fixed8(order.order_amount),
+      status: order.status,
+      refundedAmount: fixed8(order.refunded_amount),
+      pendingAmount: fixed8(order.pending_amount),
+      remainingAttempts: order.remaining_attempts,
+      maxAttempts: MAX_REFUND_ATTEMPTS,
+      createdAt: order.created_at.toISOString(),
+    };
+  }
+
+  async inspectWebhooks(prepayId?: string): Promise<Array<Record<string, unknown>>> {
+    const rows = prepayId
+      ? await this.db.query<WebhookRow>('SELECT * FROM sandbox.binance_webhooks WHERE prepay_id = $1 ORDER BY id', [
+          prepayId,
+        ])
+      : await this.db.query<WebhookRow>('SELECT * FROM sandbox.binance_webhooks ORDER BY id DESC LIMIT 100');
+    return rows.map((w) => ({
+      id: w.id,
+      refundRequestId: w.refund_request_id,
+      prepayId: w.prepay_id,
+      url: w.url,
+      bizStatus: w.biz_status,
+      status: w.status,
+      attempts: w.attempts,
+      lastError: w.last_error,
+      deliveredAt: w.delivered_at?.toISOString() ?? null,
+      createdAt: w.created_at.toISOString(),
+    }));
+  }
+}

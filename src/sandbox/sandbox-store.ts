@@ -1,0 +1,159 @@
+import { Injectable, OnModuleInit } from '@nestjs/common';
+import { Database } from '../database/database.js';
+
+/**
+ * The emulators' own storage: a Postgres schema `sandbox` that they create themselves at
+ * start. It is deliberately not in the product migrations (the emulators are not part of
+ * the product), and it lives in Postgres rather than memory because several service
+ * processes serve the emulators at once and tests restart them.
+ */
+
+/** Arbitrary constant: the advisory lock serialising the DDL of concurrently starting processes. */
+const SANDBOX_DDL_LOCK = 7_263_202;
+
+/** Idempotent DDL, run in order under the lock. Add a provider's tables here. */
+const SANDBOX_DDL: readonly string[] = [
+  `CREATE SCHEMA IF NOT EXISTS sandbox`,
+  // Generated credentials, one row per provider, shared by every process on this database.
+  `CREATE TABLE IF NOT EXISTS sandbox.credentials (
+     provider   text PRIMARY KEY,
+     data       jsonb NOT NULL,
+     created_at timestamptz NOT NULL DEFAULT now()
+   )`,
+  // Fault settings, one row per provider; absent keys take the defaults.
+  `CREATE TABLE IF NOT EXISTS sandbox.faults (
+     provider   text PRIMARY KEY,
+     settings   jsonb NOT NULL DEFAULT '{}'::jsonb,
+     updated_at timestamptz NOT NULL DEFAULT now()
+   )`,
+
+  // --- Binance Pay -----------------------------------------------------------------------
+  `CREATE TABLE IF NOT EXISTS sandbox.binance_orders (
+     prepay_id          text PRIMARY KEY,
+     merchant_trade_no  text NOT NULL UNIQUE,
+     transaction_id     text NOT NULL,
+     currency           text NOT NULL,
+     order_amount       numeric(38,8) NOT NULL CHECK (order_amount > 0),
+     status             text NOT NULL,
+     open_user_id       text NOT NULL,
+     pass_through_info  text NOT NULL DEFAULT '',
+     refunded_amount    numeric(38,8) NOT NULL DEFAULT 0,
+     pending_amount     numeric(38,8) NOT NULL DEFAULT 0,
+     remaining_attempts integer NOT NULL DEFAULT 10,
+     transact_time      timestamptz,
+     created_at         timestamptz NOT NULL DEFAULT now(),
+     -- The invariant the emulator exists to enforce: never refund more than was paid.
+     CHECK (refunded_amount + pending_amount <= order_amount),
+     CHECK (remaining_attempts >= 0)
+   )`,
+  `CREATE INDEX IF NOT EXISTS binance_orders_created_idx ON sandbox.binance_orders (created_at DESC)`,
+  `CREATE TABLE IF NOT EXISTS sandbox.binance_refunds (
+     refund_id              bigint PRIMARY KEY,
+     refund_request_id      text NOT NULL UNIQUE,
+     prepay_id              text NOT NULL REFERENCES sandbox.binance_orders (prepay_id),
+     requested_amount       numeric(38,8) NOT NULL,
+     refund_amount          numeric(38,8) NOT NULL CHECK (refund_amount > 0),
+     -- The create response as first answered, replayed for duplicate requests.
+     refunded_amount_after  numeric(38,8) NOT NULL,
+     remaining_attempts_after integer NOT NULL,
+     status                 text NOT NULL,
+     will_fail              boolean NOT NULL,
+     settle_at              timestamptz NOT NULL,
+     settled_at             timestamptz,
+     refund_reason          text,
+     webhook_url            text,
+     created_at             timestamptz NOT NULL DEFAULT now()
+   )`,
+  `CREATE INDEX IF NOT EXISTS binance_refunds_prepay_idx ON sandbox.binance_refunds (prepay_id, created_at)`,
+  `CREATE INDEX IF NOT EXISTS binance_refunds_due_idx ON sandbox.binance_refunds (settle_at)
+     WHERE status = 'REFUND_PENDING'`,
+  `CREATE TABLE IF NOT EXISTS sandbox.binance_webhooks (
+     id                bigserial PRIMARY KEY,
+     refund_id         bigint NOT NULL,
+     refund_request_id text NOT NULL,
+     prepay_id         text NOT NULL,
+     url               text NOT NULL,
+     biz_status        text NOT NULL,
+     body              text NOT NULL,
+     -- PENDING, DELIVERED, FAILED (retries exhausted) or DROPPED (fault: never sent).
+     status            text NOT NULL,
+     attempts          integer NOT NULL DEFAULT 0,
+     next_attempt_at   timestamptz NOT NULL DEFAULT now(),
+     last_error        text,
+     delivered_at      timestamptz,
+     created_at        timestamptz NOT NULL DEFAULT now()
+   )`,
+  `CREATE INDEX IF NOT EXISTS binance_webhooks_due_idx ON sandbox.binance_webhooks (next_attempt_at)
+     WHERE status = 'PENDING'`,
+  `CREATE INDEX IF NOT EXISTS binance_webhooks_prepay_idx ON sandbox.binance_webhooks (prepay_id)`,
+];
+
+@Injectable()
+export class SandboxStore implements OnModuleInit {
+  private schema?: Promise<void>;
+
+  constructor(readonly db: Database) {}
+
+  async onModuleInit(): Promise<void> {
+    await this.ready();
+  }
+
+  /** Creates the schema once per process (idempotent across processes). */
+  ready(): Promise<void> {
+    this.schema ??= this.createSchema().catch((err: unknown) => {
+      this.schema = undefined; // let a later call try again
+      throw err;
+    });
+    return this.schema;
+  }
+
+  private async createSchema(): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; the lock prevents it.
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
+      for (const statement of SANDBOX_DDL) await tx.query(statement);
+    });
+  }
+
+  /**
+   * The provider's credentials, generated on first use. Concurrent first uses may each
+   * generate a set, but only the first insert wins and everyone reads that one back.
+   */
+  async credentials<T>(provider: string, generate: () => Promise<T>): Promise<T> {
+    await this.ready();
+    const select = 'SELECT data FROM sandbox.credentials WHERE provider = $1';
+    const existing = await this.db.one<{ data: T }>(select, [provider]);
+    if (existing) return existing.data;
+    const fresh = await generate();
+    await this.db.query(
+      'INSERT INTO sandbox.credentials (provider, data) VALUES ($1, $2::jsonb) ON CONFLICT (provider) DO NOTHING',
+      [provider, JSON.stringify(fresh)],
+    );
+    const stored = await this.db.one<{ data: T }>(select, [provider]);
+    return stored!.data;
+  }
+
+  /** The stored fault settings of a provider (only the keys that were set). */
+  async faults(provider: string): Promise<Record<string, unknown>> {
+    const row = await this.db.one<{ settings: Record<string, unknown> }>(
+      'SELECT settings FROM sandbox.faults WHERE provider = $1',
+      [provider],
+    );
+    return row?.settings ?? {};
+  }
+
+  /** Merges a validated partial update into the stored settings, atomically. */
+  async patchFaults(provider: string, patch: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const rows = await this.db.query<{ settings: Record<string, unknown> }>(
+      `INSERT INTO sandbox.faults (provider, settings) VALUES ($1, $2::jsonb)
+       ON CONFLICT (provider) DO UPDATE SET settings = sandbox.faults.settings || EXCLUDED.settings, updated_at = now()
+       RETURNING settings`,
+      [provider, JSON.stringify(patch)],
+    );
+    return rows[0]!.settings;
+  }
+
+  async resetFaults(provider: string): Promise<void> {
+    await this.db.query('DELETE FROM sandbox.faults WHERE provider = $1', [provider]);
+  }
+}

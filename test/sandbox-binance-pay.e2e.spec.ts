@@ -1,0 +1,639 @@
+import 'reflect-metadata';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { INestApplication, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { LosslessNumber, isLosslessNumber, parse, stringify } from 'lossless-json';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/config.js';
+import { ConfigModule } from '../src/config/config.module.js';
+import { DatabaseModule } from '../src/database/database.module.js';
+import {
+  binanceCertSerial,
+  binanceHeaders,
+  signBinanceRequest,
+  verifyBinanceWebhook,
+} from '../src/providers/binance-pay/binance-pay.signing.js';
+import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
+import { SandboxModule } from '../src/sandbox/sandbox.module.js';
+import { createTestDatabase, dropTestDatabase } from './support/database.js';
+
+// ---------------------------------------------------------------------------------------
+// Harness: the emulator in a bare Nest app (no product code), two "processes" on one database.
+
+interface Booted {
+  app: INestApplication;
+  base: string;
+}
+
+async function boot(databaseUrl: string): Promise<Booted> {
+  const cfg = loadConfig({
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    SANDBOX: 'true',
+    MIGRATIONS_RUN: 'false',
+    PORT: '0',
+    DB_POOL_SIZE: '10',
+  });
+  @Module({ imports: [ConfigModule.forRoot(cfg), DatabaseModule, SandboxModule.register({ serveHttp: true })] })
+  class EmulatorTestModule {}
+  const app = await NestFactory.create(EmulatorTestModule, {
+    rawBody: true,
+    logger: process.env.TEST_LOGS ? ['error', 'warn'] : false,
+  });
+  await app.listen(0, '127.0.0.1');
+  const { port } = app.getHttpServer().address() as AddressInfo;
+  return { app, base: `http://127.0.0.1:${port}` };
+}
+
+interface Answer {
+  status: number;
+  text: string;
+  contentType: string | undefined;
+}
+
+/** Plain node:http, one connection per call, so a dropped connection surfaces as "socket hang up". */
+function request(base: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${base}${path}`,
+      {
+        method,
+        agent: false,
+        headers: body === undefined ? headers : { 'content-length': String(Buffer.byteLength(body)), ...headers },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString('utf8'), contentType: res.headers['content-type'] }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.setTimeout(15_000, () => req.destroy(new Error('client timeout')));
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+let dbUrl: string;
+let a: Booted;
+let b: Booted;
+let creds: { apiKey: string; secretKey: string };
+
+/** JSON control endpoints of the sandbox (not the Binance protocol). */
+async function control(method: string, path: string, body?: unknown, via: Booted = a) {
+  const res = await request(
+    via.base,
+    method,
+    path,
+    body === undefined ? undefined : JSON.stringify(body),
+    body === undefined ? {} : { 'content-type': 'application/json' },
+  );
+  return { status: res.status, body: res.text ? JSON.parse(res.text) : undefined };
+}
+
+interface BinanceAnswer extends Answer {
+  /** Parsed with lossless-json: numbers are LosslessNumber. */
+  lossless: any;
+  /** Parsed with JSON.parse, for plain assertions. */
+  json: any;
+}
+
+/** A signed merchant API call; `headers` overrides (undefined removes) the signed headers. */
+async function binance(
+  endpoint: string,
+  body: string,
+  opts: { headers?: Record<string, string | undefined>; via?: Booted } = {},
+): Promise<BinanceAnswer> {
+  const headers: Record<string, string | undefined> = { ...binanceHeaders(creds.apiKey, creds.secretKey, body), ...opts.headers };
+  const clean = Object.fromEntries(Object.entries(headers).filter(([, v]) => v !== undefined)) as Record<string, string>;
+  const res = await request((opts.via ?? a).base, 'POST', `/sandbox/binance-pay/binancepay/openapi/${endpoint}`, body, clean);
+  let lossless: unknown;
+  let json: unknown;
+  try {
+    lossless = parse(res.text);
+    json = JSON.parse(res.text);
+  } catch {
+    /* asserted by the caller */
+  }
+  return { ...res, lossless, json };
+}
+
+/** Refund body with refundAmount as a JSON number, as the docs and SDK send it. */
+function refundBody(refundRequestId: string, prepayId: string, amount: string, extra: Record<string, unknown> = {}): string {
+  return stringify({ refundRequestId, prepayId, refundAmount: new LosslessNumber(amount), ...extra })!;
+}
+
+const refund = (id: string, prepayId: string, amount: string, extra: Record<string, unknown> = {}) =>
+  binance('order/refund', refundBody(id, prepayId, amount, extra));
+const queryRefund = (id: string) => binance('order/refund/query', JSON.stringify({ refundRequestId: id }));
+
+async function payment(amount: string, status?: string): Promise<string> {
+  const res = await control('POST', '/sandbox/payments', { provider: 'binance_pay', amount, currency: 'USDT', ...(status ? { status } : {}) });
+  expect(res.status).toBe(201);
+  return res.body.paymentId as string;
+}
+
+async function emulatorRefunds(prepayId: string): Promise<any[]> {
+  const res = await control('GET', `/sandbox/binance-pay/refunds?prepayId=${prepayId}`);
+  expect(res.status).toBe(200);
+  return res.body.data;
+}
+
+let seq = 0;
+const rid = (label: string) => `${label}-${Date.now()}-${seq++}`;
+
+// --- webhook receiver -------------------------------------------------------------------
+
+interface Hook {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+const hooks: Hook[] = [];
+/** Per path: how many deliveries to answer 500 before acknowledging. */
+const failFirst = new Map<string, number>();
+let receiver: http.Server;
+let receiverUrl: string;
+
+beforeAll(async () => {
+  dbUrl = await createTestDatabase('sandbox_binance');
+  // Two processes starting at once exercise the schema creation lock.
+  [a, b] = await Promise.all([boot(dbUrl), boot(dbUrl)]);
+  creds = await a.app.get(SandboxCredentials).binancePay();
+
+  receiver = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const path = req.url ?? '/';
+      hooks.push({ path, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      const left = failFirst.get(path) ?? 0;
+      if (left > 0) {
+        failFirst.set(path, left - 1);
+        res.writeHead(500, { 'content-type': 'text/plain' }).end('try later');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"returnCode":"SUCCESS","returnMessage":null}');
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await Promise.all([a?.app.close(), b?.app.close()]);
+  await new Promise((resolve) => receiver?.close(resolve));
+  if (dbUrl) await dropTestDatabase(dbUrl);
+});
+
+beforeEach(async () => {
+  expect((await control('DELETE', '/sandbox/binance-pay/faults')).status).toBe(200);
+  // Fast settlement keeps the file short; the default (1 s) is asserted in the faults test.
+  expect((await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 100 })).status).toBe(200);
+});
+
+// ---------------------------------------------------------------------------------------
+
+describe('Binance Pay emulator: credentials and state', () => {
+  it('shares one generated credential set per database across processes', async () => {
+    expect(creds.apiKey).toMatch(/^[0-9a-f]{64}$/);
+    expect(await b.app.get(SandboxCredentials).binancePay()).toEqual(creds);
+  });
+});
+
+describe('Binance Pay emulator: seeded payments', () => {
+  it('creates and lists payments, and validates the input', async () => {
+    const created = await control('POST', '/sandbox/payments', { provider: 'binance_pay', amount: '100.00', currency: 'USDT' });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ provider: 'binance_pay', amount: '100.00000000', currency: 'USDT', status: 'PAID' });
+    expect(created.body.paymentId).toMatch(/^[1-9]\d{18}$/);
+    const list = await control('GET', '/sandbox/payments', undefined, b);
+    expect(list.body.data.map((p: { paymentId: string }) => p.paymentId)).toContain(created.body.paymentId);
+
+    const bad = async (body: unknown, error?: string) => {
+      const res = await control('POST', '/sandbox/payments', body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      if (error) expect(res.body).toEqual({ error });
+    };
+    await bad({ provider: 'cobo', amount: '1', currency: 'USDT' }, 'unsupported provider');
+    await bad({ provider: 'lean', amount: '1', currency: 'AED' }, 'unsupported provider');
+    await bad({ provider: 'binance_pay', amount: '1.123456789', currency: 'USDT' });
+    await bad({ provider: 'binance_pay', amount: '0', currency: 'USDT' });
+    await bad({ provider: 'binance_pay', amount: 5, currency: 'USDT' });
+    await bad({ provider: 'binance_pay', amount: '1', currency: 'usdt' });
+    await bad({ provider: 'binance_pay', amount: '1', currency: 'USDT', status: 'REFUNDED' });
+    await bad({ provider: 'binance_pay', amount: '1', currency: 'USDT', extra: true });
+    const malformed = await request(a.base, 'POST', '/sandbox/payments', '{"provider":', { 'content-type': 'application/json' });
+    expect(malformed.status).toBe(400);
+    expect(JSON.parse(malformed.text)).toEqual({ error: 'malformed JSON body' });
+  });
+});
+
+describe('Binance Pay emulator: merchant API', () => {
+  it('refunds a paid order and settles it to REFUND_SUCCESS', async () => {
+    const prepayId = await payment('100.00');
+    const id = rid('happy');
+    const res = await refund(id, prepayId, '25.17', { refundReason: 'customer request' });
+    expect(res.status).toBe(200);
+    expect(res.contentType).toMatch(/^application\/json/);
+    expect(res.json).toMatchObject({ status: 'SUCCESS', code: '000000' });
+    const data = res.lossless.data;
+    // refundId is a JSON number above 2^53 on the wire, like Binance's.
+    expect(isLosslessNumber(data.refundId)).toBe(true);
+    expect(data.refundId.value).toMatch(/^[1-9]\d{17}$/);
+    expect(BigInt(data.refundId.value) > BigInt(Number.MAX_SAFE_INTEGER)).toBe(true);
+    expect(res.json.data).toMatchObject({
+      refundRequestId: id,
+      prepayId,
+      orderAmount: '100.00000000',
+      refundedAmount: '25.17000000',
+      refundAmount: '25.17000000',
+      remainingAttempts: 9,
+      duplicateRequest: 'N',
+    });
+    expect(res.json.data.payerOpenId).toMatch(/^[0-9a-f]{32}$/);
+
+    const pending = await binance('v2/order/query', JSON.stringify({ prepayId }));
+    expect(['REFUNDING', 'REFUNDED']).toContain(pending.json.data.status);
+
+    const final = await waitFor('REFUND_SUCCESS', async () => {
+      const q = await queryRefund(id);
+      expect(q.json.status).toBe('SUCCESS');
+      return q.json.data.refundStatus === 'REFUND_SUCCESS' && q;
+    });
+    expect(final.lossless.data.refundId.value).toBe(data.refundId.value);
+    expect(final.json.data).toMatchObject({ refundAmount: '25.17000000', refundedAmount: '25.17000000', remainingAttempts: 9 });
+
+    // Any process answers from the same state.
+    const order = await binance('v2/order/query', JSON.stringify({ prepayId }), { via: b });
+    expect(order.json.data).toMatchObject({ prepayId, currency: 'USDT', orderAmount: '100.00000000', status: 'REFUNDED' });
+    const byTradeNo = await binance('v2/order/query', JSON.stringify({ merchantTradeNo: order.json.data.merchantTradeNo }));
+    expect(byTradeNo.json.data.prepayId).toBe(prepayId);
+    const inspected = await control('GET', `/sandbox/binance-pay/orders/${prepayId}`);
+    expect(inspected.body).toMatchObject({ refundedAmount: '25.17000000', remainingAttempts: 9, status: 'REFUNDED' });
+    const records = await emulatorRefunds(prepayId);
+    expect(records).toEqual([
+      expect.objectContaining({ refundRequestId: id, refundId: data.refundId.value, refundAmount: '25.17000000', status: 'REFUND_SUCCESS' }),
+    ]);
+  });
+
+  it('answers unknown orders and refunds with 400202', async () => {
+    const unknownRefund = await queryRefund(rid('nobody'));
+    expect([unknownRefund.status, unknownRefund.json.status, unknownRefund.json.code]).toEqual([200, 'FAIL', '400202']);
+    const unknownOrder = await binance('v2/order/query', JSON.stringify({ prepayId: '1234567890123456789' }));
+    expect(unknownOrder.json.code).toBe('400202');
+    const refundUnknown = await refund(rid('x'), '1234567890123456789', '1');
+    expect([refundUnknown.status, refundUnknown.json.code]).toEqual([200, '400202']);
+  });
+
+  it('rejects refunds of unpaid orders with 400204', async () => {
+    const prepayId = await payment('10', 'EXPIRED');
+    const res = await refund(rid('expired'), prepayId, '1');
+    expect([res.status, res.json.status, res.json.code]).toEqual([200, 'FAIL', '400204']);
+    expect(await emulatorRefunds(prepayId)).toEqual([]);
+  });
+
+  it('serves the webhook certificate', async () => {
+    const res = await binance('certificates', '{}');
+    expect(res.json.status).toBe('SUCCESS');
+    const [cert] = res.json.data;
+    expect(cert.certPublic).toContain('BEGIN PUBLIC KEY');
+    expect(cert.certSerial).toBe(binanceCertSerial(cert.certPublic));
+  });
+});
+
+describe('Binance Pay emulator: authentication', () => {
+  const body = () => refundBody(rid('auth'), '1234567890123456789', '1');
+
+  async function expectFail(res: BinanceAnswer, httpStatus: number, code: string) {
+    expect(res.status).toBe(httpStatus);
+    expect(res.contentType).toMatch(/^application\/json/);
+    expect(res.json).toMatchObject({ status: 'FAIL', code });
+  }
+
+  it('rejects bad, lowercase and missing signatures with 400002', async () => {
+    const text = body();
+    const ts = String(Date.now());
+    const nonce = 'a'.repeat(32);
+    const good = signBinanceRequest(creds.secretKey, ts, nonce, text);
+    const headers = { 'BinancePay-Timestamp': ts, 'BinancePay-Nonce': nonce };
+    await expectFail(
+      await binance('order/refund', text, { headers: { ...headers, 'BinancePay-Signature': signBinanceRequest('wrong', ts, nonce, text) } }),
+      400,
+      '400002',
+    );
+    await expectFail(
+      await binance('order/refund', text, { headers: { ...headers, 'BinancePay-Signature': good.toLowerCase() } }),
+      400,
+      '400002',
+    );
+    await expectFail(await binance('order/refund', text, { headers: { 'BinancePay-Signature': undefined } }), 400, '400002');
+    // Signed over other bytes than those sent (a re-serialised body).
+    await expectFail(
+      await binance('order/refund', text.replace(':', ': '), { headers: { ...headers, 'BinancePay-Signature': good } }),
+      400,
+      '400002',
+    );
+  });
+
+  it('rejects a short nonce with 400002', async () => {
+    const text = body();
+    const ts = String(Date.now());
+    const nonce = 'abc123';
+    const sig = signBinanceRequest(creds.secretKey, ts, nonce, text);
+    await expectFail(
+      await binance('order/refund', text, { headers: { 'BinancePay-Timestamp': ts, 'BinancePay-Nonce': nonce, 'BinancePay-Signature': sig } }),
+      400,
+      '400002',
+    );
+  });
+
+  it('rejects a stale timestamp with 400003 unless the window is relaxed', async () => {
+    const text = body();
+    const stale = binanceHeaders(creds.apiKey, creds.secretKey, text, Date.now() - 5_000);
+    await expectFail(await binance('order/refund', text, { headers: stale }), 400, '400003');
+    await control('PUT', '/sandbox/binance-pay/faults', { timestampWindowMs: 60_000 });
+    const relaxed = await binance('order/refund', text, { headers: binanceHeaders(creds.apiKey, creds.secretKey, text, Date.now() - 5_000) });
+    expect(relaxed.json.code).toBe('400202'); // past auth: the order is unknown
+  });
+
+  it('rejects an unknown key with 400004', async () => {
+    const text = body();
+    await expectFail(await binance('order/refund', text, { headers: binanceHeaders('not-a-key', creds.secretKey, text) }), 400, '400004');
+  });
+
+  it('answers malformed JSON with 400001 in the Binance envelope, after authentication', async () => {
+    const text = '{"refundRequestId":"x",';
+    await expectFail(await binance('order/refund', text), 400, '400001');
+    await expectFail(await binance('order/refund', text, { headers: { 'BinancePay-Signature': 'AB'.repeat(64) } }), 400, '400002');
+    await expectFail(await binance('order/refund', '[1,2]'), 400, '400001');
+  });
+
+  it('validates fields with 400100/400101/400102', async () => {
+    const prepayId = await payment('10');
+    const check = async (text: string, code: string) => expectFail(await binance('order/refund', text), 400, code);
+    await check(JSON.stringify({ prepayId, refundAmount: 1 }), '400100');
+    await check(refundBody('x'.repeat(65), prepayId, '1'), '400101');
+    await check(refundBody(rid('v'), '1'.repeat(20), '1'), '400101');
+    await check(refundBody(rid('v'), prepayId, '0'), '400102');
+    await check(refundBody(rid('v'), prepayId, '0.123456789'), '400102');
+    await check(refundBody(rid('v'), prepayId, '1', { refundReason: 'r'.repeat(257) }), '400101');
+    await check(refundBody(rid('v'), prepayId, '1', { webhookUrl: 'ftp://example.com/x' }), '400102');
+    expect(await emulatorRefunds(prepayId)).toEqual([]);
+  });
+});
+
+describe('Binance Pay emulator: duplicates and limits', () => {
+  it('returns the stored refund for a repeated refundRequestId', async () => {
+    const prepayId = await payment('50');
+    const id = rid('dup');
+    const first = await refund(id, prepayId, '10');
+    const again = await refund(id, prepayId, '10.00');
+    expect(again.json.data).toMatchObject({ duplicateRequest: 'Y', refundAmount: '10.00000000', remainingAttempts: 9 });
+    expect(again.lossless.data.refundId.value).toBe(first.lossless.data.refundId.value);
+
+    // Another amount: the stored refund by default, 400102 when the setting says reject.
+    const otherAmount = await refund(id, prepayId, '12');
+    expect(otherAmount.json.data).toMatchObject({ duplicateRequest: 'Y', refundAmount: '10.00000000' });
+    await control('PUT', '/sandbox/binance-pay/faults', { duplicateMismatch: 'reject' });
+    const rejected = await refund(id, prepayId, '12');
+    expect([rejected.status, rejected.json.code]).toEqual([200, '400102']);
+    expect((await refund(id, prepayId, '10')).json.data.duplicateRequest).toBe('Y');
+    expect(await emulatorRefunds(prepayId)).toHaveLength(1);
+  });
+
+  it('creates one refund from 20 simultaneous identical requests', async () => {
+    const prepayId = await payment('100');
+    const id = rid('race');
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => binance('order/refund', refundBody(id, prepayId, '7'), { via: i % 2 ? b : a })),
+    );
+    expect(answers.map((r) => r.json.status)).toEqual(Array(20).fill('SUCCESS'));
+    expect(answers.filter((r) => r.json.data.duplicateRequest === 'N')).toHaveLength(1);
+    expect(new Set(answers.map((r) => r.lossless.data.refundId.value)).size).toBe(1);
+    const records = await emulatorRefunds(prepayId);
+    expect(records).toHaveLength(1);
+    expect(records[0].refundAmount).toBe('7.00000000');
+  });
+
+  it('never refunds more than the order amount under concurrency (400303)', async () => {
+    const prepayId = await payment('100');
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => binance('order/refund', refundBody(rid('cap'), prepayId, '30'), { via: i % 2 ? b : a })),
+    );
+    expect(answers.filter((r) => r.json.status === 'SUCCESS')).toHaveLength(3);
+    const refused = answers.filter((r) => r.json.status === 'FAIL');
+    expect(refused.map((r) => [r.status, r.json.code])).toEqual(Array(5).fill([200, '400303']));
+    const records = await emulatorRefunds(prepayId);
+    expect(records.reduce((sum, r) => sum + Number(r.refundAmount), 0)).toBe(90);
+    expect((await refund(rid('cap'), prepayId, '10.00000001')).json.code).toBe('400303');
+    expect((await refund(rid('cap'), prepayId, '10')).json.data).toMatchObject({ refundedAmount: '100.00000000' });
+  });
+
+  it('allows 10 refunds, the last one taking the whole remainder', async () => {
+    const prepayId = await payment('100');
+    for (let i = 1; i <= 9; i++) {
+      const res = await refund(rid('ten'), prepayId, '1');
+      expect(res.json.data.remainingAttempts).toBe(10 - i);
+    }
+    const last = await refund(rid('ten'), prepayId, '1');
+    expect(last.json.data).toMatchObject({ refundAmount: '91.00000000', refundedAmount: '100.00000000', remainingAttempts: 0 });
+    const over = await refund(rid('ten'), prepayId, '1');
+    expect([over.status, over.json.code]).toEqual([200, '400302']);
+    const order = await waitFor('FULL_REFUNDED', async () => {
+      const o = await binance('v2/order/query', JSON.stringify({ prepayId }));
+      return o.json.data.status === 'FULL_REFUNDED' && o;
+    });
+    expect(order.json.data.orderAmount).toBe('100.00000000');
+    expect((await control('GET', `/sandbox/binance-pay/orders/${prepayId}`)).body).toMatchObject({
+      refundedAmount: '100.00000000',
+      remainingAttempts: 0,
+    });
+  });
+});
+
+describe('Binance Pay emulator: faults', () => {
+  it('validates, merges and resets fault settings', async () => {
+    expect((await control('DELETE', '/sandbox/binance-pay/faults')).body).toMatchObject({
+      settleAfterMs: 1000,
+      timestampWindowMs: 1000,
+      duplicateMismatch: 'return_existing',
+      insufficientBalance: false,
+    });
+    for (const bad of [{ nope: 1 }, { errorRate: 1.5 }, { latencyMs: -1 }, { latencyMs: '5' }, { duplicateMismatch: 'x' }, [1]]) {
+      const res = await control('PUT', '/sandbox/binance-pay/faults', bad);
+      expect(res.status, JSON.stringify(bad)).toBe(400);
+      expect(typeof res.body.error).toBe('string');
+    }
+    await control('PUT', '/sandbox/binance-pay/faults', { latencyMs: 5 });
+    const merged = await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0.25 });
+    expect(merged.body).toMatchObject({ latencyMs: 5, refundFailRate: 0.25, settleAfterMs: 1000 });
+    // Every process sees the same settings.
+    expect((await control('GET', '/sandbox/binance-pay/faults', undefined, b)).body).toEqual(merged.body);
+  });
+
+  it('refuses with 400304 when the merchant balance is too low', async () => {
+    const prepayId = await payment('10');
+    await control('PUT', '/sandbox/binance-pay/faults', { insufficientBalance: true });
+    const res = await refund(rid('broke'), prepayId, '1');
+    expect([res.status, res.json.status, res.json.code]).toEqual([200, 'FAIL', '400304']);
+    expect(await emulatorRefunds(prepayId)).toEqual([]);
+  });
+
+  it('answers 500 before doing anything at the error rate', async () => {
+    const prepayId = await payment('10');
+    await control('PUT', '/sandbox/binance-pay/faults', { errorRate: 1 });
+    const res = await refund(rid('err'), prepayId, '1');
+    expect([res.status, res.json.status]).toEqual([500, 'FAIL']);
+    expect(await emulatorRefunds(prepayId)).toEqual([]);
+  });
+
+  it('delays answers by latencyMs, judging the timestamp by arrival time', async () => {
+    // Longer than the 1 s timestamp window: the request must still authenticate.
+    await control('PUT', '/sandbox/binance-pay/faults', { latencyMs: 1_100 });
+    const started = Date.now();
+    const res = await binance('certificates', '{}');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_100);
+    expect(res.json.status).toBe('SUCCESS');
+    // Control endpoints are not slowed down.
+    const t = Date.now();
+    await control('GET', '/sandbox/binance-pay/faults');
+    expect(Date.now() - t).toBeLessThan(1_000);
+  });
+
+  it('commits, then drops the connection unanswered (timeout after commit)', async () => {
+    const prepayId = await payment('10');
+    const id = rid('drop');
+    await control('PUT', '/sandbox/binance-pay/faults', { timeoutAfterCommitRate: 1 });
+    await expect(refund(id, prepayId, '4')).rejects.toThrow(/socket hang up/);
+    const records = await emulatorRefunds(prepayId);
+    expect(records).toEqual([expect.objectContaining({ refundRequestId: id, refundAmount: '4.00000000' })]);
+    await control('PUT', '/sandbox/binance-pay/faults', { timeoutAfterCommitRate: 0 });
+    // Recovery path: the query finds it, and a resend is a duplicate.
+    expect((await queryRefund(id)).json.data.refundRequestId).toBe(id);
+    expect((await refund(id, prepayId, '4')).json.data.duplicateRequest).toBe('Y');
+  });
+
+  it('fails refunds at refundFailRate and releases their amount', async () => {
+    const prepayId = await payment('10');
+    await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1 });
+    const id = rid('fail');
+    await refund(id, prepayId, '10');
+    await waitFor('REFUND_FAIL', async () => (await queryRefund(id)).json.data.refundStatus === 'REFUND_FAIL');
+    const order = await control('GET', `/sandbox/binance-pay/orders/${prepayId}`);
+    expect(order.body).toMatchObject({ status: 'PAID', refundedAmount: '0.00000000', pendingAmount: '0.00000000', remainingAttempts: 9 });
+    await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0 });
+    expect((await refund(rid('fail'), prepayId, '10')).json.status).toBe('SUCCESS');
+  });
+});
+
+describe('Binance Pay emulator: webhooks', () => {
+  async function certificate(): Promise<{ certSerial: string; certPublic: string }> {
+    return (await binance('certificates', '{}')).json.data[0];
+  }
+
+  function verify(hook: Hook, certPublic: string): boolean {
+    return verifyBinanceWebhook(
+      certPublic,
+      String(hook.headers['binancepay-timestamp']),
+      String(hook.headers['binancepay-nonce']),
+      hook.body,
+      String(hook.headers['binancepay-signature']),
+    );
+  }
+
+  it('delivers a signed refund webhook, retrying after a 500, exactly once across processes', async () => {
+    const prepayId = await payment('20');
+    const path = `/hook/${rid('ok')}`;
+    failFirst.set(path, 1);
+    const id = rid('hook');
+    const res = await refund(id, prepayId, '5', { webhookUrl: `${receiverUrl}${path}` });
+    expect(res.json.status).toBe('SUCCESS');
+
+    const received = await waitFor('two deliveries', async () => {
+      const mine = hooks.filter((h) => h.path === path);
+      return mine.length >= 2 && mine;
+    });
+    const { certSerial, certPublic } = await certificate();
+    for (const hook of received) {
+      expect(hook.headers['binancepay-certificate-sn']).toBe(certSerial);
+      expect(hook.headers['binancepay-nonce']).toMatch(/^[A-Za-z0-9]{32}$/);
+      expect(verify(hook, certPublic)).toBe(true);
+      expect(verify({ ...hook, body: hook.body.replace('PAY_REFUND', 'PAY_REFUNX') }, certPublic)).toBe(false);
+    }
+    const body = received[1]!.body;
+    expect(body).toContain(`"bizId":${prepayId},`); // a JSON number, above 2^53
+    const outer = JSON.parse(body);
+    expect(outer).toMatchObject({ bizType: 'PAY_REFUND', bizIdStr: prepayId, bizStatus: 'REFUND_SUCCESS' });
+    const data = JSON.parse(outer.data);
+    expect(data).toMatchObject({ currency: 'USDT', totalFee: 20 });
+    expect(data.refundInfo).toMatchObject({
+      refundRequestId: id,
+      prepayId,
+      orderAmount: '20.00000000',
+      refundedAmount: '5.00000000',
+      refundAmount: '5.00000000',
+      remainingAttempts: 9,
+      duplicateRequest: 'N',
+    });
+
+    const delivered = await waitFor('DELIVERED', async () => {
+      const w = (await control('GET', `/sandbox/binance-pay/webhooks?prepayId=${prepayId}`)).body.data;
+      return w.length === 1 && w[0].status === 'DELIVERED' && w;
+    });
+    expect(delivered[0]).toMatchObject({ attempts: 2, bizStatus: 'REFUND_SUCCESS' });
+    // Two serving processes, one delivery: nothing more arrives.
+    await new Promise((r) => setTimeout(r, 700));
+    expect(hooks.filter((h) => h.path === path)).toHaveLength(2);
+  });
+
+  it('sends REFUND_REJECTED for failed refunds, and applies the drop and duplicate faults', async () => {
+    await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1, duplicateWebhookRate: 1 });
+    const rejectedPath = `/hook/${rid('rejected')}`;
+    const p1 = await payment('3');
+    await refund(rid('rej'), p1, '3', { webhookUrl: `${receiverUrl}${rejectedPath}` });
+    // Webhook faults apply when the refund settles, so wait for these before changing them.
+    const twice = await waitFor('duplicated webhook', async () => {
+      const mine = hooks.filter((h) => h.path === rejectedPath);
+      return mine.length === 2 && mine;
+    });
+    expect(twice.map((h) => JSON.parse(h.body).bizStatus)).toEqual(['REFUND_REJECTED', 'REFUND_REJECTED']);
+
+    await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0, duplicateWebhookRate: 0, dropWebhookRate: 1 });
+    const droppedPath = `/hook/${rid('dropped')}`;
+    const p2 = await payment('3');
+    await refund(rid('drop'), p2, '3', { webhookUrl: `${receiverUrl}${droppedPath}` });
+    await waitFor('dropped webhook recorded', async () => {
+      const w = (await control('GET', `/sandbox/binance-pay/webhooks?prepayId=${p2}`)).body.data;
+      return w.length === 1 && w[0].status === 'DROPPED';
+    });
+    expect(hooks.filter((h) => h.path === droppedPath)).toHaveLength(0);
+  });
+});
+
+describe('Binance Pay emulator: restarts', () => {
+  it('keeps credentials and records across a process restart', async () => {
+    const prepayId = await payment('10');
+    const id = rid('restart');
+    await refund(id, prepayId, '2', {}); // created through process a
+    await b.app.close();
+    b = await boot(dbUrl);
+    expect(await b.app.get(SandboxCredentials).binancePay()).toEqual(creds);
+    const q = await binance('order/refund/query', JSON.stringify({ refundRequestId: id }), { via: b });
+    expect(q.json.data).toMatchObject({ refundRequestId: id, refundAmount: '2.00000000' });
+  });
+});
