@@ -1,0 +1,68 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { LoggerModule } from 'nestjs-pino';
+import { AuthModule } from './auth/auth.module.js';
+import { AppConfig } from './config/config.js';
+import { ConfigModule } from './config/config.module.js';
+import { DatabaseModule } from './database/database.module.js';
+import { HealthModule } from './health/health.module.js';
+import { ProcessingModule } from './processing/processing.module.js';
+import { RefundsModule } from './refunds/refunds.module.js';
+import { SandboxModule } from './sandbox/sandbox.module.js';
+
+/** Headers and fields never written to logs. */
+export const REDACTED_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["binancepay-signature"]',
+  'req.headers["biz-api-signature"]',
+  'req.headers["lean-signature"]',
+  'res.headers["set-cookie"]',
+  '*.secretKey',
+  '*.apiKey',
+  '*.key',
+  '*.password',
+  '*.clientSecret',
+];
+
+/**
+ * The whole service, composed for a role: `api` mounts HTTP only, `worker` runs queue
+ * workers and the sweeper only, `all` both (refunds-api.md §1).
+ */
+@Module({})
+export class AppModule {
+  static forRole(cfg: AppConfig): DynamicModule {
+    const http = cfg.role !== 'worker';
+    const workers = cfg.role !== 'api';
+    return {
+      module: AppModule,
+      imports: [
+        ConfigModule.forRoot(cfg),
+        LoggerModule.forRoot({
+          pinoHttp: {
+            level: cfg.logLevel,
+            redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+            genReqId: (req, res) => {
+              const given = req.headers['x-request-id'];
+              const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+              res.setHeader('X-Request-Id', id);
+              return id;
+            },
+            // Health probes every few seconds would drown the useful lines.
+            autoLogging: { ignore: (req) => (req.url ?? '').startsWith('/health') },
+            customProps: () => ({ role: cfg.role }),
+            serializers: {
+              req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
+            },
+          },
+        }),
+        DatabaseModule,
+        ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http }), global: true }] : []),
+        ProcessingModule.register({ workers }),
+        AuthModule,
+        RefundsModule,
+        ...(http ? [HealthModule] : []),
+      ],
+    };
+  }
+}

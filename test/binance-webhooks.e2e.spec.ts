@@ -1,0 +1,130 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { binanceCertSerial, signBinanceWebhook } from '../src/providers/binance-pay/binance-pay.signing.js';
+import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
+import { merchantKey, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
+
+// Polling is slowed to a minute here, so within these tests only webhooks can finalise a refund.
+let svc: TestService;
+let m1: string;
+
+beforeAll(async () => {
+  svc = await startService('bwebhooks', { POLL_INITIAL_DELAY_MS: '60000', POLL_MAX_DELAY_MS: '60000' });
+  m1 = await merchantKey(svc, 'M1001');
+});
+
+afterAll(async () => {
+  await svc?.stop();
+});
+
+async function createRefund(paymentId: string, amount: string) {
+  const res = await svc
+    .http()
+    .post('/v1/refunds')
+    .set('Authorization', `Bearer ${m1}`)
+    .set('Idempotency-Key', randomUUID())
+    .send({ provider: 'binance_pay', paymentId, amount, currency: 'USDT' })
+    .expect(202);
+  return res.body.id as string;
+}
+
+async function refund(id: string) {
+  return (await svc.http().get(`/v1/refunds/${id}`).set('Authorization', `Bearer ${m1}`).expect(200)).body;
+}
+
+async function events(id: string): Promise<Array<{ to: string; actor: string }>> {
+  return (await svc.http().get(`/v1/refunds/${id}/events`).set('Authorization', `Bearer ${m1}`).expect(200)).body.data;
+}
+
+/** A refund notification as Binance sends it, signed with the sandbox's webhook key. */
+async function signedWebhook(requestId: string, prepayId: string, bizStatus: string) {
+  const merchant = await svc.app.get(SandboxCredentials).binancePayMerchant();
+  const bizId = `1${randomBytes(8).readBigUInt64BE().toString().padStart(18, '0').slice(0, 18)}`;
+  const inner = JSON.stringify({
+    merchantTradeNo: 'T1',
+    totalFee: 0.01,
+    currency: 'USDT',
+    refundInfo: { refundRequestId: requestId, prepayId, orderAmount: '10.00000000', refundedAmount: '1.00000000', refundAmount: '1.00000000', remainingAttempts: 9, payerOpenId: 'p', duplicateRequest: 'N' },
+  });
+  // bizId as a bare 19-digit number, as Binance sends it.
+  const body = `{"bizType":"PAY_REFUND","bizId":${bizId},"bizIdStr":"${bizId}","bizStatus":"${bizStatus}","data":${JSON.stringify(inner)}}`;
+  const timestamp = String(Date.now());
+  const nonce = randomBytes(16).toString('hex');
+  return {
+    body,
+    headers: {
+      'Content-Type': 'application/json',
+      'BinancePay-Certificate-SN': binanceCertSerial(merchant.webhookPublicKeyPem),
+      'BinancePay-Nonce': nonce,
+      'BinancePay-Timestamp': timestamp,
+      'BinancePay-Signature': signBinanceWebhook(merchant.webhookPrivateKeyPem, timestamp, nonce, body),
+    },
+  };
+}
+
+function post(w: { body: string; headers: Record<string, string> }) {
+  return svc.http().post('/webhooks/binance-pay').set(w.headers).send(w.body);
+}
+
+async function requestIdOf(refundId: string): Promise<string> {
+  return waitFor(async () => {
+    const { rows } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1 AND status = 'processing'`, [refundId]);
+    return rows[0]?.provider_request_id as string | undefined;
+  }, 10_000, 'refund sent');
+}
+
+describe('Binance Pay webhooks', () => {
+  it('finalises a refund from the provider’s own signed webhook', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 300 });
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const id = await createRefund(paymentId, '3');
+    const done = await waitFor(async () => {
+      const r = await refund(id);
+      return r.status === 'succeeded' ? r : undefined;
+    }, 15_000, 'webhook success');
+    expect(done.refundedAmount).toBe('3');
+    expect((await events(id)).at(-1)).toMatchObject({ to: 'succeeded', actor: 'webhook:binance_pay' });
+  });
+
+  it('refuses forged or altered webhooks with 401 and changes nothing; duplicates and late ones are harmless', async () => {
+    // Settlement far away: the refund stays processing at the provider.
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const id = await createRefund(paymentId, '1');
+    const requestId = await requestIdOf(id);
+
+    const valid = await signedWebhook(requestId, paymentId, 'REFUND_SUCCESS');
+    const altered = { ...valid, body: valid.body.replace('REFUND_SUCCESS', 'REFUND_REJECTED') };
+    const forged = { ...valid, headers: { ...valid.headers, 'BinancePay-Signature': Buffer.from('x'.repeat(256)).toString('base64') } };
+    const unknownCert = { ...valid, headers: { ...valid.headers, 'BinancePay-Certificate-SN': 'f'.repeat(32) } };
+    const unsigned = { body: valid.body, headers: { 'Content-Type': 'application/json' } };
+    for (const bad of [altered, forged, unknownCert, unsigned]) {
+      const res = await post(bad).expect(401);
+      expect(res.body.code).toBe('unauthorized');
+      expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+    }
+    expect((await refund(id)).status).toBe('processing');
+    expect(await events(id)).toHaveLength(2);
+
+    const ack = await post(valid).expect(200);
+    expect(ack.body).toEqual({ returnCode: 'SUCCESS', returnMessage: null });
+    expect((await refund(id)).status).toBe('succeeded');
+    const after = await events(id);
+    expect(after.at(-1)).toMatchObject({ to: 'succeeded', actor: 'webhook:binance_pay' });
+
+    // The same webhook again, and a late contradicting one: acknowledged, nothing moves.
+    await post(valid).expect(200);
+    await post(await signedWebhook(requestId, paymentId, 'REFUND_REJECTED')).expect(200);
+    const final = await refund(id);
+    expect(final.status).toBe('succeeded');
+    expect(final.refundedAmount).toBe('1');
+    expect(await events(id)).toHaveLength(after.length);
+  });
+
+  it('acknowledges a signed webhook for a refund it does not know without inventing one', async () => {
+    const { rows: before } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds`);
+    await post(await signedWebhook('not-ours-' + randomUUID(), '123', 'REFUND_SUCCESS')).expect(200);
+    const { rows: after } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds`);
+    expect(after[0].n).toBe(before[0].n);
+  });
+});

@@ -1,0 +1,409 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  deleteRedisPrefix,
+  merchantKey,
+  roleKey,
+  sandboxPayment,
+  setFaults,
+  startService,
+  TestService,
+  waitFor,
+} from './support/service.js';
+
+let svc: TestService;
+let m1: string;
+let m2: string;
+let ops: string;
+
+beforeAll(async () => {
+  svc = await startService('binance');
+  m1 = await merchantKey(svc, 'M1001');
+  m2 = await merchantKey(svc, 'M2002');
+  ops = await roleKey(svc, 'ops');
+  await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+});
+
+afterAll(async () => {
+  await svc?.stop();
+});
+
+function createRefund(key: string, body: Record<string, unknown>, idem: string | null = randomUUID()) {
+  const req = svc.http().post('/v1/refunds').set('Authorization', `Bearer ${key}`);
+  if (idem !== null) req.set('Idempotency-Key', idem);
+  return req.send(body);
+}
+
+async function refundOf(key: string, id: string) {
+  const res = await svc.http().get(`/v1/refunds/${id}`).set('Authorization', `Bearer ${key}`).expect(200);
+  return res.body;
+}
+
+async function untilFinal(key: string, id: string) {
+  return waitFor(async () => {
+    const r = await refundOf(key, id);
+    return ['succeeded', 'partially_succeeded', 'failed', 'canceled'].includes(r.status) ? r : undefined;
+  }, 30_000, `refund ${id} final`);
+}
+
+async function providerRefunds(prepayId: string): Promise<Array<{ refundRequestId: string; refundAmount: string; status: string }>> {
+  const res = await svc.http().get(`/sandbox/binance-pay/refunds`).query({ prepayId }).expect(200);
+  return res.body.data;
+}
+
+async function countRows(table: string): Promise<number> {
+  const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM ${table}`);
+  return rows[0].n;
+}
+
+describe('Binance Pay refunds end to end', () => {
+  it('takes a refund from 202 to succeeded, recording attempts and events', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    const res = await createRefund(m1, {
+      provider: 'binance_pay',
+      paymentId,
+      amount: '25.17',
+      currency: 'USDT',
+      reason: 'requested_by_customer',
+      metadata: { orderId: '1001' },
+    }).expect(202);
+    expect(res.body).toMatchObject({
+      merchantId: 'M1001',
+      provider: 'binance_pay',
+      paymentId,
+      amount: '25.17',
+      currency: 'USDT',
+      status: 'queued',
+      refundedAmount: '0',
+      metadata: { orderId: '1001' },
+    });
+    expect(res.headers['content-type']).toMatch(/application\/json/);
+
+    const done = await untilFinal(m1, res.body.id);
+    expect(done.status).toBe('succeeded');
+    expect(done.refundedAmount).toBe('25.17');
+    expect(done.providerStatus).toBe('REFUND_SUCCESS');
+    expect(done.providerRefundId).toMatch(/^\d{15,}$/);
+    expect(done.providerDetails.remainingAttempts).toBe(9);
+    expect(done.completedAt).not.toBeNull();
+
+    const attempts = await svc.http().get(`/v1/refunds/${done.id}/attempts`).set('Authorization', `Bearer ${m1}`).expect(200);
+    expect(attempts.body.data[0]).toMatchObject({ number: 1, operation: 'create', outcome: 'pending', httpStatus: 200 });
+    for (const a of attempts.body.data.slice(1)) expect(a.operation).toBe('query');
+    const requestIds = new Set(attempts.body.data.map((a: { providerRequestId: string }) => a.providerRequestId));
+    expect(requestIds.size).toBe(1);
+    expect(done.attemptCount).toBe(attempts.body.data.length);
+
+    const events = await svc.http().get(`/v1/refunds/${done.id}/events`).set('Authorization', `Bearer ${m1}`).expect(200);
+    expect(events.body.data.map((e: { to: string }) => e.to)).toEqual(['queued', 'processing', 'succeeded']);
+    expect(events.body.data[0].actor).toMatch(/^api_key:/);
+    // Whichever came first, the poll or Binance's webhook, finalised it.
+    expect(['worker', 'webhook:binance_pay']).toContain(events.body.data[2].actor);
+
+    const payment = await svc.http().get(`/v1/payments/binance_pay/${paymentId}`).set('Authorization', `Bearer ${m1}`).expect(200);
+    expect(payment.body).toMatchObject({ amount: '100', refundedAmount: '25.17', reservedAmount: '0', refundableAmount: '74.83' });
+
+    const atProvider = await providerRefunds(paymentId);
+    expect(atProvider).toHaveLength(1);
+    expect(atProvider[0].status).toBe('REFUND_SUCCESS');
+  });
+
+  it('ends failed with the provider code when the provider refuses (insufficient balance)', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '50.00');
+    await setFaults(svc, 'binance-pay', { insufficientBalance: true });
+    try {
+      const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '5', currency: 'USDT' }).expect(202);
+      const done = await untilFinal(m1, res.body.id);
+      expect(done).toMatchObject({ status: 'failed', failureCode: '400304', refundedAmount: '0' });
+      expect(done.failureMessage).toBeTruthy();
+      // Not retried automatically: exactly one create call.
+      const attempts = await svc.http().get(`/v1/refunds/${done.id}/attempts`).set('Authorization', `Bearer ${ops}`).expect(200);
+      expect(attempts.body.data).toHaveLength(1);
+      expect(attempts.body.data[0]).toMatchObject({ operation: 'create', outcome: 'failed', providerCode: '400304' });
+      // The failed refund no longer holds its amount.
+      const payment = await svc.http().get(`/v1/payments/binance_pay/${paymentId}`).set('Authorization', `Bearer ${m1}`).expect(200);
+      expect(payment.body.refundableAmount).toBe('50');
+    } finally {
+      await setFaults(svc, 'binance-pay', { insufficientBalance: false });
+    }
+  });
+
+  it('ends failed when the provider settles the refund as REFUND_FAIL', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '20.00');
+    await setFaults(svc, 'binance-pay', { refundFailRate: 1 });
+    try {
+      const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '20', currency: 'USDT' }).expect(202);
+      const done = await untilFinal(m1, res.body.id);
+      // The poll reads REFUND_FAIL, the webhook REFUND_REJECTED: both mean failed.
+      expect(done.status).toBe('failed');
+      expect(['REFUND_FAIL', 'REFUND_REJECTED']).toContain(done.failureCode);
+    } finally {
+      await setFaults(svc, 'binance-pay', { refundFailRate: 0 });
+    }
+  });
+
+  it('replays the same request, rejects a changed body, and creates one refund for 50 concurrent identical requests', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    const body = { provider: 'binance_pay', paymentId, amount: '10.00', currency: 'USDT', description: 'once only' };
+    const key = randomUUID();
+    const results = await Promise.all(Array.from({ length: 50 }, () => createRefund(m1, body, key)));
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses.filter((s) => s === 202)).toHaveLength(1);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(49);
+    const ids = new Set(results.map((r) => r.body.id));
+    expect(ids.size).toBe(1);
+    for (const r of results.filter((x) => x.status === 200)) expect(r.headers['idempotent-replayed']).toBe('true');
+
+    const [id] = [...ids];
+    const done = await untilFinal(m1, id);
+    expect(done.status).toBe('succeeded');
+
+    // Any time later: the current state of the same refund.
+    const again = await createRefund(m1, body, key).expect(200);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.body).toMatchObject({ id, status: 'succeeded' });
+
+    const changed = await createRefund(m1, { ...body, amount: '11.00' }, key).expect(409);
+    expect(changed.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(changed.body.code).toBe('idempotency_key_reused');
+
+    // Keys are per merchant: another merchant may use the same key for its own refund.
+    const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds WHERE payment_id = $1`, [paymentId]);
+    expect(rows[0].n).toBe(1);
+    expect(await providerRefunds(paymentId)).toHaveLength(1);
+  });
+
+  it('never over-refunds: 50 concurrent 10.00 refunds on a 100.00 payment accept exactly 10', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () => createRefund(m1, { provider: 'binance_pay', paymentId, amount: '10.00', currency: 'USDT' })),
+    );
+    const accepted = results.filter((r) => r.status === 202);
+    const refused = results.filter((r) => r.status === 422);
+    expect(accepted).toHaveLength(10);
+    expect(refused).toHaveLength(40);
+    for (const r of refused) {
+      expect(r.body.code).toBe('amount_exceeds_refundable');
+      expect(r.body.refundableAmount).toBe('0');
+    }
+    await Promise.all(accepted.map((r) => untilFinal(m1, r.body.id)));
+    const { rows } = await svc.db.query(
+      `SELECT COALESCE(sum(refunded_amount), 0)::text AS s, count(*)::int AS n FROM refunds WHERE payment_id = $1 AND status = 'succeeded'`,
+      [paymentId],
+    );
+    expect(rows[0]).toEqual({ s: '100.000000000000000000', n: 10 });
+    const atProvider = await providerRefunds(paymentId);
+    expect(atProvider).toHaveLength(10);
+    const providerTotal = atProvider.reduce((sum, r) => sum + Math.round(Number(r.refundAmount) * 100), 0);
+    expect(providerTotal).toBe(10_000);
+  });
+
+  it('surfaces the 10-refund limit and the last-refund-takes-the-remainder rule', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    for (let i = 0; i < 9; i++) {
+      await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1.00', currency: 'USDT' }).expect(202);
+    }
+    const partial = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1.00', currency: 'USDT' }).expect(422);
+    expect(partial.body).toMatchObject({ code: 'payment_not_refundable', refundableAmount: '91', remainingRefunds: 1 });
+    await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '91.00', currency: 'USDT' }).expect(202);
+    const over = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '0.01', currency: 'USDT' }).expect(422);
+    expect(over.body.code).toBe('amount_exceeds_refundable');
+  });
+
+  it('resolves a lost response by query: one refund at the provider, ours succeeded', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '30.00');
+    // Reference the payment first: the fault below would also cut the payment lookup.
+    const first = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202);
+    await untilFinal(m1, first.body.id);
+    await setFaults(svc, 'binance-pay', { timeoutAfterCommitRate: 1 });
+    let id: string;
+    try {
+      const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '29', currency: 'USDT' }).expect(202);
+      id = res.body.id;
+      // The provider committed the refund; our worker never saw the answer.
+      await waitFor(async () => (await providerRefunds(paymentId)).length === 2, 15_000, 'refund at provider');
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT outcome FROM refund_attempts WHERE refund_id = $1 ORDER BY number`, [id]);
+        return rows.length > 0 && rows[0].outcome === 'unknown';
+      }, 15_000, 'unknown outcome recorded');
+    } finally {
+      await setFaults(svc, 'binance-pay', { timeoutAfterCommitRate: 0 });
+    }
+    const done = await untilFinal(m1, id!);
+    expect(done.status).toBe('succeeded');
+    const atProvider = (await providerRefunds(paymentId)).filter((r) => r.refundAmount.startsWith('29'));
+    expect(atProvider).toHaveLength(1);
+    expect(await providerRefunds(paymentId)).toHaveLength(2);
+    const attempts = await svc.http().get(`/v1/refunds/${id!}/attempts`).set('Authorization', `Bearer ${m1}`).expect(200);
+    const ops = attempts.body.data.map((a: { operation: string; outcome: string }) => `${a.operation}:${a.outcome}`);
+    expect(ops[0]).toBe('create:unknown');
+    // Every call used the one stored request id, which is the one the provider holds.
+    const ids = new Set(attempts.body.data.map((a: { providerRequestId: string }) => a.providerRequestId));
+    expect([...ids]).toEqual([atProvider[0].refundRequestId]);
+  });
+
+  it('recovers refunds whose jobs were lost from Redis (flush)', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '40.00');
+    const first = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202);
+    await untilFinal(m1, first.body.id);
+    // The provider is down, so the refunds stay non-final with jobs parked in Redis.
+    await setFaults(svc, 'binance-pay', { errorRate: 1 });
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '2', currency: 'USDT' }).expect(202);
+        ids.push(res.body.id);
+      }
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds WHERE id = ANY($1) AND status = 'processing'`, [ids]);
+        return rows[0].n === 3;
+      }, 15_000, 'refunds processing');
+      await deleteRedisPrefix(svc.queuePrefix);
+    } finally {
+      await setFaults(svc, 'binance-pay', { errorRate: 0 });
+    }
+    for (const id of ids) expect((await untilFinal(m1, id)).status).toBe('succeeded');
+    expect(await providerRefunds(paymentId)).toHaveLength(4);
+  });
+});
+
+describe('bad input changes nothing', () => {
+  it('answers every malformed request with a documented problem and persists nothing', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const valid = { provider: 'binance_pay', paymentId, amount: '1.00', currency: 'USDT' };
+    const before = { refunds: await countRows('refunds'), payments: await countRows('payments'), events: await countRows('refund_events') };
+
+    const cases: Array<[string, () => Promise<{ status: number; body: { code?: string }; headers: Record<string, string> }>, number, string]> = [
+      ['no key', () => svc.http().post('/v1/refunds').set('Idempotency-Key', 'k1').send(valid), 401, 'unauthorized'],
+      ['unknown key', () => svc.http().post('/v1/refunds').set('Authorization', 'Bearer nope').set('Idempotency-Key', 'k1').send(valid), 401, 'unauthorized'],
+      ['no idempotency key', () => createRefund(m1, valid, null), 400, 'idempotency_key_required'],
+      ['idempotency key too long', () => createRefund(m1, valid, 'x'.repeat(256)), 400, 'validation_failed'],
+      [
+        'malformed JSON',
+        () =>
+          svc.http().post('/v1/refunds').set('Authorization', `Bearer ${m1}`).set('Idempotency-Key', 'k2')
+            .set('Content-Type', 'application/json').send('{"provider": "binance_pay",'),
+        400,
+        'validation_failed',
+      ],
+      ['amount as number', () => createRefund(m1, { ...valid, amount: 1 }), 400, 'validation_failed'],
+      ['negative amount', () => createRefund(m1, { ...valid, amount: '-1.00' }), 400, 'validation_failed'],
+      ['zero amount', () => createRefund(m1, { ...valid, amount: '0' }), 400, 'validation_failed'],
+      ['exponent amount', () => createRefund(m1, { ...valid, amount: '1e3' }), 400, 'validation_failed'],
+      ['too precise', () => createRefund(m1, { ...valid, amount: '0.123456789' }), 400, 'validation_failed'],
+      ['unknown provider', () => createRefund(m1, { ...valid, provider: 'paypal' }), 400, 'validation_failed'],
+      ['unknown field', () => createRefund(m1, { ...valid, surprise: true }), 400, 'validation_failed'],
+      ['other provider block', () => createRefund(m1, { ...valid, lean: { reasonCode: 'CUSTOMER_REQUEST' } }), 400, 'validation_failed'],
+      ['array body', () => createRefund(m1, [valid] as unknown as Record<string, unknown>), 400, 'validation_failed'],
+      ['metadata too big', () => createRefund(m1, { ...valid, metadata: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) }), 400, 'validation_failed'],
+      [
+        'not JSON',
+        () => svc.http().post('/v1/refunds').set('Authorization', `Bearer ${m1}`).set('Idempotency-Key', 'k3').set('Content-Type', 'text/plain').send('hello'),
+        415,
+        'unsupported_media_type',
+      ],
+      [
+        'huge body',
+        () => createRefund(m1, { ...valid, description: 'x'.repeat(200_000) }),
+        413,
+        'payload_too_large',
+      ],
+      ['unknown payment', () => createRefund(m1, { ...valid, paymentId: '999999999999999999' }), 404, 'payment_not_found'],
+      ['wrong currency', () => createRefund(m1, { ...valid, currency: 'BUSD' }), 422, 'currency_mismatch'],
+      ['above the payment', () => createRefund(m1, { ...valid, amount: '10.01' }), 422, 'amount_exceeds_refundable'],
+      ['ops cannot create', () => createRefund(ops, valid), 403, 'forbidden'],
+    ];
+    for (const [name, send, status, code] of cases) {
+      const res = await send();
+      expect({ name, status: res.status, code: res.body.code }).toEqual({ name, status, code });
+      expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+    }
+    const after = { refunds: await countRows('refunds'), payments: await countRows('payments'), events: await countRows('refund_events') };
+    expect(after).toEqual(before);
+  });
+
+  it('does not reveal another merchant’s refunds or payments', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202);
+    const other = await svc.http().get(`/v1/refunds/${res.body.id}`).set('Authorization', `Bearer ${m2}`).expect(404);
+    expect(other.body.code).toBe('not_found');
+    await svc.http().get(`/v1/refunds/${res.body.id}/attempts`).set('Authorization', `Bearer ${m2}`).expect(404);
+    const pay = await svc.http().get(`/v1/payments/binance_pay/${paymentId}`).set('Authorization', `Bearer ${m2}`).expect(404);
+    expect(pay.body.code).toBe('payment_not_found');
+    // Referencing it to refund looks like an unknown payment too.
+    const steal = await createRefund(m2, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(404);
+    expect(steal.body.code).toBe('payment_not_found');
+    const list = await svc.http().get('/v1/refunds').set('Authorization', `Bearer ${m2}`).expect(200);
+    expect(list.body.data.find((r: { id: string }) => r.id === res.body.id)).toBeUndefined();
+    await svc.http().get('/v1/refunds/not-a-uuid').set('Authorization', `Bearer ${m1}`).expect(404);
+  });
+
+  it('rejects a payment that is not refundable at the provider', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00', 'USDT', 'EXPIRED');
+    const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(422);
+    expect(res.body.code).toBe('payment_not_refundable');
+  });
+});
+
+describe('listing', () => {
+  it('pages newest first with a stable cursor and filters', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    const merchant = await merchantKey(svc, 'M-list');
+    const created: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const res = await createRefund(merchant, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202);
+      created.push(res.body.id);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 10; page++) {
+      const res: { body: { data: Array<{ id: string }>; nextCursor: string | null } } = await svc
+        .http()
+        .get('/v1/refunds')
+        .query({ limit: 3, ...(cursor ? { cursor } : {}) })
+        .set('Authorization', `Bearer ${merchant}`)
+        .expect(200);
+      seen.push(...res.body.data.map((r: { id: string }) => r.id));
+      // A refund created mid-pagination must not shift later pages.
+      if (page === 0) await createRefund(merchant, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202);
+      cursor = res.body.nextCursor;
+      if (!cursor) break;
+    }
+    expect(seen).toEqual([...created].reverse());
+
+    const byStatus = await svc.http().get('/v1/refunds').query({ status: 'queued,processing,succeeded', paymentId }).set('Authorization', `Bearer ${merchant}`).expect(200);
+    expect(byStatus.body.data.length).toBeGreaterThan(0);
+    await svc.http().get('/v1/refunds').query({ status: 'bogus' }).set('Authorization', `Bearer ${merchant}`).expect(400);
+    await svc.http().get('/v1/refunds').query({ limit: 101 }).set('Authorization', `Bearer ${merchant}`).expect(400);
+    await svc.http().get('/v1/refunds').query({ cursor: 'garbage' }).set('Authorization', `Bearer ${merchant}`).expect(400);
+    const stuck = await svc.http().get('/v1/refunds').query({ status: 'processing', stuck: 'true' }).set('Authorization', `Bearer ${ops}`).expect(200);
+    expect(stuck.body.data).toEqual([]);
+  });
+});
+
+describe('API keys', () => {
+  it('creates keys shown once, checks roles, and revokes at once', async () => {
+    const admin = `Bearer ${svc.adminKey}`;
+    const res = await svc.http().post('/v1/api-keys').set('Authorization', admin).send({ role: 'finance', name: 'books' }).expect(201);
+    expect(res.body).toMatchObject({ role: 'finance', merchantId: null, name: 'books' });
+    expect(res.body.key).toMatch(/^rk_finance_/);
+    const { rows } = await svc.db.query(`SELECT key_hash FROM api_keys WHERE id = $1`, [res.body.id]);
+    expect(rows[0].key_hash.toString('utf8')).not.toContain(res.body.key);
+
+    await svc.http().get('/v1/refunds').set('Authorization', `Bearer ${res.body.key}`).expect(200);
+    // finance may not create keys
+    await svc.http().post('/v1/api-keys').set('Authorization', `Bearer ${res.body.key}`).send({ role: 'ops', name: 'x' }).expect(403);
+    await svc.http().post('/v1/api-keys').set('Authorization', admin).send({ role: 'merchant', name: 'x' }).expect(400);
+    await svc.http().post('/v1/api-keys').set('Authorization', admin).send({ role: 'ops', merchantId: 'M1', name: 'x' }).expect(400);
+
+    await svc.http().delete(`/v1/api-keys/${res.body.id}`).set('Authorization', admin).expect(204);
+    const revoked = await svc.http().get('/v1/refunds').set('Authorization', `Bearer ${res.body.key}`).expect(401);
+    expect(revoked.body.code).toBe('unauthorized');
+  });
+
+  it('serves health', async () => {
+    await svc.http().get('/health/live').expect(200);
+    const ready = await svc.http().get('/health/ready').expect(200);
+    expect(ready.body.status).toBe('ok');
+  });
+});

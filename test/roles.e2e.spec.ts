@@ -1,0 +1,96 @@
+import type { INestApplicationContext } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../src/app.js';
+import { loadConfig } from '../src/config/config.js';
+import { RefundWorkerService } from '../src/processing/refund-worker.service.js';
+import { FAST_ENV, merchantKey, REDIS_URL, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
+
+// One ROLE=api process and two ROLE=worker processes (as Nest apps in this test process)
+// on one database and one Redis prefix.
+let api: TestService;
+const workers: INestApplicationContext[] = [];
+let key: string;
+
+async function startWorker(): Promise<INestApplicationContext> {
+  const cfg = loadConfig({
+    NODE_ENV: 'test',
+    ROLE: 'worker',
+    DATABASE_URL: api.databaseUrl,
+    REDIS_URL,
+    QUEUE_PREFIX: api.queuePrefix,
+    SANDBOX: 'true',
+    SANDBOX_URL: `${api.url}/sandbox`,
+    PUBLIC_URL: api.url,
+    LOG_LEVEL: 'silent',
+    ...FAST_ENV,
+  });
+  const ctx = await createApp(cfg);
+  await ctx.init();
+  return ctx;
+}
+
+beforeAll(async () => {
+  api = await startService('roles', { ROLE: 'api' });
+  key = await merchantKey(api, 'M1001');
+  await setFaults(api, 'binance-pay', { settleAfterMs: 100 });
+});
+
+afterAll(async () => {
+  for (const w of workers) await w.close();
+  await api?.stop();
+});
+
+function create(paymentId: string, amount: string) {
+  return api
+    .http()
+    .post('/v1/refunds')
+    .set('Authorization', `Bearer ${key}`)
+    .set('Idempotency-Key', randomUUID())
+    .send({ provider: 'binance_pay', paymentId, amount, currency: 'USDT' })
+    .expect(202);
+}
+
+describe('ROLE=api and ROLE=worker', () => {
+  it('an api-only process accepts refunds but does not process them', async () => {
+    const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
+    const res = await create(paymentId, '1');
+    await new Promise((r) => setTimeout(r, 1500));
+    const { rows } = await api.db.query(`SELECT status, attempt_count FROM refunds WHERE id = $1`, [res.body.id]);
+    expect(rows[0]).toEqual({ status: 'queued', attempt_count: 0 });
+  });
+
+  it('never lets two workers call the provider for one refund at once', async () => {
+    const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
+    const res = await create(paymentId, '2');
+    const steps = api.app.get(RefundWorkerService);
+    await Promise.all(Array.from({ length: 10 }, () => steps.step(res.body.id)));
+    const { rows } = await api.db.query(`SELECT operation FROM refund_attempts WHERE refund_id = $1`, [res.body.id]);
+    expect(rows).toEqual([{ operation: 'create' }]);
+  });
+
+  it('two worker processes finish every refund, each sent exactly once', async () => {
+    workers.push(await startWorker(), await startWorker());
+    const payments = await Promise.all(Array.from({ length: 4 }, () => sandboxPayment(api, 'binance_pay', '100.00')));
+    const ids: string[] = [];
+    await Promise.all(
+      payments.map(async (p) => {
+        for (let i = 0; i < 10; i++) ids.push((await create(p, '10')).body.id);
+      }),
+    );
+    // Everything accepted so far, including the refunds the api-only process left queued.
+    await waitFor(async () => {
+      const { rows } = await api.db.query(`SELECT count(*)::int AS n FROM refunds WHERE status <> 'succeeded'`);
+      return rows[0].n === 0;
+    }, 60_000, 'all refunds succeeded');
+    const { rows: creates } = await api.db.query(
+      `SELECT refund_id, count(*)::int AS n FROM refund_attempts WHERE operation = 'create' GROUP BY refund_id HAVING count(*) <> 1`,
+    );
+    expect(creates).toEqual([]);
+    for (const p of payments) {
+      const atProvider = await api.http().get('/sandbox/binance-pay/refunds').query({ prepayId: p }).expect(200);
+      expect(atProvider.body.data).toHaveLength(10);
+      expect(new Set(atProvider.body.data.map((r: { refundRequestId: string }) => r.refundRequestId)).size).toBe(10);
+    }
+  });
+});
