@@ -70,7 +70,7 @@ function record(value: unknown): Record<string, unknown> | undefined {
 }
 
 /** providerDetails for Binance: `{ remainingAttempts, payerOpenId }` plus what finance needs. */
-function detailsOf(data: Record<string, unknown>): Record<string, unknown> {
+export function refundDetails(data: Record<string, unknown>): Record<string, unknown> {
   const remaining = str(data.remainingAttempts);
   const details: Record<string, unknown> = {
     remainingAttempts: remaining !== undefined && /^\d+$/.test(remaining) ? Number(remaining) : null,
@@ -90,7 +90,7 @@ function updateOf(data: Record<string, unknown>, providerStatus: string | undefi
   return {
     ...(refundId ? { providerRefundId: refundId } : {}),
     ...(providerStatus ? { providerStatus } : {}),
-    details: detailsOf(data),
+    details: refundDetails(data),
   };
 }
 

@@ -8,7 +8,7 @@ import { RefundStateService } from '../../refunds/refund-state.service.js';
 import type { RefundRow } from '../../refunds/refund.row.js';
 import { BinancePayClient } from './binance-pay.client.js';
 import { verifyBinanceWebhook } from './binance-pay.signing.js';
-import { outcomeOfRefundStatus } from './binance-pay.transformers.js';
+import { outcomeOfRefundStatus, refundDetails } from './binance-pay.transformers.js';
 
 /** Re-fetching certificates for an unknown serial at most this often (forged serials cost nothing). */
 const CERT_REFRESH_MIN_MS = 30_000;
@@ -105,12 +105,7 @@ export class BinancePayWebhookController {
       bizStatus,
       {
         providerStatus: bizStatus,
-        details: {
-          ...(typeof body?.bizIdStr === 'string' ? { webhookBizId: body.bizIdStr } : {}),
-          remainingAttempts: info.remainingAttempts !== undefined ? Number(String(info.remainingAttempts)) : null,
-          payerOpenId: typeof info.payerOpenId === 'string' ? info.payerOpenId : null,
-          ...(info.refundAmount !== undefined ? { providerRefundAmount: String(info.refundAmount) } : {}),
-        },
+        details: refundDetails(info),
       },
       refund.amount,
     );
