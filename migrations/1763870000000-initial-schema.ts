@@ -91,6 +91,8 @@ export class InitialSchema1763870000000 implements MigrationInterface {
           (status = 'succeeded' AND refunded_amount = amount)
           OR (status = 'partially_succeeded' AND refunded_amount < amount)
           OR (status NOT IN ('succeeded', 'partially_succeeded') AND refunded_amount = 0)),
+        -- A refund a worker owes something always has a due time, so the sweeper can find it.
+        CONSTRAINT refunds_due_when_owed CHECK (status NOT IN ('queued', 'processing') OR next_check_at IS NOT NULL),
         CONSTRAINT refunds_completed_iff_final CHECK (
           (completed_at IS NOT NULL) = (status IN ('succeeded', 'partially_succeeded', 'failed', 'canceled')))
       )`);

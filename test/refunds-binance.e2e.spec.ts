@@ -312,6 +312,9 @@ describe('bad input changes nothing', () => {
       ['wrong currency', () => createRefund(m1, { ...valid, currency: 'BUSD' }), 422, 'currency_mismatch'],
       ['above the payment', () => createRefund(m1, { ...valid, amount: '10.01' }), 422, 'amount_exceeds_refundable'],
       ['ops cannot create', () => createRefund(ops, valid), 403, 'forbidden'],
+      ['NUL in a string', () => createRefund(m1, { ...valid, description: 'a\u0000b' }), 400, 'validation_failed'],
+      ['NUL in metadata', () => createRefund(m1, { ...valid, metadata: { k: '\u0000' } }), 400, 'validation_failed'],
+      ['upper-case path without a key', () => svc.http().post('/V1/refunds').set('Idempotency-Key', 'k9').send(valid), 401, 'unauthorized'],
     ];
     for (const [name, send, status, code] of cases) {
       const res = await send();
@@ -376,6 +379,10 @@ describe('listing', () => {
     await svc.http().get('/v1/refunds').query({ status: 'bogus' }).set('Authorization', `Bearer ${merchant}`).expect(400);
     await svc.http().get('/v1/refunds').query({ limit: 101 }).set('Authorization', `Bearer ${merchant}`).expect(400);
     await svc.http().get('/v1/refunds').query({ cursor: 'garbage' }).set('Authorization', `Bearer ${merchant}`).expect(400);
+    // A well-formed but forged cursor is refused too, not passed on to Postgres casts.
+    const forged = Buffer.from(JSON.stringify(['1', '-'.repeat(36)])).toString('base64url');
+    await svc.http().get('/v1/refunds').query({ cursor: forged }).set('Authorization', `Bearer ${merchant}`).expect(400);
+    await svc.http().get('/v1/refunds').query({ paymentId: 'a\u0000b' }).set('Authorization', `Bearer ${merchant}`).expect(400);
     const stuck = await svc.http().get('/v1/refunds').query({ status: 'processing', stuck: 'true' }).set('Authorization', `Bearer ${ops}`).expect(200);
     expect(stuck.body.data).toEqual([]);
   });
@@ -396,6 +403,8 @@ describe('API keys', () => {
     await svc.http().post('/v1/api-keys').set('Authorization', admin).send({ role: 'merchant', name: 'x' }).expect(400);
     await svc.http().post('/v1/api-keys').set('Authorization', admin).send({ role: 'ops', merchantId: 'M1', name: 'x' }).expect(400);
 
+    // Route matching is case-insensitive; authentication must be too.
+    await svc.http().delete(`/V1/api-keys/${res.body.id}`).expect(401);
     await svc.http().delete(`/v1/api-keys/${res.body.id}`).set('Authorization', admin).expect(204);
     const revoked = await svc.http().get('/v1/refunds').set('Authorization', `Bearer ${res.body.key}`).expect(401);
     expect(revoked.body.code).toBe('unauthorized');

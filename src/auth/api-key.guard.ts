@@ -5,9 +5,21 @@ import { ApiKeysService } from './api-keys.service.js';
 import { ApiRole, AuthedRequest, ROLES_KEY } from './auth-context.js';
 
 /**
- * Bearer API keys on every /v1 route (refunds-api.md §2). Global, so a new /v1 route
- * cannot be left open by forgetting a decorator; routes outside /v1 (health, webhooks
- * verified by signature, sandbox) are not its business.
+ * Routes that authenticate otherwise or not at all: probes, provider webhooks (verified by
+ * the provider's signature) and the sandbox emulators (which check their own credentials).
+ * Compared case-insensitively, as Express routes match.
+ */
+const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/'];
+
+function isPublic(path: string): boolean {
+  const p = `${path.toLowerCase().replace(/\/+$/, '')}/`;
+  return PUBLIC_PREFIXES.some((prefix) => p.startsWith(prefix));
+}
+
+/**
+ * Bearer API keys (refunds-api.md §2) on every route except the few public ones above:
+ * global and closed by default, so a new route cannot be left open by forgetting a
+ * decorator, and a route without @Roles is admin-only.
  */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
@@ -19,7 +31,7 @@ export class ApiKeyGuard implements CanActivate {
   async canActivate(ctx: ExecutionContext): Promise<boolean> {
     if (ctx.getType() !== 'http') return true;
     const req = ctx.switchToHttp().getRequest<AuthedRequest>();
-    if (!req.path.startsWith('/v1/') && req.path !== '/v1') return true;
+    if (isPublic(req.path)) return true;
 
     const header = req.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;

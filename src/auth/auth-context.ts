@@ -1,5 +1,6 @@
 import { createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
 import type { Request } from 'express';
+import { Problem } from '../common/problem.js';
 
 export const ROLES = ['merchant', 'ops', 'finance', 'admin'] as const;
 export type ApiRole = (typeof ROLES)[number];
@@ -29,6 +30,7 @@ export type AuthedRequest = Request & { auth?: AuthContext };
 
 export const Auth = createParamDecorator((_data: unknown, ctx: ExecutionContext): AuthContext => {
   const req = ctx.switchToHttp().getRequest<AuthedRequest>();
-  if (!req.auth) throw new Error('route has no authentication context');
+  // Only reachable if a route escaped the guard: refuse rather than run without an identity.
+  if (!req.auth) throw new Problem('unauthorized', 'Send an API key as "Authorization: Bearer <key>".');
   return req.auth;
 });

@@ -55,8 +55,17 @@ export class ProblemFilter implements ExceptionFilter {
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
+      if (status === 400) {
+        // e.g. a body the JSON parser refused before any route ran.
+        return Problem.validation([{ field: 'body', message: exception.message }], 'The request is not valid.');
+      }
       const code = codeForStatus(status);
       if (code) return new Problem(code, status === 404 ? `No route ${req.method} ${req.path}` : exception.message);
+    }
+    const pgCode = (exception as { code?: unknown })?.code;
+    if (typeof pgCode === 'string' && /^22[0-9A-Z]{3}$/.test(pgCode)) {
+      // Postgres data exceptions (bad text encoding, out-of-range values): the input was bad.
+      return Problem.validation([{ field: 'request', message: 'contains a value the service cannot store' }]);
     }
     if (isDependencyOutage(exception)) {
       this.logger.warn(`dependency unavailable: ${(exception as Error).message}`);

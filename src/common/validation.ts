@@ -30,6 +30,8 @@ export class StrictValidationPipe extends ValidationPipe {
   }
 
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    const nul = findNul(value, metadata.type === 'body' ? '' : (metadata.data ?? metadata.type));
+    if (nul !== undefined) throw Problem.validation([{ field: nul || 'body', message: 'must not contain NUL characters' }]);
     if (metadata.type === 'body' && metadata.metatype && metadata.metatype !== Object) {
       if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
         throw Problem.validation([{ field: 'body', message: 'The body must be a JSON object.' }]);
@@ -37,4 +39,16 @@ export class StrictValidationPipe extends ValidationPipe {
     }
     return super.transform(value, metadata);
   }
+}
+
+/** Path of the first string holding a NUL character (Postgres text cannot store one). */
+function findNul(value: unknown, path: string, depth = 0): string | undefined {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : undefined;
+  if (depth > 32 || !value || typeof value !== 'object') return undefined;
+  for (const [k, v] of Object.entries(value)) {
+    if (k.includes('\u0000')) return path ? `${path}.${k}` : k;
+    const hit = findNul(v, path ? `${path}.${k}` : k, depth + 1);
+    if (hit !== undefined) return hit;
+  }
+  return undefined;
 }

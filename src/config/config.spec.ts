@@ -36,14 +36,20 @@ describe('loadConfig', () => {
     [{ COBO_API_PRIVATE_KEY: 'xyz' }, /COBO_API_PRIVATE_KEY/],
     [{ COBO_PUBLIC_KEY: '12' }, /COBO_PUBLIC_KEY/],
     [{ ADMIN_API_KEY: 'short' }, /ADMIN_API_KEY/],
-    [{ LEASE_MS: '1000', PROVIDER_TIMEOUT_MS: '5000' }, /LEASE_MS/],
+    [{ LEASE_MS: '10000', PROVIDER_TIMEOUT_MS: '5000' }, /LEASE_MS/],
+    [{ BINANCE_PAY_API_KEY: 'k', BINANCE_PAY_SECRET_KEY: 's' }, /ADMIN_API_KEY/],
   ])('rejects %j naming the variable', (env, message) => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
   });
 
   it('reads explicit Binance credentials and strips trailing slashes', () => {
-    const cfg = loadConfig({ BINANCE_PAY_BASE_URL: 'http://127.0.0.1:9/prefix/', BINANCE_PAY_API_KEY: 'k', BINANCE_PAY_SECRET_KEY: 's' });
+    const cfg = loadConfig({
+      BINANCE_PAY_BASE_URL: 'http://127.0.0.1:9/prefix/',
+      BINANCE_PAY_API_KEY: 'k',
+      BINANCE_PAY_SECRET_KEY: 's',
+      ADMIN_API_KEY: 'a'.repeat(32),
+    });
     expect(cfg.binancePay).toEqual({ baseUrl: 'http://127.0.0.1:9/prefix', apiKey: 'k', secretKey: 's' });
   });
 });

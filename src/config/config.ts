@@ -43,6 +43,8 @@ export class AppConfig {
   sandboxUrl!: string;
   /** Our own public address, used in the webhook URL we hand to providers. */
   publicUrl!: string;
+  /** Whether PUBLIC_URL was set (a live provider is only told a webhook URL that is). */
+  publicUrlExplicit!: boolean;
   migrationsRun!: boolean;
   logLevel!: string;
   dbPoolSize!: number;
@@ -194,9 +196,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     sweepGraceMs: int(env, 'SWEEP_GRACE_MS', 30_000, 0, 86_400_000),
     stuckAfterMs: int(env, 'STUCK_AFTER_MS', 30 * 60_000, 1_000, 30 * 86_400_000),
   };
-  if (cfg.processing.leaseMs <= cfg.processing.providerTimeoutMs) {
-    throw new ConfigError('LEASE_MS must be larger than PROVIDER_TIMEOUT_MS');
+  // A step may make two calls back to back (query, then create); the lease is renewed per call.
+  if (cfg.processing.leaseMs < 2 * cfg.processing.providerTimeoutMs + 1_000) {
+    throw new ConfigError('LEASE_MS must be at least 2 x PROVIDER_TIMEOUT_MS + 1000');
   }
+  const live = cfg.binancePay !== undefined || cfg.cobo.apiPrivateKey !== undefined || cfg.lean.clientId !== undefined;
+  if (cfg.sandbox && live && cfg.adminApiKey === undefined) {
+    // The sandbox's well-known admin key must never guard real provider credentials.
+    throw new ConfigError('ADMIN_API_KEY is required when provider credentials are set (SANDBOX is on)');
+  }
+  cfg.publicUrlExplicit = optional(env, 'PUBLIC_URL') !== undefined;
   return cfg;
 }
 

@@ -22,4 +22,6 @@ export interface PaymentBalance {
   refundable: string;
   /** Refunds that used (or will use) one of the provider's refund slots. */
   slotsUsed: number;
+  /** Slots left by the provider's own last report, less refunds accepted since (null: never reported). */
+  reportedRemaining: number | null;
 }

@@ -18,7 +18,12 @@ const BALANCE_SQL = `
     COALESCE(SUM(CASE WHEN status IN ('pending_approval', 'queued', 'processing', 'requires_action')
                       THEN amount END), 0)::text AS reserved,
     COUNT(*) FILTER (WHERE status NOT IN ('failed', 'canceled')
-                        OR (status = 'failed' AND provider_state = 'acknowledged'))::int AS slots_used
+                        OR (status = 'failed' AND provider_state = 'acknowledged'))::int AS slots_used,
+    -- The provider's own count, where it reports one (Binance remainingAttempts), and how
+    -- many refunds were accepted since: catches refunds made outside this service.
+    MIN((provider_details->>'remainingAttempts')::int) AS reported_remaining,
+    COUNT(*) FILTER (WHERE status IN ('pending_approval', 'queued', 'processing', 'requires_action')
+                       AND provider_details->>'remainingAttempts' IS NULL)::int AS unreported_active
   FROM refunds WHERE provider = $1 AND payment_id = $2`;
 
 @Injectable()
@@ -57,6 +62,15 @@ export class PaymentsService {
     );
   }
 
+  /** This merchant's account id at the provider: the configured mapping, else our own id. */
+  async providerAccount(merchantId: string, provider: ProviderName): Promise<string> {
+    const row = await this.db.one<{ provider_accounts: Record<string, { merchantId?: string }> }>(
+      `SELECT provider_accounts FROM merchants WHERE id = $1`,
+      [merchantId],
+    );
+    return row?.provider_accounts?.[provider]?.merchantId ?? merchantId;
+  }
+
   async lockForUpdate(tx: Sql, provider: ProviderName, paymentId: string): Promise<PaymentRow | undefined> {
     const [row] = await tx.query<PaymentRow>(
       `SELECT * FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
@@ -66,7 +80,13 @@ export class PaymentsService {
   }
 
   async balance(sql: Sql, payment: PaymentRow): Promise<PaymentBalance> {
-    const [row] = await sql.query<{ refunded: string; reserved: string; slots_used: number }>(BALANCE_SQL, [
+    const [row] = await sql.query<{
+      refunded: string;
+      reserved: string;
+      slots_used: number;
+      reported_remaining: number | null;
+      unreported_active: number;
+    }>(BALANCE_SQL, [
       payment.provider,
       payment.payment_id,
     ]);
@@ -76,6 +96,7 @@ export class PaymentsService {
       reserved: formatAmount(row.reserved),
       refundable: formatAmount(refundable.isNegative() ? money('0') : refundable),
       slotsUsed: row.slots_used,
+      reportedRemaining: row.reported_remaining === null ? null : Math.max(0, row.reported_remaining - row.unreported_active),
     };
   }
 

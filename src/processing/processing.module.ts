@@ -3,6 +3,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '../config/config.js';
 import { ProvidersModule } from '../providers/providers.module.js';
 import { REFUND_QUEUES, redisOptions } from './queues.js';
+import { AttemptsService } from './attempts.service.js';
 import { RecoverySweeper } from './recovery-sweeper.js';
 import { RefundQueueService } from './refund-queue.service.js';
 import { RefundWorkerService } from './refund-worker.service.js';
@@ -36,9 +37,10 @@ export class ProcessingModule {
       providers: [
         RefundQueueService,
         RefundWorkerService,
+        AttemptsService,
         ...(opts.workers ? [RecoverySweeper, BinancePayRefundProcessor, CoboRefundProcessor, LeanRefundProcessor] : []),
       ],
-      exports: [RefundQueueService, RefundWorkerService],
+      exports: [RefundQueueService, RefundWorkerService, AttemptsService],
     };
   }
 }

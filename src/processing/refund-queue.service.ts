@@ -60,6 +60,27 @@ export class RefundQueueService implements OnModuleDestroy {
     }
   }
 
+  /**
+   * Makes a refund due now and wakes its job (a webhook said something changed). The row's
+   * next_check_at is the schedule's truth; the job is promoted from the delayed set, or
+   * re-added when it is missing.
+   */
+  async nudge(db: { query: (sql: string, params: unknown[]) => Promise<unknown[]> }, provider: ProviderName, refundId: string): Promise<void> {
+    const rows = await db.query(
+      `UPDATE refunds SET next_check_at = now() WHERE id = $1 AND status = 'processing' RETURNING id`,
+      [refundId],
+    );
+    if (rows.length === 0) return;
+    try {
+      const job = await this.queues[provider].getJob(refundId);
+      if (job && (await job.isDelayed())) await job.promote();
+      else if (!job) await this.enqueue(provider, refundId);
+    } catch (err) {
+      // The sweeper will pick it up; a webhook is only a hint.
+      this.logger.warn({ refundId, err: (err as Error).message }, 'could not wake the refund job');
+    }
+  }
+
   /** Adds many jobs at once (no-ops for refunds that already have a job). */
   async enqueueMany(provider: ProviderName, refundIds: string[]): Promise<void> {
     if (refundIds.length === 0) return;

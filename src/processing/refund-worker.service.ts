@@ -3,13 +3,20 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
+import { money } from '../common/money.js';
 import type { PaymentRow } from '../payments/payment.row.js';
 import type { ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
+import { AttemptsService } from './attempts.service.js';
 import type { RefundRow } from '../refunds/refund.row.js';
 
 /** What the job should do after a step: nothing more, or come back at a time. */
+/** How long a last-slot refund waits before looking again at the refunds in flight. */
+const LAST_SLOT_WAIT_MS = 2_000;
+/** For providers that dedup creates: every this many inconclusive checks, re-send the same create. */
+const RESEND_EVERY = 6;
+
 export type StepResult = { done: true } | { done: false; at: Date };
 
 /** A fresh provider request id: 32 hex characters, valid for every provider's id field. */
@@ -37,6 +44,7 @@ export class RefundWorkerService {
     private readonly cfg: AppConfig,
     private readonly providers: ProvidersService,
     private readonly state: RefundStateService,
+    private readonly attempts: AttemptsService,
   ) {}
 
   async step(refundId: string): Promise<StepResult> {
@@ -89,6 +97,15 @@ export class RefundWorkerService {
       row.payment_id,
     ]);
     if (row.status === 'queued') {
+      if (provider.lastRefundTakesRemainder && provider.maxRefundsPerPayment !== undefined) {
+        const gate = await this.lastSlotGate(row, provider.maxRefundsPerPayment);
+        if (gate === 'wait') {
+          const at = new Date(Date.now() + LAST_SLOT_WAIT_MS);
+          await this.db.query(`UPDATE refunds SET next_check_at = $2 WHERE id = $1 AND status = 'queued'`, [row.id, at]);
+          return { done: false, at };
+        }
+        if (gate === 'mismatch') return this.refuseLastSlot(row);
+      }
       const requestId = row.provider_request_id ?? newProviderRequestId();
       const moved = await this.db.transaction((tx) =>
         this.state.transition(tx, row.id, 'processing', {
@@ -103,6 +120,11 @@ export class RefundWorkerService {
     }
     // processing
     const cmd = this.command(row, payment);
+    if (row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0) {
+      // Queries keep failing to settle it (e.g. the provider's "not found" answer is not the one
+      // we expect): re-send the create with the SAME id, which the provider dedups.
+      return this.submit(provider, row, payment);
+    }
     const query = await this.call(provider, row, 'query', cmd);
     if (query.outcome.kind === 'not_found') {
       if (row.provider_state === 'acknowledged') {
@@ -116,12 +138,61 @@ export class RefundWorkerService {
     return this.apply(row, query.outcome);
   }
 
+  /**
+   * Binance refunds the whole remainder on the last refund it allows, whatever amount is
+   * sent. A refund that would take that last slot is sent only when no other refund on the
+   * payment is in flight (one of them failing would enlarge the remainder), and only if its
+   * amount is exactly the remainder then.
+   */
+  private async lastSlotGate(row: RefundRow, max: number): Promise<'ok' | 'wait' | 'mismatch'> {
+    return this.db.transaction(async (tx) => {
+      const [payment] = await tx.query<{ amount: string }>(
+        `SELECT amount FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
+        [row.provider, row.payment_id],
+      );
+      const [others] = await tx.query<{ slots: number; active: number; refunded: string }>(
+        // Slots are taken in creation order: the refund is the last one only if every other slot
+        // went to an earlier refund (otherwise all ten would wait on each other).
+        `SELECT COUNT(*) FILTER (WHERE (created_at, id) < ($4::timestamptz, $3::uuid)
+                                   AND (status NOT IN ('failed', 'canceled')
+                                        OR (status = 'failed' AND provider_state = 'acknowledged')))::int AS slots,
+                COUNT(*) FILTER (WHERE status IN ('pending_approval', 'queued', 'processing', 'requires_action'))::int AS active,
+                COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
+                                  WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded
+           FROM refunds WHERE provider = $1 AND payment_id = $2 AND id <> $3`,
+        [row.provider, row.payment_id, row.id, row.created_at],
+      );
+      if (!payment || others.slots + 1 < max) return 'ok';
+      if (others.active > 0) return 'wait';
+      return money(payment.amount).minus(others.refunded).eq(row.amount) ? 'ok' : 'mismatch';
+    });
+  }
+
+  /** The last-slot refund no longer equals the remainder: fail it before anything is sent. */
+  private async refuseLastSlot(row: RefundRow): Promise<StepResult> {
+    await this.db.transaction(async (tx) => {
+      const moved = await this.state.transition(tx, row.id, 'processing', { from: ['queued'], actor: 'worker' });
+      if (!moved) return;
+      await this.state.transition(tx, row.id, 'failed', {
+        from: ['processing'],
+        actor: 'worker',
+        patch: {
+          provider_state: 'not_sent',
+          failure_code: 'last_refund_amount_mismatch',
+          failure_message:
+            'This is the last refund the provider allows on the payment and it would refund the whole remainder, which no longer equals this amount (an earlier refund failed). Nothing was sent; create a refund of the remainder instead.',
+        },
+      });
+    });
+    return { done: true };
+  }
+
   private async submit(provider: RefundProvider, row: RefundRow, payment: PaymentRow | undefined): Promise<StepResult> {
     const result = await this.call(provider, row, 'create', this.command(row, payment));
     return this.apply(row, result.outcome);
   }
 
-  private command(row: RefundRow, payment: PaymentRow | undefined): RefundCommand {
+  command(row: RefundRow, payment: PaymentRow | undefined): RefundCommand {
     return {
       refundId: row.id,
       providerRequestId: row.provider_request_id!,
@@ -129,6 +200,7 @@ export class RefundWorkerService {
       paymentId: row.payment_id,
       amount: row.amount,
       currency: row.currency,
+      createdAt: row.created_at,
       reason: row.reason,
       description: row.description,
       options: row.provider_options,
@@ -137,44 +209,10 @@ export class RefundWorkerService {
   }
 
   /** One provider call, recorded in refund_attempts before it starts and after it ends. */
-  private async call(
-    provider: RefundProvider,
-    row: RefundRow,
-    kind: 'create' | 'query',
-    cmd: RefundCommand,
-  ): Promise<ProviderResult> {
-    const [attempt] = await this.db.query<{ id: string }>(
-      `WITH n AS (UPDATE refunds SET attempt_count = attempt_count + 1 WHERE id = $1 RETURNING attempt_count)
-       INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
-       SELECT $1, attempt_count, $2, $3, 'in_flight' FROM n RETURNING id`,
-      [row.id, cmd.providerRequestId, kind === 'create' ? 'create' : 'query'],
+  private call(provider: RefundProvider, row: RefundRow, kind: 'create' | 'query', cmd: RefundCommand): Promise<ProviderResult> {
+    return this.attempts.record(row.id, cmd.providerRequestId, kind, () =>
+      kind === 'create' ? provider.submitRefund(cmd) : provider.queryRefund(cmd),
     );
-    let result: ProviderResult;
-    try {
-      result = kind === 'create' ? await provider.submitRefund(cmd) : await provider.queryRefund(cmd);
-    } catch (err) {
-      // An adapter bug must not look like an answer: treat it as an unknown outcome.
-      this.logger.error({ refundId: row.id, err }, 'adapter threw');
-      result = {
-        outcome: { kind: 'unknown', reason: `adapter error: ${(err as Error).message}` },
-        call: { operation: kind, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: (err as Error).message },
-      };
-    }
-    await this.db.query(
-      `UPDATE refund_attempts SET outcome = $2, http_status = $3, provider_code = $4, error_message = $5,
-              latency_ms = $6, operation = $7, completed_at = now()
-        WHERE id = $1`,
-      [
-        attempt.id,
-        outcomeLabel(result.outcome),
-        result.call.httpStatus,
-        result.call.providerCode,
-        result.call.errorMessage?.slice(0, 1000) ?? null,
-        result.call.latencyMs,
-        result.call.operation,
-      ],
-    );
-    return result;
   }
 
   /** Applies a classified outcome; conditional on the refund still being `processing`. */
@@ -214,17 +252,6 @@ export class RefundWorkerService {
     if (outcome.kind === 'pending') Object.assign(patch, pendingPatch(outcome));
     const updated = await this.state.update(this.db, row.id, ['processing'], patch);
     return updated ? { done: false, at } : { done: true };
-  }
-}
-
-function outcomeLabel(outcome: ProviderOutcome): string {
-  switch (outcome.kind) {
-    case 'final':
-      return outcome.status;
-    case 'pending':
-      return outcome.status === 'requires_action' ? 'requires_action' : 'pending';
-    default:
-      return outcome.kind;
   }
 }
 

@@ -33,6 +33,12 @@ abstract class RefundJobHost extends WorkerHost implements OnApplicationBootstra
     }
   }
 
+  @OnWorkerEvent('error')
+  onError(err: Error): void {
+    // Connection drops and vanished job keys (Redis flushed): the sweeper recovers the refunds.
+    this.logger.warn({ err: err.message }, 'queue worker error');
+  }
+
   @OnWorkerEvent('failed')
   onFailed(job: Job<RefundJobData> | undefined, err: Error): void {
     this.logger.warn({ refundId: job?.data.refundId, err: err.message }, 'refund job failed; it will be retried');

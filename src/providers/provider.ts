@@ -43,12 +43,26 @@ export interface RefundCommand {
   paymentId: string;
   amount: string;
   currency: string;
+  /** When the refund was accepted: bounds how far back a provider listing must be searched. */
+  createdAt: Date;
   reason: string;
   description: string | null;
   /** The request's provider block (cobo / lean options), as validated at creation. */
   options: Record<string, unknown>;
-  /** The cached payment's provider data (e.g. Binance prepayId). */
+  /** The cached payment's provider data (e.g. Binance prepayId, Cobo merchant id). */
   paymentData: Record<string, unknown>;
+}
+
+/**
+ * Result of a change asked of the provider outside the normal flow (Cobo address update,
+ * cancel): `done` (the provider applied it), `refused` (the provider says it cannot, e.g.
+ * already processing) or `unknown` (no trustworthy answer).
+ */
+export interface ProviderActionResult {
+  outcome: 'done' | 'refused' | 'unknown';
+  message?: string;
+  update?: ProviderUpdate;
+  call: CallRecord;
 }
 
 /**
@@ -85,6 +99,8 @@ export interface ProviderUpdate {
 /** One provider call, as recorded in refund_attempts. */
 export interface CallRecord {
   operation: string;
+  /** Outcome label of this call when it differs from the step's (extra calls). */
+  outcome?: string;
   httpStatus: number | null;
   providerCode: string | null;
   latencyMs: number;
@@ -94,6 +110,8 @@ export interface CallRecord {
 export interface ProviderResult {
   outcome: ProviderOutcome;
   call: CallRecord;
+  /** Further calls the same step made (Lean: create, then approve), recorded as attempts too. */
+  extraCalls?: CallRecord[];
 }
 
 export interface RefundProvider {
@@ -107,11 +125,32 @@ export interface RefundProvider {
    * sent; the core then only accepts a last refund of exactly the remainder.
    */
   readonly lastRefundTakesRemainder?: boolean;
+  /**
+   * True when re-sending a create with the same provider request id can never make a
+   * second refund (Binance dedups on refundRequestId, Cobo answers 2040). Such a create is
+   * re-sent now and then while queries stay inconclusive; Lean (no idempotency) never is.
+   */
+  readonly createIsIdempotent: boolean;
   /** False when the provider has no credentials (and the sandbox does not serve it). */
   isEnabled(): boolean;
   lookupPayment(paymentId: string): Promise<PaymentLookup>;
   submitRefund(cmd: RefundCommand): Promise<ProviderResult>;
   queryRefund(cmd: RefundCommand): Promise<ProviderResult>;
+  /** Provider-specific checks of a create request (field errors), before anything is stored. */
+  validateCreate?(input: CreateInput): { field: string; message: string }[];
+  /** Whether a cached payment may be refunded in this request (e.g. Cobo token must match). */
+  checkPayment?(input: CreateInput, paymentData: Record<string, unknown>): string | undefined;
+  /** Sets the destination of a refund waiting for one (Cobo PendingConfirmation). */
+  updateRefundAddress?(cmd: RefundCommand, toAddress: string): Promise<ProviderActionResult>;
+  /** Cancels a refund the provider holds but has not started paying. */
+  cancelRefund?(cmd: RefundCommand): Promise<ProviderActionResult>;
+}
+
+/** The parts of a create request adapters may check. */
+export interface CreateInput {
+  amount: string;
+  currency: string;
+  options: Record<string, unknown>;
 }
 
 export const REFUND_PROVIDERS = Symbol('REFUND_PROVIDERS');

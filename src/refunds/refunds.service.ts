@@ -6,7 +6,7 @@ import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
 import { AuthContext, actorOf, merchantScope } from '../auth/auth-context.js';
 import { PaymentsService } from '../payments/payments.service.js';
-import type { ProviderPayment } from '../providers/provider.js';
+import type { ProviderPayment, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
 import { RefundQueueService } from '../processing/refund-queue.service.js';
 import { CreateRefundDto, ListRefundsQuery } from './refund.dto.js';
@@ -47,8 +47,9 @@ function encodeCursor(c: Cursor): string {
 function decodeCursor(text: string): Cursor {
   try {
     const [createdAt, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as [unknown, unknown];
-    if (typeof createdAt !== 'string' || typeof id !== 'string' || Number.isNaN(Date.parse(createdAt))) throw new Error();
-    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error();
+    if (typeof createdAt !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(createdAt)) throw new Error();
+    if (Number.isNaN(Date.parse(createdAt))) throw new Error();
+    if (typeof id !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) throw new Error();
     return { createdAt, id };
   } catch {
     throw Problem.validation([{ field: 'cursor', message: 'cursor is not one this API returned' }]);
@@ -79,12 +80,20 @@ export class RefundsService {
     if (existing) return this.replay(existing, hash);
 
     const provider = this.providers.get(dto.provider);
-    this.validateForProvider(dto, provider.amountDecimals);
+    this.validateForProvider(dto, provider);
 
     const cached = await this.payments.findCached(dto.provider, dto.paymentId);
     let fetched: ProviderPayment | undefined;
-    if (!cached) fetched = await this.payments.fetchFromProvider(dto.provider, dto.paymentId);
-    else if (cached.merchant_id !== merchantId) throw this.paymentNotFound(dto);
+    if (!cached) {
+      fetched = await this.payments.fetchFromProvider(dto.provider, dto.paymentId);
+      // Where the provider names the payment's merchant (Cobo), it must be this merchant's account.
+      if (fetched.providerMerchantId !== undefined) {
+        const account = await this.payments.providerAccount(merchantId, dto.provider);
+        if (fetched.providerMerchantId !== account) throw this.paymentNotFound(dto);
+      }
+    } else if (cached.merchant_id !== merchantId) {
+      throw this.paymentNotFound(dto);
+    }
 
     const id = randomUUID();
     const result = await this.db.transaction(async (tx) => {
@@ -105,6 +114,11 @@ export class RefundsService {
       if (payment.provider_data.refundable === false) {
         throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
       }
+      const mismatch = provider.checkPayment?.(
+        { amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
+        payment.provider_data,
+      );
+      if (mismatch) throw new Problem('currency_mismatch', mismatch, { paymentCurrency: payment.currency });
       if (payment.currency !== dto.currency) {
         throw new Problem('currency_mismatch', `The payment is in ${payment.currency}, not ${dto.currency}.`, {
           paymentCurrency: payment.currency,
@@ -117,7 +131,8 @@ export class RefundsService {
         });
       }
       if (provider.maxRefundsPerPayment !== undefined) {
-        const remaining = provider.maxRefundsPerPayment - balance.slotsUsed;
+        const byCount = provider.maxRefundsPerPayment - balance.slotsUsed;
+        const remaining = balance.reportedRemaining === null ? byCount : Math.min(byCount, balance.reportedRemaining);
         if (remaining <= 0) {
           throw new Problem(
             'payment_not_refundable',
@@ -197,32 +212,19 @@ export class RefundsService {
     return new Problem('payment_not_found', `No ${dto.provider} payment ${dto.paymentId}.`);
   }
 
-  /** Rules that depend on the provider: precision, and only the chosen provider's block. */
-  private validateForProvider(dto: CreateRefundDto, decimals: number): void {
+  /** Rules that depend on the provider: precision, only the chosen provider's block, its own checks. */
+  private validateForProvider(dto: CreateRefundDto, provider: RefundProvider): void {
     const errors: { field: string; message: string }[] = [];
+    const decimals = provider.amountDecimals;
     if (money(dto.amount).lte(0)) errors.push({ field: 'amount', message: 'amount must be greater than 0' });
     if (decimalPlaces(dto.amount) > decimals) {
       errors.push({ field: 'amount', message: `${dto.provider} accepts at most ${decimals} decimal places` });
     }
     if (dto.cobo !== undefined && dto.provider !== 'cobo') errors.push({ field: 'cobo', message: 'only allowed with provider cobo' });
     if (dto.lean !== undefined && dto.provider !== 'lean') errors.push({ field: 'lean', message: 'only allowed with provider lean' });
-    if (dto.provider === 'cobo') {
-      if (!dto.cobo) errors.push({ field: 'cobo.tokenId', message: 'cobo.tokenId is required' });
-      const fee = dto.cobo?.merchantFee;
-      if (fee) {
-        if ((dto.cobo?.refundType ?? 'merchant') !== 'merchant') {
-          errors.push({ field: 'cobo.merchantFee', message: 'merchantFee is only allowed with refundType merchant' });
-        }
-        if (fee.tokenId !== dto.cobo?.tokenId) {
-          errors.push({ field: 'cobo.merchantFee.tokenId', message: 'must equal cobo.tokenId' });
-        }
-        if (!money(fee.amount).lt(dto.amount)) {
-          errors.push({ field: 'cobo.merchantFee.amount', message: 'must be below the refund amount' });
-        }
-        if (decimalPlaces(fee.amount) > decimals) {
-          errors.push({ field: 'cobo.merchantFee.amount', message: `at most ${decimals} decimal places` });
-        }
-      }
+    if (dto.provider === 'cobo' && !dto.cobo) errors.push({ field: 'cobo.tokenId', message: 'cobo.tokenId is required' });
+    if (errors.length === 0 && provider.validateCreate) {
+      errors.push(...provider.validateCreate({ amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) }));
     }
     if (errors.length) throw Problem.validation(errors);
   }

@@ -41,7 +41,7 @@ export const FAST_ENV: Record<string, string> = {
   SWEEP_INTERVAL_MS: '300',
   SWEEP_GRACE_MS: '1000',
   PROVIDER_TIMEOUT_MS: '2000',
-  LEASE_MS: '5000',
+  LEASE_MS: '6000',
 };
 
 /**

@@ -19,6 +19,7 @@ const PATHS = {
 @Injectable()
 export class BinancePayAdapter implements RefundProvider {
   readonly name = 'binance_pay' as const;
+  readonly createIsIdempotent = true;
   readonly amountDecimals = 8;
   readonly maxRefundsPerPayment = 10;
   readonly lastRefundTakesRemainder = true;

@@ -44,8 +44,13 @@ export class BinancePayClient {
     throw new Error('Binance Pay is not configured');
   }
 
-  /** The URL Binance should send refund webhooks to. */
-  webhookUrl(): string {
+  /**
+   * The URL Binance should send this refund's webhook to. A live Binance is told one only
+   * when PUBLIC_URL is set (otherwise the dashboard's URL applies; a loopback default would
+   * override it with an address Binance cannot reach).
+   */
+  webhookUrl(): string | undefined {
+    if (this.cfg.binancePay && !this.cfg.publicUrlExplicit) return undefined;
     return `${this.cfg.publicUrl}/webhooks/binance-pay`;
   }
 

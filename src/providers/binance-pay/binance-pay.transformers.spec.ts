@@ -16,6 +16,7 @@ const cmd: RefundCommand = {
   paymentId: '383729303729303',
   amount: '25.170000000000000000',
   currency: 'USDT',
+  createdAt: new Date('2026-11-22T10:00:00Z'),
   reason: 'requested_by_customer',
   description: null,
   options: {},
@@ -56,6 +57,9 @@ describe('Binance Pay transformers', () => {
     });
     expect(classifyRefundResponse(fail('400303'), cmd.amount)).toMatchObject({ kind: 'final', status: 'failed' });
     expect(classifyRefundResponse(fail('400003'), cmd.amount).kind).toBe('retry');
+    // Our own auth/config problems are not Binance's verdict on the refund: retried slowly.
+    expect(classifyRefundResponse(fail('400002'), cmd.amount)).toMatchObject({ kind: 'retry', retryAfterMs: 60_000 });
+    expect(classifyRefundResponse(fail('400004'), cmd.amount).kind).toBe('retry');
     expect(classifyRefundResponse(fail('400000'), cmd.amount).kind).toBe('unknown');
     expect(classifyRefundResponse(env('{"hello":1}'), cmd.amount).kind).toBe('unknown');
     expect(classifyRefundResponse(env('{"status":"SUCCESS","code":"000000"}'), cmd.amount).kind).toBe('unknown');
@@ -76,7 +80,8 @@ describe('Binance Pay transformers', () => {
 
   it('treats a query FAIL as not_found only for an unknown refund', () => {
     expect(classifyQueryResponse(env('{"status":"FAIL","code":"400202","errorMessage":"not found"}'), '1').kind).toBe('not_found');
-    expect(classifyQueryResponse(env('{"status":"FAIL","code":"400002","errorMessage":"sig"}'), '1').kind).toBe('unknown');
+    expect(classifyQueryResponse(env('{"status":"FAIL","code":"400002","errorMessage":"sig"}'), '1').kind).toBe('retry');
+    expect(classifyQueryResponse(env('{"status":"FAIL","code":"400100","errorMessage":"param"}'), '1').kind).toBe('unknown');
     expect(
       classifyQueryResponse(env('{"status":"SUCCESS","code":"000000","data":{"refundRequestId":"x","refundStatus":"REFUND_SUCCESS","refundAmount":"1.00000000"}}'), '1'),
     ).toMatchObject({ kind: 'final', status: 'succeeded' });

@@ -28,6 +28,13 @@ const RETRYABLE_CODES = new Set(['400003']); // INVALID_TIMESTAMP: clock skew or
 /** Codes that leave it open whether the provider processed the call. */
 const UNKNOWN_CODES = new Set(['400000']); // UNKNOWN_ERROR: "retry later"
 const NOT_FOUND_CODES = new Set(['400202']); // ORDER_NOT_FOUND (the emulator also answers it for unknown refunds)
+/**
+ * Our credentials, signature or IP are refused: nothing was processed, and it is our
+ * configuration, not Binance's verdict on the refund. Retried slowly (and logged loudly by
+ * the client) instead of failing every refund until someone fixes the key.
+ */
+const AUTH_CODES = new Set(['400002', '400004', '400005']);
+export const AUTH_RETRY_MS = 60_000;
 
 /**
  * The refund body. `refundAmount` is a JSON number in Binance's docs and SDKs; it is written
@@ -129,6 +136,7 @@ function failureOf(env: BinanceEnvelope): ProviderOutcome {
   const code = env.code ?? 'UNKNOWN';
   const message = env.errorMessage ?? undefined;
   if (RETRYABLE_CODES.has(code)) return { kind: 'retry', reason: `Binance ${code}: ${message ?? ''}`.trim() };
+  if (AUTH_CODES.has(code)) return { kind: 'retry', reason: `Binance ${code}: ${message ?? ''}`.trim(), retryAfterMs: AUTH_RETRY_MS };
   if (UNKNOWN_CODES.has(code)) return { kind: 'unknown', reason: `Binance ${code}: ${message ?? ''}`.trim() };
   return {
     kind: 'final',

@@ -59,6 +59,7 @@ export class BinancePayWebhookController {
 
   constructor(
     private readonly certs: BinancePayCertificates,
+    private readonly client: BinancePayClient,
     private readonly db: Database,
     private readonly state: RefundStateService,
   ) {}
@@ -73,7 +74,7 @@ export class BinancePayWebhookController {
     @Headers('binancepay-signature') signature?: string,
   ) {
     const raw = req.rawBody;
-    if (!raw || !serial || !nonce || !timestamp || !signature) {
+    if (!raw || !serial || !nonce || !timestamp || !signature || !this.client.isEnabled()) {
       throw new Problem('unauthorized', 'Missing Binance Pay signature headers.');
     }
     const publicKey = await this.certs.publicKey(serial);
