@@ -57,7 +57,7 @@ export class AppModule {
           },
         }),
         DatabaseModule,
-        ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http }), global: true }] : []),
+        ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http, webhookBaseUrl: cfg.publicUrl }), global: true }] : []),
         ProcessingModule.register({ workers }),
         AuthModule,
         RefundsModule,

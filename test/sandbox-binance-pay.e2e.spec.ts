@@ -229,7 +229,7 @@ describe('Binance Pay emulator: seeded payments', () => {
       expect(res.status, JSON.stringify(body)).toBe(400);
       if (error) expect(res.body).toEqual({ error });
     };
-    await bad({ provider: 'cobo', amount: '1', currency: 'USDT' }, 'unsupported provider');
+    await bad({ provider: 'paypal', amount: '1', currency: 'USDT' }, 'unsupported provider');
     await bad({ provider: 'lean', amount: '1', currency: 'AED' }, 'unsupported provider');
     await bad({ provider: 'binance_pay', amount: '1.123456789', currency: 'USDT' });
     await bad({ provider: 'binance_pay', amount: '0', currency: 'USDT' });

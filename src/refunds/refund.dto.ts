@@ -163,3 +163,17 @@ export class ListRefundsQuery {
   @IsIn(['true', 'false'])
   stuck?: 'true' | 'false';
 }
+
+export class CoboAddressDto {
+  @IsString()
+  @Length(1, 256)
+  @Matches(/^[\x21-\x7e]+$/, { message: 'toAddress must be printable characters without spaces' })
+  toAddress!: string;
+}
+
+/** PATCH /v1/refunds/{id}: today only a Cobo destination address. */
+export class UpdateRefundDto {
+  @ValidateNested()
+  @Type(() => CoboAddressDto)
+  cobo!: CoboAddressDto;
+}

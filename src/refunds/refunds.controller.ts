@@ -1,8 +1,9 @@
-import { Body, Controller, Get, Headers, HttpCode, Param, ParseUUIDPipe, Post, Query, Req, Res, UseInterceptors } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Param, ParseUUIDPipe, Patch, Post, Query, Req, Res, UseInterceptors } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { Auth, type AuthContext, Roles } from '../auth/auth-context.js';
 import { Problem } from '../common/problem.js';
-import { CreateRefundDto, ListRefundsQuery } from './refund.dto.js';
+import { CreateRefundDto, ListRefundsQuery, UpdateRefundDto } from './refund.dto.js';
+import { RefundActionsService } from './refund-actions.service.js';
 import { toRefundJson } from './refund.row.js';
 import { RefundsService } from './refunds.service.js';
 import { RequireIdempotencyKey } from './idempotency-key.interceptor.js';
@@ -11,7 +12,10 @@ const RefundId = () => new ParseUUIDPipe({ exceptionFactory: () => new Problem('
 
 @Controller('v1/refunds')
 export class RefundsController {
-  constructor(private readonly refunds: RefundsService) {}
+  constructor(
+    private readonly refunds: RefundsService,
+    private readonly actions: RefundActionsService,
+  ) {}
 
   @Post()
   @Roles('merchant')
@@ -57,5 +61,19 @@ export class RefundsController {
   @Roles('merchant', 'ops', 'finance')
   events(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
     return this.refunds.events(auth, id);
+  }
+
+  @Patch(':id')
+  @Roles('merchant')
+  update(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string, @Body() dto: UpdateRefundDto) {
+    if (auth.role !== 'merchant') throw new Problem('forbidden', 'Only the owning merchant updates a refund.');
+    return this.actions.updateAddress(auth, id, dto.cobo.toAddress);
+  }
+
+  @Post(':id/cancel')
+  @HttpCode(200)
+  @Roles('merchant', 'ops')
+  cancel(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
+    return this.actions.cancel(auth, id);
   }
 }

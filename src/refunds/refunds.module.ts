@@ -4,10 +4,11 @@ import { PaymentsService } from '../payments/payments.service.js';
 import { ProvidersModule } from '../providers/providers.module.js';
 import { RefundsController } from './refunds.controller.js';
 import { RefundsService } from './refunds.service.js';
+import { RefundActionsService } from './refund-actions.service.js';
 
 @Module({
   imports: [ProvidersModule],
   controllers: [RefundsController, PaymentsController],
-  providers: [RefundsService, PaymentsService],
+  providers: [RefundsService, RefundActionsService, PaymentsService],
 })
 export class RefundsModule {}

@@ -1,6 +1,7 @@
 import { generateKeyPair, randomBytes, randomInt } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Injectable } from '@nestjs/common';
+import { ed25519PublicHex } from '../providers/cobo/cobo.signing.js';
 import { SandboxStore } from './sandbox-store.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -31,6 +32,28 @@ async function generateBinancePayMerchant(): Promise<BinancePaySandboxMerchant> 
   };
 }
 
+/** The Cobo emulator's two Ed25519 key pairs (hex seeds and hex public keys). */
+export interface CoboSandboxKeys {
+  /** Seed the service signs API requests with (its COBO_API_PRIVATE_KEY). */
+  apiPrivateKey: string;
+  /** Its public half: the one API key (Biz-Api-Key) the emulator knows. */
+  apiPublicKey: string;
+  /** Seed the emulator signs responses and webhooks with (Cobo's own key). */
+  emulatorSeed: string;
+  /** Its public half: what the service verifies responses and webhooks with (its COBO_PUBLIC_KEY). */
+  coboPublicKey: string;
+}
+
+/** Only the seeds are stored; the public keys are derived from them. */
+interface StoredCoboSeeds {
+  apiPrivateKey: string;
+  emulatorSeed: string;
+}
+
+async function generateCoboSeeds(): Promise<StoredCoboSeeds> {
+  return { apiPrivateKey: randomBytes(32).toString('hex'), emulatorSeed: randomBytes(32).toString('hex') };
+}
+
 /**
  * Credentials of the built-in emulators, generated once per database and shared by every
  * process (so an API process and a worker agree), cached in memory after the first read.
@@ -38,6 +61,7 @@ async function generateBinancePayMerchant(): Promise<BinancePaySandboxMerchant> 
 @Injectable()
 export class SandboxCredentials {
   private binance?: Promise<BinancePaySandboxMerchant>;
+  private coboKeys?: Promise<CoboSandboxKeys>;
 
   constructor(private readonly store: SandboxStore) {}
 
@@ -54,5 +78,30 @@ export class SandboxCredentials {
       throw err;
     });
     return this.binance;
+  }
+
+  /** What a Cobo adapter needs to call the emulator and verify its answers and webhooks. */
+  async cobo(): Promise<{ apiPrivateKey: string; coboPublicKey: string }> {
+    const keys = await this.coboEmulator();
+    return { apiPrivateKey: keys.apiPrivateKey, coboPublicKey: keys.coboPublicKey };
+  }
+
+  /** Both key pairs, including the emulator's signing seed (emulator side only). */
+  coboEmulator(): Promise<CoboSandboxKeys> {
+    this.coboKeys ??= this.store
+      .credentials('cobo', generateCoboSeeds)
+      .then(
+        (seeds): CoboSandboxKeys => ({
+          apiPrivateKey: seeds.apiPrivateKey,
+          apiPublicKey: ed25519PublicHex(seeds.apiPrivateKey),
+          emulatorSeed: seeds.emulatorSeed,
+          coboPublicKey: ed25519PublicHex(seeds.emulatorSeed),
+        }),
+      )
+      .catch((err: unknown) => {
+        this.coboKeys = undefined;
+        throw err;
+      });
+    return this.coboKeys;
   }
 }

@@ -18,8 +18,10 @@ export interface CreateSandboxPayment {
   amount: string;
   /** Validated: 2-10 uppercase letters or digits. */
   currency: string;
-  /** Not validated yet: each emulator accepts its own statuses. */
+  /** Validated against the emulator's paymentStatuses. */
   status?: string;
+  /** Provider-specific fields, only those the emulator lists in paymentFields; it validates them. */
+  extra?: Record<string, unknown>;
 }
 
 export interface SandboxPaymentEmulator {
@@ -27,6 +29,9 @@ export interface SandboxPaymentEmulator {
   readonly provider: string;
   /** Statuses a payment may be created in; the first is the default. */
   readonly paymentStatuses: readonly string[];
+  /** Provider-specific fields `POST /sandbox/payments` accepts besides the common ones (Cobo: tokenId). */
+  readonly paymentFields?: readonly string[];
+  /** Throws SandboxBadRequest (answered 400) for input the provider does not accept. */
   createPayment(input: CreateSandboxPayment): Promise<SandboxPayment>;
   /** The latest payments, newest first. */
   listPayments(limit: number): Promise<SandboxPayment[]>;

@@ -21,9 +21,12 @@ function view(p: SandboxPayment) {
 export class SandboxPaymentsController {
   private readonly logger = new Logger('SandboxPayments');
   private readonly byProvider: Map<string, SandboxPaymentEmulator>;
+  /** Provider-specific fields some emulator accepts; each emulator accepts only its own. */
+  private readonly extraFields: Set<string>;
 
   constructor(@Inject(SANDBOX_PAYMENT_EMULATORS) private readonly emulators: SandboxPaymentEmulator[]) {
     this.byProvider = new Map(emulators.map((e) => [e.provider, e]));
+    this.extraFields = new Set(emulators.flatMap((e) => e.paymentFields ?? []));
   }
 
   @Get()
@@ -44,11 +47,19 @@ export class SandboxPaymentsController {
         throw new SandboxBadRequest('the body must be a JSON object');
       }
       const input = body as Record<string, unknown>;
-      const unknownField = Object.keys(input).find((key) => !FIELDS.includes(key));
+      const known = (key: string) => FIELDS.includes(key) || this.extraFields.has(key);
+      const unknownField = Object.keys(input).find((key) => !known(key));
       if (unknownField) throw new SandboxBadRequest(`unknown field "${unknownField}"`);
       if (typeof input.provider !== 'string') throw new SandboxBadRequest('provider is required');
       const emulator = this.byProvider.get(input.provider);
       if (!emulator) throw new SandboxBadRequest('unsupported provider');
+      const extra: Record<string, unknown> = {};
+      for (const key of Object.keys(input).filter((k) => !FIELDS.includes(k))) {
+        if (!emulator.paymentFields?.includes(key)) {
+          throw new SandboxBadRequest(`field "${key}" is not accepted for provider ${emulator.provider}`);
+        }
+        extra[key] = input[key];
+      }
       const { amount, currency, status } = input;
       if (typeof amount !== 'string' || !AMOUNT_RE.test(amount) || money(amount).lte(0)) {
         throw new SandboxBadRequest('amount must be a decimal string greater than 0 with at most 8 decimals');
@@ -59,7 +70,12 @@ export class SandboxPaymentsController {
       if (status !== undefined && (typeof status !== 'string' || !emulator.paymentStatuses.includes(status))) {
         throw new SandboxBadRequest(`status must be one of ${emulator.paymentStatuses.join(', ')}`);
       }
-      const payment = await emulator.createPayment({ amount, currency, status: status ?? emulator.paymentStatuses[0] });
+      const payment = await emulator.createPayment({
+        amount,
+        currency,
+        status: status ?? emulator.paymentStatuses[0],
+        extra,
+      });
       return { status: 201, body: view(payment) };
     });
   }

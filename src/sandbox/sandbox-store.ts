@@ -86,6 +86,86 @@ const SANDBOX_DDL: readonly string[] = [
   `CREATE INDEX IF NOT EXISTS binance_webhooks_due_idx ON sandbox.binance_webhooks (next_attempt_at)
      WHERE status = 'PENDING'`,
   `CREATE INDEX IF NOT EXISTS binance_webhooks_prepay_idx ON sandbox.binance_webhooks (prepay_id)`,
+
+  // --- Cobo Payments (WaaS 2.0) --------------------------------------------------------------
+  // Amounts are unconstrained numeric so they keep the scale they were sent with ("12.50").
+  `CREATE SEQUENCE IF NOT EXISTS sandbox.cobo_order_seq START WITH 1001`,
+  `CREATE SEQUENCE IF NOT EXISTS sandbox.cobo_refund_seq START WITH 1001`,
+  `CREATE TABLE IF NOT EXISTS sandbox.cobo_merchants (
+     merchant_id text PRIMARY KEY,
+     created_at  timestamptz NOT NULL DEFAULT now()
+   )`,
+  `INSERT INTO sandbox.cobo_merchants (merchant_id) VALUES ('M1001') ON CONFLICT DO NOTHING`,
+  `CREATE TABLE IF NOT EXISTS sandbox.cobo_orders (
+     order_id              text PRIMARY KEY,
+     merchant_id           text NOT NULL REFERENCES sandbox.cobo_merchants (merchant_id),
+     token_id              text NOT NULL,
+     payable_amount        numeric NOT NULL CHECK (payable_amount > 0),
+     received_token_amount numeric NOT NULL CHECK (received_token_amount >= 0),
+     -- Refunds not Failed, counting only the completed part of PartiallyCompleted ones.
+     reserved_amount       numeric NOT NULL DEFAULT 0 CHECK (reserved_amount >= 0),
+     status                text NOT NULL,
+     merchant_order_code   text NOT NULL,
+     psp_order_code        text NOT NULL,
+     created_at            timestamptz NOT NULL,
+     updated_at            timestamptz NOT NULL,
+     -- The invariant the emulator exists to enforce: never refund more than was received.
+     CHECK (reserved_amount <= received_token_amount)
+   )`,
+  `CREATE INDEX IF NOT EXISTS cobo_orders_created_idx ON sandbox.cobo_orders (created_at DESC)`,
+  `CREATE TABLE IF NOT EXISTS sandbox.cobo_refunds (
+     -- From cobo_refund_seq: the listing order and what cursors point at.
+     seq                   bigint PRIMARY KEY,
+     refund_id             text NOT NULL UNIQUE,
+     request_id            text NOT NULL UNIQUE,
+     order_id              text REFERENCES sandbox.cobo_orders (order_id),
+     merchant_id           text,
+     token_id              text NOT NULL,
+     amount                numeric NOT NULL CHECK (amount > 0),
+     to_address            text,
+     status                text NOT NULL,
+     refund_type           text NOT NULL,
+     charge_merchant_fee   boolean NOT NULL,
+     merchant_fee_amount   numeric,
+     merchant_fee_token_id text,
+     commission_fee        numeric NOT NULL,
+     failed_reason         text,
+     initiator             text NOT NULL,
+     -- Decided when processing starts: Completed, PartiallyCompleted or Failed.
+     outcome               text,
+     completed_amount      numeric,
+     transactions          jsonb NOT NULL DEFAULT '[]'::jsonb,
+     -- The next lifecycle step (NULL: none scheduled) and the end of processing.
+     due_at                timestamptz,
+     settle_at             timestamptz,
+     created_at            timestamptz NOT NULL,
+     updated_at            timestamptz NOT NULL
+   )`,
+  `CREATE INDEX IF NOT EXISTS cobo_refunds_order_idx ON sandbox.cobo_refunds (order_id, seq)`,
+  `CREATE INDEX IF NOT EXISTS cobo_refunds_merchant_idx ON sandbox.cobo_refunds (merchant_id, seq)`,
+  `CREATE INDEX IF NOT EXISTS cobo_refunds_due_idx ON sandbox.cobo_refunds (due_at) WHERE due_at IS NOT NULL`,
+  `CREATE TABLE IF NOT EXISTS sandbox.cobo_webhooks (
+     id              bigserial PRIMARY KEY,
+     event_id        text NOT NULL,
+     refund_id       text NOT NULL,
+     order_id        text,
+     url             text NOT NULL,
+     refund_status   text NOT NULL,
+     -- The Refund snapshot (JSON text) at the status change; the envelope is built per attempt.
+     data            text NOT NULL,
+     created_ms      bigint NOT NULL,
+     -- PENDING, DELIVERED, FAILED (retries exhausted) or DROPPED (fault: never sent).
+     status          text NOT NULL,
+     attempts        integer NOT NULL DEFAULT 0,
+     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+     last_error      text,
+     delivered_at    timestamptz,
+     created_at      timestamptz NOT NULL DEFAULT now()
+   )`,
+  `CREATE INDEX IF NOT EXISTS cobo_webhooks_due_idx ON sandbox.cobo_webhooks (next_attempt_at)
+     WHERE status = 'PENDING'`,
+  `CREATE INDEX IF NOT EXISTS cobo_webhooks_refund_idx ON sandbox.cobo_webhooks (refund_id)`,
+  `CREATE INDEX IF NOT EXISTS cobo_webhooks_order_idx ON sandbox.cobo_webhooks (order_id)`,
 ];
 
 @Injectable()

@@ -1,0 +1,73 @@
+import { Controller, Headers, HttpCode, Logger, Post, Req } from '@nestjs/common';
+import type { Request } from 'express';
+import { Problem } from '../../common/problem.js';
+import { Database } from '../../database/database.js';
+import { applyProviderOutcome } from '../../processing/refund-worker.service.js';
+import { RefundStateService } from '../../refunds/refund-state.service.js';
+import type { RefundRow } from '../../refunds/refund.row.js';
+import { CoboClient } from './cobo.client.js';
+import { verifyCoboResponse } from './cobo.signing.js';
+import { outcomeOfRefund } from './cobo.transformers.js';
+
+/**
+ * POST /webhooks/cobo. Verified with Cobo's key over `rawBody|Biz-Timestamp`; anything
+ * unverifiable gets 401 and changes nothing. `payment.refund.status.updated` is applied
+ * like a poll result (idempotent, order-independent); other event types are acknowledged.
+ */
+@Controller('webhooks')
+export class CoboWebhookController {
+  private readonly logger = new Logger('CoboWebhook');
+
+  constructor(
+    private readonly client: CoboClient,
+    private readonly db: Database,
+    private readonly state: RefundStateService,
+  ) {}
+
+  @Post('cobo')
+  @HttpCode(200)
+  async receive(
+    @Req() req: Request & { rawBody?: Buffer },
+    @Headers('biz-timestamp') timestamp?: string,
+    @Headers('biz-resp-signature') signature?: string,
+  ) {
+    const raw = req.rawBody;
+    if (!raw || !timestamp || !signature || !this.client.isEnabled()) {
+      throw new Problem('unauthorized', 'Missing Cobo signature headers.');
+    }
+    if (!verifyCoboResponse(await this.client.webhookPublicKey(), raw, timestamp, signature)) {
+      this.logger.warn('rejected a Cobo webhook with an invalid signature');
+      throw new Problem('unauthorized', 'Invalid Cobo webhook signature.');
+    }
+    let event: Record<string, unknown> | undefined;
+    try {
+      const parsed: unknown = JSON.parse(raw.toString('utf8'));
+      event = parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
+    } catch {
+      event = undefined;
+    }
+    const data = event && typeof event.data === 'object' && event.data ? (event.data as Record<string, unknown>) : undefined;
+    if (event?.type !== 'payment.refund.status.updated' || !data) {
+      this.logger.log({ type: event?.type }, 'ignored Cobo webhook');
+      return { received: true };
+    }
+    const requestId = typeof data.request_id === 'string' ? data.request_id : undefined;
+    const refundId = typeof data.refund_id === 'string' ? data.refund_id : undefined;
+    const refund = await this.db.one<RefundRow>(
+      `SELECT * FROM refunds WHERE provider = 'cobo'
+          AND (($1::text IS NOT NULL AND provider_request_id = $1) OR ($2::text IS NOT NULL AND provider_refund_id = $2))
+        LIMIT 1`,
+      [requestId ?? null, refundId ?? null],
+    );
+    if (!refund) {
+      this.logger.warn({ requestId, refundId }, 'Cobo webhook for an unknown refund');
+      return { received: true };
+    }
+    const outcome = outcomeOfRefund(data, refund.amount);
+    if (outcome.kind === 'final' || outcome.kind === 'pending') {
+      const result = await applyProviderOutcome(this.db, this.state, refund.id, outcome, 'webhook:cobo');
+      this.logger.log({ refundId: refund.id, status: data.status, result }, 'Cobo webhook applied');
+    }
+    return { received: true };
+  }
+}

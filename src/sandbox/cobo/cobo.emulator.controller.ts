@@ -1,0 +1,282 @@
+import { All, Controller, Delete, Get, Injectable, Logger, Post, Put, Req, Res } from '@nestjs/common';
+import type { RawBodyRequest } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { signCoboResponse } from '../../providers/cobo/cobo.signing.js';
+import { SandboxCredentials } from '../sandbox-credentials.js';
+import { FaultValidationError, chance } from '../sandbox-faults.js';
+import { control, sendError, sendJsonText, sleep } from '../sandbox-http.js';
+import { CoboEmulator } from './cobo.emulator.js';
+import { CoboFaults } from './cobo.faults.js';
+import {
+  CoboCode,
+  CoboError,
+  checkCoboAuth,
+  errorBody,
+  parseCoboBody,
+  parseCreateRefund,
+  parseListRefunds,
+  parseUpdateRefund,
+} from './cobo.rules.js';
+
+/** Where the emulated API is mounted; the signed path is the full pathname, prefix included. */
+export const COBO_API_PREFIX = '/sandbox/cobo/v2/';
+/** Largest body read by hand (when express's JSON parser did not run); the service's limit too. */
+const MAX_RAW_BODY_BYTES = 64 * 1024;
+
+/** The routes of the emulated API, to tell "wrong method" (2002) from "no such path" (2021). */
+const KNOWN_ROUTES: ReadonlyArray<{ method: string; path: RegExp }> = [
+  { method: 'GET', path: /^payments\/orders\/[^/]+$/ },
+  { method: 'POST', path: /^payments\/refunds$/ },
+  { method: 'GET', path: /^payments\/refunds$/ },
+  { method: 'GET', path: /^payments\/refunds\/[^/]+$/ },
+  { method: 'PUT', path: /^payments\/refunds\/[^/]+$/ },
+  { method: 'PUT', path: /^payments\/refunds\/[^/]+\/cancel$/ },
+];
+
+export interface CoboCall {
+  /** The body as a JSON object (an empty body is `{}`); throws CoboError 2006 when malformed. */
+  json(): Record<string, unknown>;
+  query: URLSearchParams;
+  faults: CoboFaults;
+  /** The Refund's `initiator`: `api_key_<the caller's key>`. */
+  initiator: string;
+}
+
+type CoboWork = (call: CoboCall) => Promise<{ status?: number; body: unknown }>;
+
+/** The raw query string as received, without '?', and the pathname as received (undecoded). */
+function splitUrl(originalUrl: string): { path: string; query: string } {
+  const cut = originalUrl.indexOf('?');
+  return cut < 0 ? { path: originalUrl, query: '' } : { path: originalUrl.slice(0, cut), query: originalUrl.slice(cut + 1) };
+}
+
+/**
+ * The exact request body. Express's JSON parser keeps it as rawBody; a body it did not
+ * parse (another content type) is still unread, so read it here.
+ */
+async function readRawBody(req: RawBodyRequest<Request>): Promise<string> {
+  if (Buffer.isBuffer(req.rawBody)) return req.rawBody.toString('utf8');
+  if (req.readableEnded || !req.readable) return '';
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_RAW_BODY_BYTES) throw new CoboError(400, CoboCode.BAD_PARAMETER, 'Request body too large.');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The transport of the emulated API: faults, authentication over the raw request, and
+ * answers signed like Cobo's (Biz-Timestamp, Biz-Resp-Signature over the exact body bytes)
+ * whatever happens. A provider (not just controller code) so SandboxBodyErrors can answer
+ * through it when express's body parser rejected the body before any route ran.
+ */
+@Injectable()
+export class CoboApiHttp {
+  private readonly logger = new Logger('CoboSandbox');
+
+  constructor(
+    private readonly emulator: CoboEmulator,
+    private readonly credentials: SandboxCredentials,
+  ) {}
+
+  async handle(req: RawBodyRequest<Request>, res: Response, work: CoboWork): Promise<void> {
+    // Taken before any injected latency: the nonce window is about when the request came in.
+    const arrivedAt = Date.now();
+    let faults: CoboFaults | undefined;
+    let status: number;
+    let text: string;
+    try {
+      faults = await this.emulator.faults();
+      await sleep(faults.latencyMs);
+      if (chance(faults.errorRate)) {
+        // Before anything is done, and never followed by the dropped-connection fault.
+        await this.send(res, 500, errorBody(CoboCode.INTERNAL, 'Sandbox: injected server error.'), faults);
+        return;
+      }
+      const raw = await readRawBody(req);
+      const { path, query } = splitUrl(req.originalUrl);
+      const keys = await this.credentials.coboEmulator();
+      const authFailure = checkCoboAuth({
+        method: req.method,
+        path,
+        query,
+        body: raw,
+        headers: req.headers,
+        now: arrivedAt,
+        windowMs: faults.nonceWindowMs,
+        registeredKey: keys.apiPublicKey,
+      });
+      if (authFailure) throw authFailure;
+      const result = await work({
+        json: () => parseCoboBody(raw),
+        query: new URLSearchParams(query),
+        faults,
+        initiator: `api_key_${keys.apiPublicKey}`,
+      });
+      status = result.status ?? 200;
+      text = JSON.stringify(result.body);
+    } catch (err) {
+      if (err instanceof CoboError) {
+        status = err.httpStatus;
+        text = errorBody(err.code, err.message);
+      } else {
+        this.logger.error(`API call failed: ${(err as Error)?.stack ?? String(err)}`);
+        status = 500;
+        text = errorBody(CoboCode.INTERNAL, 'Internal error, please retry later.');
+      }
+    }
+    if (faults && chance(faults.timeoutAfterCommitRate)) {
+      // The work is committed; the caller never learns it and must recover via the query paths.
+      await sleep(faults.timeoutAfterCommitDelayMs);
+      req.socket.destroy();
+      return;
+    }
+    await this.send(res, status, text, faults);
+  }
+
+  /** A body express could not parse: authenticate as usual (rawBody was kept), then 2006. */
+  handleUnparsableBody(req: RawBodyRequest<Request>, res: Response): Promise<void> {
+    return this.handle(req, res, async () => {
+      throw new CoboError(400, CoboCode.BAD_PARAMETER, 'Malformed JSON request body.');
+    });
+  }
+
+  /** A body over express's limit was never read, so it cannot be authenticated: a signed 400. */
+  async handleTooLarge(res: Response): Promise<void> {
+    const faults = await this.emulator.faults().catch(() => undefined);
+    await this.send(res, 400, errorBody(CoboCode.BAD_PARAMETER, 'Request body too large.'), faults);
+  }
+
+  /** Sends `text` byte for byte, signed over exactly those bytes unless a fault says otherwise. */
+  private async send(res: Response, status: number, text: string, faults: CoboFaults | undefined): Promise<void> {
+    if (!faults || !chance(faults.unsignedResponseRate)) {
+      try {
+        const keys = await this.credentials.coboEmulator();
+        const timestamp = String(Date.now());
+        // A wrong signature: valid hex of the right length, over other bytes.
+        const signed = faults && chance(faults.badSignatureRate) ? `${text} ` : text;
+        res.setHeader('Biz-Timestamp', timestamp);
+        res.setHeader('Biz-Resp-Signature', signCoboResponse(keys.emulatorSeed, signed, timestamp));
+      } catch (err) {
+        // Without the keys (database down) the answer goes out unsigned, as a real outage might.
+        this.logger.error(`cannot sign the response: ${(err as Error).message}`);
+      }
+    }
+    sendJsonText(res, status, text);
+  }
+}
+
+/** `/sandbox/cobo`: the Cobo Payments API under `/v2`, plus fault settings and inspection for tests. */
+@Controller('sandbox/cobo')
+export class CoboEmulatorController {
+  private readonly logger = new Logger('CoboSandbox');
+
+  constructor(
+    private readonly http: CoboApiHttp,
+    private readonly emulator: CoboEmulator,
+  ) {}
+
+  // --- the API (bodies taken from the raw request, so the global ValidationPipe stays out) ---
+
+  @Get('v2/payments/orders/:orderId')
+  getOrder(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, async () => ({ body: await this.emulator.getOrder(String(req.params.orderId)) }));
+  }
+
+  @Post('v2/payments/refunds')
+  createRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, (call) =>
+      this.emulator.createRefund(parseCreateRefund(call.json()), call.faults, call.initiator),
+    );
+  }
+
+  @Get('v2/payments/refunds')
+  listRefunds(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, async (call) => ({
+      body: await this.emulator.listRefunds(parseListRefunds(call.query), call.faults),
+    }));
+  }
+
+  @Get('v2/payments/refunds/:refundId')
+  getRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, async (call) => ({
+      body: await this.emulator.getRefund(String(req.params.refundId), call.faults),
+    }));
+  }
+
+  @Put('v2/payments/refunds/:refundId/cancel')
+  cancelRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, async (call) => ({
+      body: await this.emulator.cancelRefund(String(req.params.refundId), call.faults),
+    }));
+  }
+
+  @Put('v2/payments/refunds/:refundId')
+  updateRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, async (call) => {
+      const { toAddress } = parseUpdateRefund(call.json());
+      return { body: await this.emulator.updateRefund(String(req.params.refundId), toAddress, call.faults) };
+    });
+  }
+
+  /** Anything else under /v2: authenticated like any call, then 2002 (wrong method) or 2021. */
+  @All('v2/*path')
+  unknownRoute(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+    return this.http.handle(req, res, async () => {
+      const path = splitUrl(req.originalUrl).path.slice(COBO_API_PREFIX.length);
+      if (KNOWN_ROUTES.some((r) => r.path.test(path))) {
+        throw new CoboError(405, CoboCode.UNSUPPORTED_METHOD, `Method ${req.method} is not supported here.`);
+      }
+      throw new CoboError(404, CoboCode.MISSING_HANDLER, `No handler for ${req.method} ${splitUrl(req.originalUrl).path}.`);
+    });
+  }
+
+  // --- fault settings -------------------------------------------------------------------------
+
+  @Get('faults')
+  getFaults(@Res() res: Response): Promise<void> {
+    return control(res, this.logger, async () => ({ body: await this.emulator.faults() }));
+  }
+
+  @Put('faults')
+  putFaults(@Req() req: Request, @Res() res: Response): Promise<void> {
+    return control(res, this.logger, async () => ({ body: await this.emulator.patchFaults(req.body) }), [
+      FaultValidationError,
+    ]);
+  }
+
+  @Delete('faults')
+  resetFaults(@Res() res: Response): Promise<void> {
+    return control(res, this.logger, async () => ({ body: await this.emulator.resetFaults() }));
+  }
+
+  // --- inspection of the emulator's own records ---------------------------------------------
+
+  @Get('refunds')
+  listRecords(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const orderId = typeof req.query.order_id === 'string' ? req.query.order_id : undefined;
+    return control(res, this.logger, async () => ({ body: { data: await this.emulator.inspectRefunds(orderId) } }));
+  }
+
+  @Get('webhooks')
+  listWebhooks(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const orderId = typeof req.query.order_id === 'string' ? req.query.order_id : undefined;
+    const refundId = typeof req.query.refund_id === 'string' ? req.query.refund_id : undefined;
+    return control(res, this.logger, async () => ({
+      body: { data: await this.emulator.inspectWebhooks({ orderId, refundId }) },
+    }));
+  }
+
+  @Get('orders/:orderId')
+  async inspectOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const order = await this.emulator.inspectOrder(String(req.params.orderId)).catch((err: unknown) => err as Error);
+    if (order instanceof Error) {
+      this.logger.error(`order inspection failed: ${order.message}`);
+      sendError(res, 500, 'internal error');
+    } else if (!order) sendError(res, 404, 'order not found');
+    else sendJsonText(res, 200, JSON.stringify(order));
+  }
+}
