@@ -7,13 +7,16 @@ import { BinancePayCertificates, BinancePayWebhookController } from './binance-p
 import { CoboAdapter } from './cobo/cobo.adapter.js';
 import { CoboClient } from './cobo/cobo.client.js';
 import { CoboWebhookController } from './cobo/cobo.webhook.js';
+import { LeanAdapter } from './lean/lean.adapter.js';
+import { LeanClient } from './lean/lean.client.js';
+import { LeanWebhookController } from './lean/lean.webhook.js';
 import { REFUND_PROVIDERS, RefundProvider } from './provider.js';
 import { ProviderHttp } from './provider-http.js';
 import { ProvidersService } from './providers.service.js';
 
 @Module({
   imports: [HttpModule],
-  controllers: [BinancePayWebhookController, CoboWebhookController],
+  controllers: [BinancePayWebhookController, CoboWebhookController, LeanWebhookController],
   providers: [
     ProviderHttp,
     RefundStateService,
@@ -22,13 +25,15 @@ import { ProvidersService } from './providers.service.js';
     BinancePayCertificates,
     CoboClient,
     CoboAdapter,
+    LeanClient,
+    LeanAdapter,
     {
       provide: REFUND_PROVIDERS,
-      inject: [BinancePayAdapter, CoboAdapter],
+      inject: [BinancePayAdapter, CoboAdapter, LeanAdapter],
       useFactory: (...adapters: RefundProvider[]) => adapters,
     },
     ProvidersService,
   ],
-  exports: [ProvidersService, RefundStateService],
+  exports: [ProvidersService, RefundStateService, LeanAdapter, LeanClient],
 })
 export class ProvidersModule {}

@@ -27,6 +27,8 @@ export class SandboxBodyErrors implements OnModuleInit {
     const adapter = this.adapterHost.httpAdapter;
     if (!adapter || adapter.getType() !== 'express') return;
     adapter.use('/sandbox', (err: unknown, req: Request, res: Response, next: NextFunction) => {
+      // The Lean emulator answers its own body errors in Lean's format (lean.http.ts).
+      if (/^\/sandbox\/lean(-auth)?(\/|\?|$)/.test(req.originalUrl)) return next(err);
       const type = (err as { type?: unknown })?.type;
       if (typeof type !== 'string' || res.headersSent) return next(err);
       const binance = req.originalUrl.startsWith(BINANCE_MERCHANT_API);

@@ -11,6 +11,8 @@ import { SANDBOX_PAYMENT_EMULATORS, SandboxPaymentEmulator } from './sandbox-pay
 import { SandboxPaymentsController } from './sandbox-payments.controller.js';
 import { SandboxStore } from './sandbox-store.js';
 import { SANDBOX_OPTIONS, SandboxOptions } from './sandbox-options.js';
+import { LeanSandboxModule } from './lean/lean.module.js';
+import { LeanSandboxPayments } from './lean/lean.payments.js';
 
 /**
  * The built-in provider emulators (refunds-api.md §9). Needs the global Database (and
@@ -21,11 +23,16 @@ import { SANDBOX_OPTIONS, SandboxOptions } from './sandbox-options.js';
 export class SandboxModule {
   static register(opts: SandboxOptions): DynamicModule {
     const core = [SandboxStore, SandboxCredentials, { provide: SANDBOX_OPTIONS, useValue: opts }];
+    const lean = LeanSandboxModule.register({
+      serveHttp: opts.serveHttp,
+      defaultWebhookUrl: opts.webhookBaseUrl ? `${opts.webhookBaseUrl}/webhooks/lean` : null,
+    });
     if (!opts.serveHttp) {
-      return { module: SandboxModule, providers: core, exports: [SandboxCredentials] };
+      return { module: SandboxModule, imports: [lean], providers: core, exports: [SandboxCredentials, LeanSandboxModule] };
     }
     return {
       module: SandboxModule,
+      imports: [lean],
       controllers: [SandboxPaymentsController, BinancePayEmulatorController, CoboEmulatorController],
       providers: [
         ...core,
@@ -37,13 +44,16 @@ export class SandboxModule {
         CoboWebhooks,
         SandboxBodyErrors,
         {
-          // Add the Lean emulator here when it exists.
           provide: SANDBOX_PAYMENT_EMULATORS,
-          useFactory: (binancePay: BinancePayEmulator, cobo: CoboEmulator): SandboxPaymentEmulator[] => [binancePay, cobo],
-          inject: [BinancePayEmulator, CoboEmulator],
+          useFactory: (binancePay: BinancePayEmulator, cobo: CoboEmulator, lean: LeanSandboxPayments): SandboxPaymentEmulator[] => [
+            binancePay,
+            cobo,
+            lean,
+          ],
+          inject: [BinancePayEmulator, CoboEmulator, LeanSandboxPayments],
         },
       ],
-      exports: [SandboxCredentials],
+      exports: [SandboxCredentials, LeanSandboxModule],
     };
   }
 }

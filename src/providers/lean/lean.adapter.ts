@@ -1,0 +1,170 @@
+import { Injectable } from '@nestjs/common';
+import type { CallRecord, CreateInput, PaymentLookup, ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../provider.js';
+import { LeanCall, LeanClient } from './lean.client.js';
+import { approveBody, classifyCreateError, createBody, outcomeOfRefund, paymentOf } from './lean.transformers.js';
+
+export interface LeanReason {
+  code: string;
+  description: string | null;
+}
+
+const REASONS_TTL_MS = 10 * 60_000;
+
+/** Page size when searching Lean's refund list for our external_reference. */
+const PAGE_SIZE = 100;
+/** Pages searched at most in one query; a longer search answers `unknown` and resumes later. */
+const MAX_PAGES = 50;
+/** Refunds created this long before ours cannot be ours: the newest-first search stops there. */
+const SEARCH_MARGIN_MS = 10 * 60_000;
+
+type Answer = Extract<LeanCall, { kind: 'answer' }>;
+
+/**
+ * Lean Pay-by-Bank refunds. Lean has no idempotency key, so this adapter never re-sends a
+ * create on its own: the core asks `queryRefund` first, which searches Lean's refund list
+ * for our external_reference, and re-sends only after a complete search found nothing.
+ * Creating is followed by approving (Lean's maker-checker step): the service's own
+ * approval policy has already been applied before a refund reaches the worker.
+ */
+@Injectable()
+export class LeanAdapter implements RefundProvider {
+  readonly name = 'lean' as const;
+  readonly createIsIdempotent = false;
+  readonly amountDecimals = 2;
+
+  private reasonCache?: { at: number; reasons: LeanReason[] };
+
+  constructor(private readonly client: LeanClient) {}
+
+  /** Lean's refund reasons, cached for REASONS_TTL_MS (they change rarely). */
+  async reasons(): Promise<LeanReason[]> {
+    if (this.reasonCache && Date.now() - this.reasonCache.at < REASONS_TTL_MS) return this.reasonCache.reasons;
+    const call = await this.client.request('GET', '/payouts/refunds/reasons', null);
+    if (call.kind === 'answer' && call.ok && Array.isArray(call.body)) {
+      const reasons = (call.body as Record<string, unknown>[])
+        .filter((r) => typeof r.code === 'string')
+        .map((r) => ({ code: String(r.code), description: typeof r.description === 'string' ? r.description : null }));
+      this.reasonCache = { at: Date.now(), reasons };
+      return reasons;
+    }
+    // Stale is better than nothing when Lean is briefly unreachable.
+    if (this.reasonCache) return this.reasonCache.reasons;
+    throw new Error('Lean refund reasons unavailable');
+  }
+
+  isEnabled(): boolean {
+    return this.client.isEnabled();
+  }
+
+  validateCreate(input: CreateInput) {
+    const errors: { field: string; message: string }[] = [];
+    if (!['AED', 'SAR'].includes(input.currency)) errors.push({ field: 'currency', message: 'Lean refunds are in AED or SAR' });
+    const code = (input.options as { reasonCode?: string }).reasonCode;
+    const known = this.reasonCache?.reasons.map((r) => r.code);
+    // Checked against Lean's own list once fetched; the DTO already limits it to the documented four.
+    if (code && known && known.length > 0 && !known.includes(code)) {
+      errors.push({ field: 'lean.reasonCode', message: `Lean does not offer reason ${code}; one of ${known.join(', ')}` });
+    }
+    return errors;
+  }
+
+  async lookupPayment(paymentId: string): Promise<PaymentLookup> {
+    const call = await this.client.request('GET', `/payments/v1/${encodeURIComponent(paymentId)}`, null);
+    if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason };
+    if (!call.ok) {
+      if (call.httpStatus === 404 || call.errorStatus === 'NOT_FOUND' || call.errorStatus === 'INVALID_URL') return { kind: 'not_found' };
+      if (call.httpStatus === 400 && call.errorStatus === 'INVALID_PARAMETERS') return { kind: 'not_found' };
+      return { kind: 'unavailable', reason: `payment lookup failed: Lean ${call.errorStatus ?? call.httpStatus}` };
+    }
+    const body = call.body && typeof call.body === 'object' && !Array.isArray(call.body) ? (call.body as Record<string, unknown>) : {};
+    const payment = paymentOf(body, paymentId);
+    return payment ? { kind: 'found', payment } : { kind: 'unavailable', reason: 'payment answer lacks amount, currency or status' };
+  }
+
+  async submitRefund(cmd: RefundCommand): Promise<ProviderResult> {
+    const call = await this.client.request('POST', '/payouts/refunds', null, createBody(cmd));
+    const record = this.record('create', call);
+    if (call.kind === 'no_answer') return { outcome: this.noAnswer(call, true), call: record };
+    if (!call.ok) return { outcome: classifyCreateError(call.httpStatus, call.errorStatus, call.message), call: record };
+    const created = Array.isArray(call.body) ? (call.body[0] as Record<string, unknown> | undefined) : undefined;
+    if (!created || typeof created.refund_id !== 'string') {
+      return { outcome: { kind: 'unknown', reason: 'create answer without refund_id' }, call: record };
+    }
+    return this.approveIfCreated(created, cmd, record);
+  }
+
+  /**
+   * Where is our refund at Lean? Searches the list (newest first) for our external_reference;
+   * a refund still CREATED is approved here, which is how an interrupted create+approve resumes.
+   */
+  async queryRefund(cmd: RefundCommand): Promise<ProviderResult> {
+    const search = await this.find(cmd);
+    if (search.kind !== 'found') return { outcome: search.outcome, call: search.record };
+    return this.approveIfCreated(search.refund, cmd, search.record);
+  }
+
+  private async approveIfCreated(refund: Record<string, unknown>, cmd: RefundCommand, first: CallRecord): Promise<ProviderResult> {
+    const current = outcomeOfRefund(refund, cmd);
+    if (refund.status !== 'CREATED') return { outcome: current, call: first };
+    const call = await this.client.request('PUT', '/payouts/refunds', null, approveBody(String(refund.refund_id)));
+    const approve = this.record('approve', call);
+    let outcome: ProviderOutcome = current;
+    if (call.kind === 'answer' && call.ok && Array.isArray(call.body)) {
+      const item = (call.body as Record<string, unknown>[]).find((r) => r.refund_id === refund.refund_id);
+      if (item?.status) outcome = outcomeOfRefund({ ...refund, status: item.status }, cmd);
+    }
+    // A failed or unanswered approve leaves the refund CREATED at Lean: the next query approves it.
+    return { outcome, call: first, extraCalls: [{ ...approve, outcome: call.kind === 'answer' && call.ok ? 'approved' : 'unknown' }] };
+  }
+
+  private async find(
+    cmd: RefundCommand,
+  ): Promise<{ kind: 'found'; refund: Record<string, unknown>; record: CallRecord } | { kind: 'not_found' | 'unsure'; outcome: ProviderOutcome; record: CallRecord }> {
+    const oldest = cmd.createdAt.getTime() - SEARCH_MARGIN_MS;
+    let record: CallRecord = { operation: 'query', httpStatus: null, providerCode: null, latencyMs: 0 };
+    let latency = 0;
+    for (let page = 0; page < MAX_PAGES; page++) {
+      const call = await this.client.request(
+        'GET',
+        '/payouts/refunds',
+        new URLSearchParams({ payment_id: cmd.paymentId, size: String(PAGE_SIZE), page: String(page) }),
+      );
+      latency += call.latencyMs;
+      record = { ...this.record('query', call), latencyMs: latency };
+      if (call.kind === 'no_answer') return { kind: 'unsure', outcome: this.noAnswer(call, false), record };
+      if (!call.ok) return { kind: 'unsure', outcome: { kind: 'unknown', reason: `list failed: Lean ${call.errorStatus ?? call.httpStatus}` }, record };
+      const body = call.body as { content?: unknown; page?: { total_pages?: unknown } } | null;
+      if (!body || !Array.isArray(body.content)) return { kind: 'unsure', outcome: { kind: 'unknown', reason: 'list answer without content' }, record };
+      const items = body.content as Record<string, unknown>[];
+      const mine = items.find((r) => r.external_reference === cmd.providerRequestId && r.payment_id === cmd.paymentId);
+      if (mine) return { kind: 'found', refund: mine, record };
+      const totalPages = Number(String(body.page?.total_pages ?? 'NaN'));
+      const last = items[items.length - 1];
+      const lastCreated = typeof last?.created_at === 'string' ? Date.parse(last.created_at) : NaN;
+      // The search is complete only on evidence: a short (last) page, the last page by count, or
+      // (newest first) an item older than our refund. Anything less and we never conclude absence.
+      const complete =
+        items.length < PAGE_SIZE ||
+        (Number.isInteger(totalPages) && page + 1 >= totalPages) ||
+        (Number.isFinite(lastCreated) && lastCreated < oldest);
+      if (complete) return { kind: 'not_found', outcome: { kind: 'not_found' }, record };
+    }
+    return { kind: 'unsure', outcome: { kind: 'unknown', reason: `not found in ${MAX_PAGES} pages; will search again` }, record };
+  }
+
+  private noAnswer(call: Extract<LeanCall, { kind: 'no_answer' }>, isCreate: boolean): ProviderOutcome {
+    if (call.retryAfterMs !== undefined || call.notSent) return { kind: 'retry', reason: call.reason, retryAfterMs: call.retryAfterMs };
+    return { kind: 'unknown', reason: isCreate ? `create outcome unknown: ${call.reason}` : call.reason };
+  }
+
+  private record(operation: string, call: LeanCall): CallRecord {
+    const a = call.kind === 'answer' ? (call as Answer) : undefined;
+    return {
+      operation,
+      httpStatus: call.httpStatus,
+      providerCode: a?.errorStatus ?? null,
+      latencyMs: call.latencyMs,
+      errorMessage: a ? a.message : (call as Extract<LeanCall, { kind: 'no_answer' }>).reason,
+    };
+  }
+}

@@ -1,0 +1,178 @@
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import type { RawBodyRequest } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import type { NextFunction, Request, Response } from 'express';
+import { sendError, sendJson, sendJsonText, sleep } from '../sandbox-http.js';
+import { LeanSandboxEmulator } from './lean.emulator.js';
+import { LeanFaults, chance } from './lean.faults.js';
+import {
+  LEAN_API_PREFIX,
+  LEAN_AUTH_PREFIX,
+  LeanError,
+  LeanErrorStatus,
+  LeanRoute,
+  VerifiedToken,
+  leanErrorBody,
+  parseLeanJson,
+  requireScope,
+  resolveLeanRoute,
+} from './lean.rules.js';
+
+export type LeanProtocolRoute = Extract<LeanRoute, { kind: 'api' } | { kind: 'token' }>;
+type Work = (ctx: { token?: VerifiedToken; faults: LeanFaults }) => Promise<{ status: number; body: string }>;
+
+const JSON_TYPE = /^application\/([\w.+-]*\+)?json\s*(;|$)/i;
+const FORM_TYPE = /^application\/x-www-form-urlencoded\s*(;|$)/i;
+
+/** The request's JSON body, parsed exactly from the raw bytes (amounts stay decimal text). */
+export function leanJsonBody(req: RawBodyRequest<Request>): unknown {
+  if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) {
+    throw new LeanError('INVALID_PARAMETERS', 'Content-Type must be application/json');
+  }
+  return parseLeanJson(req.rawBody ? req.rawBody.toString('utf8') : '');
+}
+
+/** The token request's form fields; anything but a form is refused. */
+export function leanFormBody(req: Request): Record<string, unknown> {
+  if (!FORM_TYPE.test(req.headers['content-type'] ?? '')) {
+    throw new LeanError('INVALID_PARAMETERS', 'Content-Type must be application/x-www-form-urlencoded');
+  }
+  const body: unknown = req.body;
+  return body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : {};
+}
+
+function sendLeanError(res: Response, status: LeanErrorStatus, message: string): void {
+  sendJsonText(res, new LeanError(status, message).httpStatus, leanErrorBody(status, message));
+}
+
+/**
+ * The transport of the emulated API and auth host: faults, bearer-token checks, and
+ * answers in Lean's `{status, message, timestamp}` envelope whatever happens (never
+ * problem+json). A provider, so the express-level handlers below can answer through it.
+ */
+@Injectable()
+export class LeanSandboxHttp {
+  private readonly logger = new Logger('LeanSandbox');
+
+  constructor(private readonly emulator: LeanSandboxEmulator) {}
+
+  async handle(req: Request, res: Response, route: LeanProtocolRoute, work: Work): Promise<void> {
+    let faults: LeanFaults | undefined;
+    let status: number;
+    let text: string;
+    try {
+      faults = await this.emulator.faults();
+      await sleep(faults.latencyMs);
+      // Injected refusals come before anything is done, and are never followed by a dropped connection.
+      if (chance(faults.errorRate)) {
+        sendLeanError(res, 'INTERNAL_SERVER_ERROR', 'Sandbox: injected server error');
+        return;
+      }
+      if (chance(faults.rateLimitRate)) {
+        res.setHeader('Retry-After', '1');
+        sendLeanError(res, 'RATE_LIMIT_EXCEEDED', 'Sandbox: injected rate limit, retry after 1 second');
+        return;
+      }
+      let token: VerifiedToken | undefined;
+      if (route.kind === 'api') {
+        token = await this.emulator.authenticate(req.headers.authorization);
+        requireScope(token, route.scope);
+      }
+      ({ status, body: text } = await work({ token, faults }));
+    } catch (err) {
+      if (err instanceof LeanError) {
+        status = err.httpStatus;
+        text = leanErrorBody(err.status, err.message);
+      } else {
+        this.logger.error(`Lean API call failed: ${(err as Error)?.stack ?? String(err)}`);
+        status = 500;
+        text = leanErrorBody('INTERNAL_SERVER_ERROR', 'Internal server error');
+      }
+    }
+    if (faults && chance(faults.timeoutAfterCommitRate)) {
+      // The work is committed; the caller never learns it and must recover by listing.
+      await sleep(faults.timeoutAfterCommitDelayMs);
+      req.socket.destroy();
+      return;
+    }
+    sendJsonText(res, status, text);
+  }
+
+  /** A body express could not parse: authenticate as usual, then answer 400 INVALID_PARAMETERS. */
+  handleUnparsableBody(req: Request, res: Response, route: LeanProtocolRoute, message: string): Promise<void> {
+    return this.handle(req, res, route, async () => {
+      throw new LeanError('INVALID_PARAMETERS', message);
+    });
+  }
+}
+
+/**
+ * Express-level handlers for `/sandbox/lean` and `/sandbox/lean-auth`, so that what no
+ * route answers is still answered in Lean's format instead of the service's problem+json:
+ * - body-parser errors (malformed JSON, too large): 400 INVALID_PARAMETERS after auth;
+ * - unknown paths: 404 INVALID_URL; known paths with another method: 405 INVALID_HTTP_METHOD.
+ * Registered in onModuleInit, which Nest runs after mounting the routes and before adding
+ * its own not-found and error handlers. NOTE: an error handler registered earlier for a
+ * wider path (SandboxBodyErrors on `/sandbox`) sees body errors first and must pass the
+ * Lean paths on with next(err).
+ */
+@Injectable()
+export class LeanSandboxHttpErrors implements OnModuleInit {
+  constructor(
+    private readonly adapterHost: HttpAdapterHost,
+    private readonly http: LeanSandboxHttp,
+  ) {}
+
+  onModuleInit(): void {
+    const adapter = this.adapterHost.httpAdapter;
+    if (!adapter || adapter.getType() !== 'express') return;
+    for (const prefix of [LEAN_API_PREFIX, LEAN_AUTH_PREFIX]) {
+      adapter.use(prefix, (err: unknown, req: Request, res: Response, next: NextFunction) => this.bodyError(err, req, res, next));
+      adapter.use(prefix, (req: Request, res: Response) => this.notFound(req, res));
+    }
+  }
+
+  private bodyError(err: unknown, req: Request, res: Response, next: NextFunction): void {
+    const type = (err as { type?: unknown })?.type;
+    if (typeof type !== 'string' || res.headersSent) return next(err);
+    const route = resolveLeanRoute(req.method, req.originalUrl.split('?')[0]!);
+    const message = type === 'entity.too.large' ? 'Request body too large' : 'Malformed request body';
+    if (route === undefined || route === 'wrong_method') return this.notFound(req, res);
+    if (route.kind === 'control') {
+      if (type === 'entity.too.large') sendError(res, 413, 'request body too large');
+      else sendError(res, 400, 'malformed JSON body');
+      return;
+    }
+    void this.http.handleUnparsableBody(req, res, route, message);
+  }
+
+  private notFound(req: Request, res: Response): void {
+    const path = req.originalUrl.split('?')[0]!;
+    if (resolveLeanRoute(req.method, path) === 'wrong_method') {
+      sendLeanError(res, 'INVALID_HTTP_METHOD', `Method ${req.method} is not supported for ${path}`);
+    } else {
+      sendLeanError(res, 'INVALID_URL', `No endpoint ${req.method} ${path}`);
+    }
+  }
+}
+
+/** Runs a control endpoint of the sandbox (not Lean's protocol): `{ error }` answers. */
+export async function leanControl(
+  res: Response,
+  logger: Logger,
+  fn: () => Promise<{ status?: number; body: unknown }>,
+  errors: (err: unknown) => number | undefined,
+): Promise<void> {
+  try {
+    const { status = 200, body } = await fn();
+    sendJson(res, status, body);
+  } catch (err) {
+    const status = errors(err);
+    if (status !== undefined) {
+      sendError(res, status, (err as Error).message);
+      return;
+    }
+    logger.error(`Lean sandbox control endpoint failed: ${(err as Error)?.message}`);
+    if (!res.headersSent) sendError(res, 500, 'internal error');
+  }
+}
