@@ -111,6 +111,35 @@ describe('Lean refunds end to end', () => {
     expect(records.filter((r) => r.external_reference === done.providerDetails.externalReference)).toHaveLength(1);
   });
 
+  it('re-sends a create that never reached Lean only after a complete search found nothing', async () => {
+    const paymentId = await leanPayment('20.00');
+    await create({ provider: 'lean', paymentId, amount: '1', currency: 'AED' }).expect(202);
+    await waitFor(async () => (await atLean(paymentId)).length === 1, 15_000, 'first refund');
+    // Lean answers 500 before doing anything: the create's outcome is unknown to us.
+    await setFaults(svc, 'lean', { errorRate: 1 });
+    let id: string;
+    try {
+      id = (await create({ provider: 'lean', paymentId, amount: '2', currency: 'AED' }).expect(202)).body.id;
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT outcome FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`, [id]);
+        return rows[0]?.outcome === 'unknown';
+      }, 15_000, 'unknown create');
+      expect(await atLean(paymentId)).toHaveLength(1);
+    } finally {
+      await setFaults(svc, 'lean', { errorRate: 0 });
+    }
+    const done = await until(id!, ['succeeded', 'failed']);
+    expect(done.status).toBe('succeeded');
+    const records = await atLean(paymentId);
+    expect(records).toHaveLength(2);
+    const attempts = await svc.http().get(`/v1/refunds/${id!}/attempts`).set('Authorization', `Bearer ${m1}`).expect(200);
+    const ops = attempts.body.data.map((a: { operation: string }) => a.operation);
+    // The second create came only after a query that searched and found nothing.
+    const secondCreate = ops.indexOf('create', 1);
+    expect(secondCreate).toBeGreaterThan(0);
+    expect(ops.slice(0, secondCreate)).toContain('query');
+  });
+
   it('ends failed with code rejected when a checker at Lean rejects it', async () => {
     const paymentId = await leanPayment('30.00');
     await setFaults(svc, 'lean', { checkerRejectRate: 1 });

@@ -73,6 +73,11 @@ export interface ProcessingConfig {
   sweepGraceMs: number;
   /** Non-final refunds older than this are reported as stuck. */
   stuckAfterMs: number;
+  /**
+   * For providers without idempotency (Lean): how long after a create whose answer was lost
+   * its absence from the provider's list is still not taken as proof (lists can lag).
+   */
+  absenceGraceMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -195,6 +200,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     sweepIntervalMs: int(env, 'SWEEP_INTERVAL_MS', 10_000, 100, 3_600_000),
     sweepGraceMs: int(env, 'SWEEP_GRACE_MS', 30_000, 0, 86_400_000),
     stuckAfterMs: int(env, 'STUCK_AFTER_MS', 30 * 60_000, 1_000, 30 * 86_400_000),
+    absenceGraceMs: int(env, 'ABSENCE_GRACE_MS', 30_000, 0, 86_400_000),
   };
   // A step may make two calls back to back (query, then create); the lease is renewed per call.
   if (cfg.processing.leaseMs < 2 * cfg.processing.providerTimeoutMs + 1_000) {

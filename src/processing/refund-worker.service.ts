@@ -120,6 +120,13 @@ export class RefundWorkerService {
     }
     // processing
     const cmd = this.command(row, payment);
+    if (!provider.createIsIdempotent) {
+      const [last] = await this.db.query<{ at: Date | null }>(
+        `SELECT max(created_at) AS at FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`,
+        [row.id],
+      );
+      cmd.lastCreateAt = last?.at ?? null;
+    }
     if (row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0) {
       // Queries keep failing to settle it (e.g. the provider's "not found" answer is not the one
       // we expect): re-send the create with the SAME id, which the provider dedups.
@@ -127,6 +134,11 @@ export class RefundWorkerService {
     }
     const query = await this.call(provider, row, 'query', cmd);
     if (query.outcome.kind === 'not_found') {
+      const sinceCreate = cmd.lastCreateAt ? Date.now() - cmd.lastCreateAt.getTime() : Infinity;
+      if (!provider.createIsIdempotent && sinceCreate < this.cfg.processing.absenceGraceMs) {
+        // No idempotency at this provider: a create sent moments ago may not be listed yet.
+        return this.reschedule(row, { kind: 'retry', reason: 'too soon to trust absence', retryAfterMs: this.cfg.processing.absenceGraceMs - sinceCreate });
+      }
       if (row.provider_state === 'acknowledged') {
         // The provider once had it and now denies it: never resend blindly; ops must look.
         this.logger.error({ refundId: row.id }, 'provider no longer knows an acknowledged refund');

@@ -45,6 +45,8 @@ export interface RefundCommand {
   currency: string;
   /** When the refund was accepted: bounds how far back a provider listing must be searched. */
   createdAt: Date;
+  /** When a create was last sent for it (null: never), for providers that confirm absence by listing. */
+  lastCreateAt?: Date | null;
   reason: string;
   description: string | null;
   /** The request's provider block (cobo / lean options), as validated at creation. */

@@ -42,6 +42,7 @@ export const FAST_ENV: Record<string, string> = {
   SWEEP_GRACE_MS: '1000',
   PROVIDER_TIMEOUT_MS: '2000',
   LEASE_MS: '6000',
+  ABSENCE_GRACE_MS: '1000',
 };
 
 /**
