@@ -91,8 +91,9 @@ export class InitialSchema1763870000000 implements MigrationInterface {
           (status = 'succeeded' AND refunded_amount = amount)
           OR (status = 'partially_succeeded' AND refunded_amount < amount)
           OR (status NOT IN ('succeeded', 'partially_succeeded') AND refunded_amount = 0)),
-        -- A refund a worker owes something always has a due time, so the sweeper can find it.
-        CONSTRAINT refunds_due_when_owed CHECK (status NOT IN ('queued', 'processing') OR next_check_at IS NOT NULL),
+        -- A refund a worker still follows always has a due time, so the sweeper can find it.
+        CONSTRAINT refunds_due_when_owed CHECK (
+          status NOT IN ('queued', 'processing', 'requires_action') OR next_check_at IS NOT NULL),
         CONSTRAINT refunds_completed_iff_final CHECK (
           (completed_at IS NOT NULL) = (status IN ('succeeded', 'partially_succeeded', 'failed', 'canceled')))
       )`);
@@ -101,10 +102,10 @@ export class InitialSchema1763870000000 implements MigrationInterface {
     await q.query(`CREATE INDEX refunds_created_idx ON refunds (created_at DESC, id DESC)`);
     // The over-refund guard sums a payment's refunds under the payment's row lock.
     await q.query(`CREATE INDEX refunds_payment_idx ON refunds (provider, payment_id)`);
-    // The recovery sweeper scans only refunds a worker still owes something.
+    // The recovery sweeper scans only refunds a worker still follows.
     await q.query(`
       CREATE INDEX refunds_due_idx ON refunds (next_check_at)
-        WHERE status IN ('queued', 'processing')`);
+        WHERE status IN ('queued', 'processing', 'requires_action')`);
 
     await q.query(`
       CREATE TABLE refund_attempts (

@@ -167,6 +167,62 @@ describe('Cobo refunds end to end', () => {
   });
 });
 
+describe('Cobo answers that arrive late or not at all', () => {
+  it('ignores a late "waiting for an address" webhook after PATCH', async () => {
+    const paymentId = await coboPayment('20.00');
+    const res = await create(m1, coboBody(paymentId, '20', {})).expect(202);
+    const waiting = await until(m1, res.body.id, ['requires_action']);
+    // Cobo's genuine PendingConfirmation notification, as it would be retried later.
+    const emu = await svc.app.get(SandboxCredentials).coboEmulator();
+    const body = JSON.stringify({
+      event_id: randomUUID(),
+      type: 'payment.refund.status.updated',
+      created_timestamp: Date.now(),
+      data: { data_type: 'PaymentRefund', refund_id: waiting.providerRefundId, status: 'PendingConfirmation', amount: '20', token_id: 'TRON_USDT', to_address: '', transactions: [] },
+    });
+    const ts = String(Date.now());
+    const headers = { 'Content-Type': 'application/json', 'Biz-Timestamp': ts, 'Biz-Resp-Signature': signCoboResponse(emu.emulatorSeed, body, ts) };
+    await svc.http().patch(`/v1/refunds/${res.body.id}`).set('Authorization', `Bearer ${m1}`).send({ cobo: { toAddress: 'TXlate' } }).expect(200);
+    await svc.http().post('/webhooks/cobo').set(headers).send(body).expect(200);
+    expect((await get(m1, res.body.id)).status).not.toBe('requires_action');
+    expect((await until(m1, res.body.id, ['succeeded', 'failed', 'requires_action'])).status).toBe('succeeded');
+  });
+
+  it('finishes a refund whose PATCH answer was lost (the address reached Cobo)', async () => {
+    const paymentId = await coboPayment('20.00');
+    await create(m1, coboBody(paymentId, '1', { toAddress: 'TXa' })).expect(202);
+    const res = await create(m1, coboBody(paymentId, '19', {})).expect(202);
+    await until(m1, res.body.id, ['requires_action']);
+    await setFaults(svc, 'cobo', { timeoutAfterCommitRate: 1 });
+    try {
+      const patched = await svc.http().patch(`/v1/refunds/${res.body.id}`).set('Authorization', `Bearer ${m1}`).send({ cobo: { toAddress: 'TXlost' } });
+      expect(patched.status).toBe(503);
+    } finally {
+      await setFaults(svc, 'cobo', { timeoutAfterCommitRate: 0 });
+    }
+    // The slow poll of requires_action sees Cobo moved on and follows it to the end.
+    const done = await until(m1, res.body.id, ['succeeded', 'failed']);
+    expect(done.status).toBe('succeeded');
+    expect(done.providerDetails.toAddress).toBe('TXlost');
+  });
+
+  it('ends canceled when the cancel reached Cobo but its answer was lost', async () => {
+    const paymentId = await coboPayment('20.00');
+    await create(m1, coboBody(paymentId, '1', { toAddress: 'TXa' })).expect(202);
+    const res = await create(m1, coboBody(paymentId, '19', {})).expect(202);
+    await until(m1, res.body.id, ['requires_action']);
+    await setFaults(svc, 'cobo', { timeoutAfterCommitRate: 1 });
+    try {
+      expect((await svc.http().post(`/v1/refunds/${res.body.id}/cancel`).set('Authorization', `Bearer ${m1}`)).status).toBe(503);
+    } finally {
+      await setFaults(svc, 'cobo', { timeoutAfterCommitRate: 0 });
+    }
+    expect((await until(m1, res.body.id, ['canceled', 'failed', 'succeeded'])).status).toBe('canceled');
+    const payment = await svc.http().get(`/v1/payments/cobo/${paymentId}`).set('Authorization', `Bearer ${m1}`).expect(200);
+    expect(payment.body.refundableAmount).toBe('19');
+  });
+});
+
 describe('Cobo input rules', () => {
   it('rejects bad token and fee input with field-level messages and persists nothing', async () => {
     const paymentId = await coboPayment('10.00');

@@ -192,6 +192,17 @@ describe('Lean refunds end to end', () => {
     expect(badReason.body.errors[0].field).toBe('lean.reasonCode');
   });
 
+  it('treats a payment id in any letter case as the same payment', async () => {
+    const paymentId = await leanPayment('10.00');
+    const upper = await create({ provider: 'lean', paymentId: paymentId.toUpperCase(), amount: '10', currency: 'AED' }).expect(202);
+    expect(upper.body.paymentId).toBe(paymentId);
+    const again = await create({ provider: 'lean', paymentId, amount: '1', currency: 'AED' }).expect(422);
+    expect(again.body.code).toBe('amount_exceeds_refundable');
+    expect((await until(upper.body.id, ['succeeded', 'failed'])).status).toBe('succeeded');
+    await svc.http().get(`/v1/payments/lean/${paymentId.toUpperCase()}`).set('Authorization', `Bearer ${m1}`).expect(200);
+    await create({ provider: 'lean', paymentId: 'not-a-uuid', amount: '1', currency: 'AED' }).expect(400);
+  });
+
   it('lists Lean reasons next to the unified ones', async () => {
     const res = await svc.http().get('/v1/refund-reasons').query({ provider: 'lean' }).set('Authorization', `Bearer ${m1}`).expect(200);
     expect(res.body.providerReasons.map((r: { code: string }) => r.code)).toEqual(

@@ -4,6 +4,7 @@ import { AppConfig } from '../config/config.js';
 import { ProvidersModule } from '../providers/providers.module.js';
 import { REFUND_QUEUES, redisOptions } from './queues.js';
 import { AttemptsService } from './attempts.service.js';
+import { RefundOutcomeService } from './refund-outcome.service.js';
 import { RecoverySweeper } from './recovery-sweeper.js';
 import { RefundQueueService } from './refund-queue.service.js';
 import { RefundWorkerService } from './refund-worker.service.js';
@@ -38,9 +39,10 @@ export class ProcessingModule {
         RefundQueueService,
         RefundWorkerService,
         AttemptsService,
+        RefundOutcomeService,
         ...(opts.workers ? [RecoverySweeper, BinancePayRefundProcessor, CoboRefundProcessor, LeanRefundProcessor] : []),
       ],
-      exports: [RefundQueueService, RefundWorkerService, AttemptsService],
+      exports: [RefundQueueService, RefundWorkerService, AttemptsService, RefundOutcomeService],
     };
   }
 }

@@ -53,7 +53,7 @@ export class RecoverySweeper implements OnApplicationBootstrap, OnApplicationShu
   async sweep(): Promise<number> {
     const rows = await this.db.query<{ id: string; provider: string }>(
       `SELECT id, provider FROM refunds
-        WHERE status IN ('queued', 'processing')
+        WHERE status IN ('queued', 'processing', 'requires_action')
           AND next_check_at < now() - make_interval(secs => $1::double precision / 1000)
           AND (lease_until IS NULL OR lease_until < now())
         ORDER BY next_check_at

@@ -9,11 +9,14 @@ import type { ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } f
 import { ProvidersService } from '../providers/providers.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
 import { AttemptsService } from './attempts.service.js';
+import { pendingPatch, RefundOutcomeService } from './refund-outcome.service.js';
 import type { RefundRow } from '../refunds/refund.row.js';
 
 /** What the job should do after a step: nothing more, or come back at a time. */
 /** How long a last-slot refund waits before looking again at the refunds in flight. */
 const LAST_SLOT_WAIT_MS = 2_000;
+/** Statuses a worker still follows: requires_action is polled slowly, since the provider may move on its own. */
+const OWED: string[] = ['queued', 'processing', 'requires_action'];
 /** For providers that dedup creates: every this many inconclusive checks, re-send the same create. */
 const RESEND_EVERY = 6;
 
@@ -45,6 +48,7 @@ export class RefundWorkerService {
     private readonly providers: ProvidersService,
     private readonly state: RefundStateService,
     private readonly attempts: AttemptsService,
+    private readonly outcomes: RefundOutcomeService,
   ) {}
 
   async step(refundId: string): Promise<StepResult> {
@@ -65,7 +69,7 @@ export class RefundWorkerService {
       `UPDATE refunds
           SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000)
         WHERE id = $1
-          AND status IN ('queued', 'processing')
+          AND status IN ('queued', 'processing', 'requires_action')
           AND (lease_until IS NULL OR lease_until < now())
           AND (next_check_at IS NULL OR next_check_at <= now() + interval '50 milliseconds')
         RETURNING *`,
@@ -79,7 +83,7 @@ export class RefundWorkerService {
       `SELECT status, lease_until, next_check_at FROM refunds WHERE id = $1`,
       [refundId],
     );
-    if (!row || !['queued', 'processing'].includes(row.status)) return { done: true };
+    if (!row || !OWED.includes(row.status)) return { done: true };
     const times = [row.lease_until, row.next_check_at].filter((t): t is Date => t !== null).map((t) => t.getTime());
     const at = Math.max(Date.now() + 250, ...times);
     return { done: false, at: new Date(at) };
@@ -129,8 +133,14 @@ export class RefundWorkerService {
     }
     if (row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0) {
       // Queries keep failing to settle it (e.g. the provider's "not found" answer is not the one
-      // we expect): re-send the create with the SAME id, which the provider dedups.
-      return this.submit(provider, row, payment);
+      // we expect): re-send the create with the SAME id, which the provider dedups. Absence is
+      // not confirmed here, so a refusal proves nothing (it may refuse because the first landed).
+      const resent = await this.call(provider, row, 'create', cmd);
+      const o = resent.outcome;
+      if (o.kind === 'final' && o.status === 'failed' && !o.update.providerStatus && !o.update.providerRefundId) {
+        return this.reschedule(row, { kind: 'unknown', reason: `re-sent create refused (${o.update.failureCode}); absence unconfirmed` });
+      }
+      return this.apply(row, o);
     }
     const query = await this.call(provider, row, 'query', cmd);
     if (query.outcome.kind === 'not_found') {
@@ -227,20 +237,18 @@ export class RefundWorkerService {
     );
   }
 
-  /** Applies a classified outcome; conditional on the refund still being `processing`. */
+  /** Applies a classified outcome; conditional on the refund's status, so late answers change nothing. */
   async apply(row: RefundRow, outcome: ProviderOutcome): Promise<StepResult> {
     switch (outcome.kind) {
       case 'final':
         // If someone else (a webhook) moved it first, the refund is no longer ours to follow.
-        await applyProviderOutcome(this.db, this.state, row.id, outcome, 'worker');
+        await this.outcomes.apply(row.id, outcome, 'worker');
         return { done: true };
       case 'pending':
-        if (outcome.status === 'requires_action') {
-          // Waits for the merchant (PATCH), not for us.
-          await applyProviderOutcome(this.db, this.state, row.id, outcome, 'worker');
-          return { done: true };
-        }
-        return this.reschedule(row, outcome);
+        if (row.status === 'processing' && outcome.status === 'processing') return this.reschedule(row, outcome);
+        // Into or out of requires_action: a status change, with its own next check.
+        await this.outcomes.apply(row.id, outcome, 'worker');
+        return this.whenClaimable(row.id);
       case 'not_found':
         return this.reschedule(row, { kind: 'unknown', reason: 'not found' });
       case 'retry':
@@ -262,57 +270,10 @@ export class RefundWorkerService {
       this.logger.warn({ refundId: row.id, reason: outcome.reason }, 'provider outcome unknown; will ask again');
     }
     if (outcome.kind === 'pending') Object.assign(patch, pendingPatch(outcome));
-    const updated = await this.state.update(this.db, row.id, ['processing'], patch);
-    return updated ? { done: false, at } : { done: true };
+    const status = row.status === 'requires_action' ? 'requires_action' : 'processing';
+    const updated = await this.state.update(this.db, row.id, [status], patch);
+    return updated ? { done: false, at } : this.whenClaimable(row.id);
   }
 }
 
-function pendingPatch(outcome: Extract<ProviderOutcome, { kind: 'pending' }>): RefundPatch {
-  return {
-    provider_state: 'acknowledged',
-    ...(outcome.update.providerRefundId ? { provider_refund_id: outcome.update.providerRefundId } : {}),
-    ...(outcome.update.providerStatus ? { provider_status: outcome.update.providerStatus } : {}),
-    ...(outcome.update.details ? { provider_details: outcome.update.details } : {}),
-  };
-}
 
-/**
- * The one place a provider's answer (poll or webhook) changes a refund. Conditional on
- * the refund being `processing`, so it is idempotent and order-independent: a duplicate,
- * late or reordered answer finds the refund already moved and changes nothing.
- */
-export async function applyProviderOutcome(
-  db: Database,
-  state: RefundStateService,
-  refundId: string,
-  outcome: Extract<ProviderOutcome, { kind: 'final' | 'pending' }>,
-  actor: string,
-): Promise<'final' | 'updated' | 'unchanged'> {
-  const u = outcome.update;
-  if (outcome.kind === 'pending') {
-    if (outcome.status === 'requires_action') {
-      const moved = await db.transaction((tx) =>
-        state.transition(tx, refundId, 'requires_action', { from: ['processing'], actor, patch: pendingPatch(outcome) }),
-      );
-      return moved ? 'updated' : 'unchanged';
-    }
-    const updated = await state.update(db, refundId, ['processing'], pendingPatch(outcome));
-    return updated ? 'updated' : 'unchanged';
-  }
-  // A refusal without any provider-side refund (no status, no id) used no provider slot.
-  const existsAtProvider = Boolean(u.providerStatus || u.providerRefundId);
-  const patch: RefundPatch = {
-    provider_state: existsAtProvider ? 'acknowledged' : 'not_sent',
-    ...(u.providerRefundId ? { provider_refund_id: u.providerRefundId } : {}),
-    ...(u.providerStatus ? { provider_status: u.providerStatus } : {}),
-    ...(u.details ? { provider_details: u.details } : {}),
-    ...(outcome.status === 'partially_succeeded' ? { refunded_amount: u.refundedAmount } : {}),
-    ...(outcome.status === 'failed'
-      ? { failure_code: u.failureCode ?? 'provider_failed', failure_message: u.failureMessage ?? null }
-      : {}),
-  };
-  const moved = await db.transaction((tx) =>
-    state.transition(tx, refundId, outcome.status, { from: ['processing'], actor, patch }),
-  );
-  return moved ? 'final' : 'unchanged';
-}

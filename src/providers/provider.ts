@@ -138,6 +138,8 @@ export interface RefundProvider {
   lookupPayment(paymentId: string): Promise<PaymentLookup>;
   submitRefund(cmd: RefundCommand): Promise<ProviderResult>;
   queryRefund(cmd: RefundCommand): Promise<ProviderResult>;
+  /** The canonical form of a payment id (e.g. lower-case UUIDs), applied before lookup and storage. */
+  normalizePaymentId?(paymentId: string): string;
   /** Provider-specific checks of a create request (field errors), before anything is stored. */
   validateCreate?(input: CreateInput): { field: string; message: string }[];
   /** Whether a cached payment may be refunded in this request (e.g. Cobo token must match). */
@@ -150,6 +152,7 @@ export interface RefundProvider {
 
 /** The parts of a create request adapters may check. */
 export interface CreateInput {
+  paymentId: string;
   amount: string;
   currency: string;
   options: Record<string, unknown>;

@@ -109,7 +109,8 @@ export class RefundActionsService {
       });
     });
     if (!moved) throw this.invalidState(await this.load(auth, id), 'given an address');
-    await this.queue.enqueue(moved.provider, moved.id);
+    // Its job is parked for the slow requires_action poll: wake it now.
+    await this.queue.nudge(this.db, moved.provider, moved.id);
     return toRefundJson(moved);
   }
 

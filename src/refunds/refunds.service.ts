@@ -81,6 +81,7 @@ export class RefundsService {
 
     const provider = this.providers.get(dto.provider);
     this.validateForProvider(dto, provider);
+    if (provider.normalizePaymentId) dto.paymentId = provider.normalizePaymentId(dto.paymentId);
 
     const cached = await this.payments.findCached(dto.provider, dto.paymentId);
     let fetched: ProviderPayment | undefined;
@@ -115,7 +116,7 @@ export class RefundsService {
         throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
       }
       const mismatch = provider.checkPayment?.(
-        { amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
+        { paymentId: dto.paymentId, amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
         payment.provider_data,
       );
       if (mismatch) throw new Problem('currency_mismatch', mismatch, { paymentCurrency: payment.currency });
@@ -224,7 +225,7 @@ export class RefundsService {
     if (dto.lean !== undefined && dto.provider !== 'lean') errors.push({ field: 'lean', message: 'only allowed with provider lean' });
     if (dto.provider === 'cobo' && !dto.cobo) errors.push({ field: 'cobo.tokenId', message: 'cobo.tokenId is required' });
     if (errors.length === 0 && provider.validateCreate) {
-      errors.push(...provider.validateCreate({ amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) }));
+      errors.push(...provider.validateCreate({ paymentId: dto.paymentId, amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) }));
     }
     if (errors.length) throw Problem.validation(errors);
   }

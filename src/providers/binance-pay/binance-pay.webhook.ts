@@ -3,8 +3,7 @@ import type { Request } from 'express';
 import { parse } from 'lossless-json';
 import { Problem } from '../../common/problem.js';
 import { Database } from '../../database/database.js';
-import { applyProviderOutcome } from '../../processing/refund-worker.service.js';
-import { RefundStateService } from '../../refunds/refund-state.service.js';
+import { RefundOutcomeService } from '../../processing/refund-outcome.service.js';
 import type { RefundRow } from '../../refunds/refund.row.js';
 import { BinancePayClient } from './binance-pay.client.js';
 import { verifyBinanceWebhook } from './binance-pay.signing.js';
@@ -61,7 +60,7 @@ export class BinancePayWebhookController {
     private readonly certs: BinancePayCertificates,
     private readonly client: BinancePayClient,
     private readonly db: Database,
-    private readonly state: RefundStateService,
+    private readonly outcomes: RefundOutcomeService,
   ) {}
 
   @Post('binance-pay')
@@ -111,7 +110,7 @@ export class BinancePayWebhookController {
       refund.amount,
     );
     if (outcome.kind === 'final' || outcome.kind === 'pending') {
-      const result = await applyProviderOutcome(this.db, this.state, refund.id, outcome, 'webhook:binance_pay');
+      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:binance_pay');
       this.logger.log({ refundId: refund.id, bizStatus, result }, 'Binance Pay webhook applied');
     }
     return ack();

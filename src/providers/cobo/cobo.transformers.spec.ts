@@ -60,7 +60,7 @@ describe('Cobo transformers', () => {
   });
 
   it('validates token, currency and fee rules with field names', () => {
-    const v = (amount: string, currency: string, options: Record<string, unknown>) => validateCoboCreate({ amount, currency, options });
+    const v = (amount: string, currency: string, options: Record<string, unknown>) => validateCoboCreate({ paymentId: 'O1', amount, currency, options });
     expect(v('10', 'USDT', { tokenId: 'TRON_USDT' })).toEqual([]);
     expect(v('10', 'USDT', { tokenId: 'DOGE' })[0].field).toBe('cobo.tokenId');
     expect(v('10', 'USDC', { tokenId: 'TRON_USDT' })[0].field).toBe('currency');
@@ -109,6 +109,8 @@ describe('Cobo transformers', () => {
       kind: 'final',
       status: 'failed',
     });
+    // No transaction list: the paid part is unknown, so nothing final is concluded.
+    expect(outcomeOfRefund(refund({ status: 'PartiallyCompleted', transactions: undefined }), '12.5')).toMatchObject({ kind: 'pending' });
   });
 
   it('classifies errors: auth and validation final, 2040 resolved by lookup, 5xx/429 transient', () => {

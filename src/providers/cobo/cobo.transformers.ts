@@ -156,6 +156,10 @@ export function outcomeOfRefund(refund: Record<string, unknown>, ourAmount: stri
     case 'Completed':
       return { kind: 'final', status: 'succeeded', update: { ...update, refundedAmount: formatAmount(ourAmount) } };
     case 'PartiallyCompleted': {
+      if (!Array.isArray(refund.transactions)) {
+        // Without its transactions the paid part is unknown: wait for a full answer.
+        return { kind: 'pending', status: 'processing', update };
+      }
       const done = completedAmount(refund);
       if (money(done).gte(ourAmount)) {
         return { kind: 'final', status: 'succeeded', update: { ...update, refundedAmount: formatAmount(ourAmount) } };

@@ -2,8 +2,7 @@ import { Controller, Headers, HttpCode, Logger, Post, Req } from '@nestjs/common
 import type { Request } from 'express';
 import { Problem } from '../../common/problem.js';
 import { Database } from '../../database/database.js';
-import { applyProviderOutcome } from '../../processing/refund-worker.service.js';
-import { RefundStateService } from '../../refunds/refund-state.service.js';
+import { RefundOutcomeService } from '../../processing/refund-outcome.service.js';
 import type { RefundRow } from '../../refunds/refund.row.js';
 import { CoboClient } from './cobo.client.js';
 import { verifyCoboResponse } from './cobo.signing.js';
@@ -21,7 +20,7 @@ export class CoboWebhookController {
   constructor(
     private readonly client: CoboClient,
     private readonly db: Database,
-    private readonly state: RefundStateService,
+    private readonly outcomes: RefundOutcomeService,
   ) {}
 
   @Post('cobo')
@@ -65,7 +64,7 @@ export class CoboWebhookController {
     }
     const outcome = outcomeOfRefund(data, refund.amount);
     if (outcome.kind === 'final' || outcome.kind === 'pending') {
-      const result = await applyProviderOutcome(this.db, this.state, refund.id, outcome, 'webhook:cobo');
+      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:cobo');
       this.logger.log({ refundId: refund.id, status: data.status, result }, 'Cobo webhook applied');
     }
     return { received: true };

@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import type { CallRecord, CreateInput, PaymentLookup, ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../provider.js';
 import { LeanCall, LeanClient } from './lean.client.js';
 import { approveBody, classifyCreateError, createBody, outcomeOfRefund, paymentOf } from './lean.transformers.js';
@@ -14,8 +14,6 @@ const REASONS_TTL_MS = 10 * 60_000;
 const PAGE_SIZE = 100;
 /** Pages searched at most in one query; a longer search answers `unknown` and resumes later. */
 const MAX_PAGES = 50;
-/** Refunds created this long before ours cannot be ours: the newest-first search stops there. */
-const SEARCH_MARGIN_MS = 10 * 60_000;
 
 type Answer = Extract<LeanCall, { kind: 'answer' }>;
 
@@ -32,6 +30,7 @@ export class LeanAdapter implements RefundProvider {
   readonly createIsIdempotent = false;
   readonly amountDecimals = 2;
 
+  private readonly logger = new Logger('LeanAdapter');
   private reasonCache?: { at: number; reasons: LeanReason[] };
 
   constructor(private readonly client: LeanClient) {}
@@ -56,8 +55,16 @@ export class LeanAdapter implements RefundProvider {
     return this.client.isEnabled();
   }
 
+  /** Lean payment ids are UUIDs; one canonical (lower-case) form keeps one payment one row. */
+  normalizePaymentId(paymentId: string): string {
+    return paymentId.toLowerCase();
+  }
+
   validateCreate(input: CreateInput) {
     const errors: { field: string; message: string }[] = [];
+    if (!/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(input.paymentId)) {
+      errors.push({ field: 'paymentId', message: 'Lean payment ids are UUIDs' });
+    }
     if (!['AED', 'SAR'].includes(input.currency)) errors.push({ field: 'currency', message: 'Lean refunds are in AED or SAR' });
     const code = (input.options as { reasonCode?: string }).reasonCode;
     const known = this.reasonCache?.reasons.map((r) => r.code);
@@ -117,12 +124,20 @@ export class LeanAdapter implements RefundProvider {
     return { outcome, call: first, extraCalls: [{ ...approve, outcome: call.kind === 'answer' && call.ok ? 'approved' : 'unknown' }] };
   }
 
+  /**
+   * Searches Lean's refund list for ours. Absence is concluded only on evidence this code
+   * can check: every page up to `total_pages` was read, each answer echoing the page number
+   * and size asked for. Paging behaviour, sort order and the payment_id filter are not
+   * documented (providers.md §3.3), so nothing is assumed from them; a search that cannot be
+   * completed answers `unknown` and is retried later, never `not_found`.
+   */
   private async find(
     cmd: RefundCommand,
   ): Promise<{ kind: 'found'; refund: Record<string, unknown>; record: CallRecord } | { kind: 'not_found' | 'unsure'; outcome: ProviderOutcome; record: CallRecord }> {
-    const oldest = cmd.createdAt.getTime() - SEARCH_MARGIN_MS;
     let record: CallRecord = { operation: 'query', httpStatus: null, providerCode: null, latencyMs: 0 };
     let latency = 0;
+    const matches: Record<string, unknown>[] = [];
+    const unsure = (reason: string) => ({ kind: 'unsure' as const, outcome: { kind: 'unknown' as const, reason }, record });
     for (let page = 0; page < MAX_PAGES; page++) {
       const call = await this.client.request(
         'GET',
@@ -132,24 +147,33 @@ export class LeanAdapter implements RefundProvider {
       latency += call.latencyMs;
       record = { ...this.record('query', call), latencyMs: latency };
       if (call.kind === 'no_answer') return { kind: 'unsure', outcome: this.noAnswer(call, false), record };
-      if (!call.ok) return { kind: 'unsure', outcome: { kind: 'unknown', reason: `list failed: Lean ${call.errorStatus ?? call.httpStatus}` }, record };
-      const body = call.body as { content?: unknown; page?: { total_pages?: unknown } } | null;
-      if (!body || !Array.isArray(body.content)) return { kind: 'unsure', outcome: { kind: 'unknown', reason: 'list answer without content' }, record };
+      if (!call.ok) return unsure(`list failed: Lean ${call.errorStatus ?? call.httpStatus}`);
+      const body = call.body as { content?: unknown; page?: Record<string, unknown> } | null;
+      if (!body || !Array.isArray(body.content)) return unsure('list answer without content');
       const items = body.content as Record<string, unknown>[];
-      const mine = items.find((r) => r.external_reference === cmd.providerRequestId && r.payment_id === cmd.paymentId);
-      if (mine) return { kind: 'found', refund: mine, record };
-      const totalPages = Number(String(body.page?.total_pages ?? 'NaN'));
-      const last = items[items.length - 1];
-      const lastCreated = typeof last?.created_at === 'string' ? Date.parse(last.created_at) : NaN;
-      // The search is complete only on evidence: a short (last) page, the last page by count, or
-      // (newest first) an item older than our refund. Anything less and we never conclude absence.
-      const complete =
-        items.length < PAGE_SIZE ||
-        (Number.isInteger(totalPages) && page + 1 >= totalPages) ||
-        (Number.isFinite(lastCreated) && lastCreated < oldest);
-      if (complete) return { kind: 'not_found', outcome: { kind: 'not_found' }, record };
+      // Our provider request id is unique: the external_reference alone identifies our refund.
+      matches.push(...items.filter((r) => r.external_reference === cmd.providerRequestId));
+      const number = Number(String(body.page?.number));
+      const size = Number(String(body.page?.size));
+      const totalPages = Number(String(body.page?.total_pages));
+      if (number !== page || size !== PAGE_SIZE || !Number.isInteger(totalPages) || totalPages < 0) {
+        return matches.length ? this.pick(matches, cmd, record) : unsure('list paging not as asked; cannot prove absence');
+      }
+      if (page + 1 >= totalPages) {
+        return matches.length ? this.pick(matches, cmd, record) : { kind: 'not_found', outcome: { kind: 'not_found' }, record };
+      }
     }
-    return { kind: 'unsure', outcome: { kind: 'unknown', reason: `not found in ${MAX_PAGES} pages; will search again` }, record };
+    return matches.length ? this.pick(matches, cmd, record) : unsure(`not found in ${MAX_PAGES} pages; will search again`);
+  }
+
+  /** One match is ours; two refunds with our reference mean a duplicate that ops must see. */
+  private pick(matches: Record<string, unknown>[], cmd: RefundCommand, record: CallRecord) {
+    const byId = cmd.providerRefundId ? matches.filter((r) => r.refund_id === cmd.providerRefundId) : [];
+    const distinct = new Set(matches.map((r) => String(r.refund_id)));
+    if (byId.length === 1) return { kind: 'found' as const, refund: byId[0], record };
+    if (distinct.size === 1) return { kind: 'found' as const, refund: matches[0], record };
+    this.logger.error({ refundId: cmd.refundId, leanRefundIds: [...distinct] }, 'Lean holds several refunds with our reference; approving none');
+    return { kind: 'unsure' as const, outcome: { kind: 'unknown' as const, reason: 'several Lean refunds carry our reference' }, record };
   }
 
   private noAnswer(call: Extract<LeanCall, { kind: 'no_answer' }>, isCreate: boolean): ProviderOutcome {

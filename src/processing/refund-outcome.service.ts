@@ -1,0 +1,107 @@
+import { Injectable } from '@nestjs/common';
+import { AppConfig } from '../config/config.js';
+import { Database } from '../database/database.js';
+import type { ProviderOutcome } from '../providers/provider.js';
+import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
+
+type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
+
+/**
+ * The one place a provider's answer (poll or webhook) changes a refund. Every change is
+ * conditional on the refund's current status (read under its row lock), so duplicated,
+ * late or reordered answers are harmless:
+ * - `processing` takes any answer; `requires_action` is left by an answer that says the
+ *   provider moved on (it is also polled, slowly, so it cannot be stranded);
+ * - a late "waiting for an address" after the merchant gave one is ignored;
+ * - final statuses take nothing.
+ */
+@Injectable()
+export class RefundOutcomeService {
+  constructor(
+    private readonly db: Database,
+    private readonly state: RefundStateService,
+    private readonly cfg: AppConfig,
+  ) {}
+
+  async apply(refundId: string, outcome: Applicable, actor: string): Promise<'final' | 'updated' | 'unchanged'> {
+    return this.db.transaction(async (tx) => {
+      const [cur] = await tx.query<{ status: string; has_address: boolean; cancel_asked: boolean }>(
+        `SELECT status, provider_options ? 'toAddress' AS has_address,
+                EXISTS (SELECT 1 FROM refund_attempts a WHERE a.refund_id = r.id AND a.operation = 'cancel') AS cancel_asked
+           FROM refunds r WHERE id = $1 FOR UPDATE`,
+        [refundId],
+      );
+      if (!cur || (cur.status !== 'processing' && cur.status !== 'requires_action')) return 'unchanged';
+      const slowly = new Date(Date.now() + this.cfg.processing.pollMaxDelayMs);
+
+      if (outcome.kind === 'pending') {
+        const patch = pendingPatch(outcome);
+        if (outcome.status === 'requires_action') {
+          if (cur.status === 'requires_action') {
+            await this.state.update(tx, refundId, ['requires_action'], { ...patch, next_check_at: slowly });
+            return 'updated';
+          }
+          // We already gave the provider an address: "still waiting for one" is an old answer.
+          if (cur.has_address) return 'unchanged';
+          const moved = await this.state.transition(tx, refundId, 'requires_action', {
+            from: ['processing'],
+            actor,
+            patch: { ...patch, next_check_at: slowly, check_count: 0 },
+          });
+          return moved ? 'updated' : 'unchanged';
+        }
+        if (cur.status === 'requires_action') {
+          // The provider got its address another way (or our PATCH's answer was lost): follow it again.
+          const moved = await this.state.transition(tx, refundId, 'processing', {
+            from: ['requires_action'],
+            actor,
+            patch: { ...patch, next_check_at: new Date(), check_count: 0 },
+          });
+          return moved ? 'updated' : 'unchanged';
+        }
+        await this.state.update(tx, refundId, ['processing'], patch);
+        return 'updated';
+      }
+
+      const u = outcome.update;
+      // A refusal without any provider-side refund (no status, no id) used no provider slot.
+      const existsAtProvider = Boolean(u.providerStatus || u.providerRefundId);
+      const patch: RefundPatch = {
+        provider_state: existsAtProvider ? 'acknowledged' : 'not_sent',
+        ...(u.providerRefundId ? { provider_refund_id: u.providerRefundId } : {}),
+        ...(u.providerStatus ? { provider_status: u.providerStatus } : {}),
+        ...(u.details ? { provider_details: u.details } : {}),
+        ...(outcome.status === 'partially_succeeded' ? { refunded_amount: u.refundedAmount } : {}),
+        ...(outcome.status === 'failed'
+          ? { failure_code: u.failureCode ?? 'provider_failed', failure_message: u.failureMessage ?? null }
+          : {}),
+      };
+      if (cur.status === 'requires_action') {
+        if (outcome.status === 'failed' && cur.cancel_asked) {
+          // We asked the provider to cancel and it ended the refund unpaid: that is our cancel,
+          // whose answer was lost on the way.
+          const canceled = await this.state.transition(tx, refundId, 'canceled', {
+            from: ['requires_action'],
+            actor,
+            patch: { provider_status: u.providerStatus ?? null, ...(u.details ? { provider_details: u.details } : {}) },
+            detail: { canceledAtProvider: true },
+          });
+          return canceled ? 'final' : 'unchanged';
+        }
+        await this.state.transition(tx, refundId, 'processing', { from: ['requires_action'], actor, patch: { next_check_at: new Date() } });
+      }
+      const moved = await this.state.transition(tx, refundId, outcome.status, { from: ['processing'], actor, patch });
+      return moved ? 'final' : 'unchanged';
+    });
+  }
+}
+
+/** Provider facts of a non-final answer, merged into the row. */
+export function pendingPatch(outcome: Extract<ProviderOutcome, { kind: 'pending' }>): RefundPatch {
+  return {
+    provider_state: 'acknowledged',
+    ...(outcome.update.providerRefundId ? { provider_refund_id: outcome.update.providerRefundId } : {}),
+    ...(outcome.update.providerStatus ? { provider_status: outcome.update.providerStatus } : {}),
+    ...(outcome.update.details ? { provider_details: outcome.update.details } : {}),
+  };
+}
