@@ -2,9 +2,18 @@ import { generateKeyPair, randomBytes, randomInt } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Injectable } from '@nestjs/common';
 import { ed25519PublicHex } from '../providers/cobo/cobo.signing.js';
-import { SandboxStore } from './sandbox-store.js';
+import { SandboxStore, onceUntilFailure } from './sandbox-store.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
+
+/** A fresh 2048-bit RSA key pair as PEM (SPKI public, PKCS#8 private). */
+export function generateRsaKeyPairPem(): Promise<{ privateKey: string; publicKey: string }> {
+  return generateKeyPairAsync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+}
 
 /** Everything the Binance Pay emulator holds for its single sandbox merchant. */
 export interface BinancePaySandboxMerchant {
@@ -18,11 +27,7 @@ export interface BinancePaySandboxMerchant {
 }
 
 async function generateBinancePayMerchant(): Promise<BinancePaySandboxMerchant> {
-  const { privateKey, publicKey } = await generateKeyPairAsync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  const { privateKey, publicKey } = await generateRsaKeyPairPem();
   return {
     apiKey: randomBytes(32).toString('hex'),
     secretKey: randomBytes(32).toString('hex'),
@@ -60,8 +65,16 @@ async function generateCoboSeeds(): Promise<StoredCoboSeeds> {
  */
 @Injectable()
 export class SandboxCredentials {
-  private binance?: Promise<BinancePaySandboxMerchant>;
-  private coboKeys?: Promise<CoboSandboxKeys>;
+  private readonly binance = onceUntilFailure(() => this.store.credentials('binance_pay', generateBinancePayMerchant));
+  private readonly coboKeys = onceUntilFailure(async (): Promise<CoboSandboxKeys> => {
+    const seeds = await this.store.credentials('cobo', generateCoboSeeds);
+    return {
+      apiPrivateKey: seeds.apiPrivateKey,
+      apiPublicKey: ed25519PublicHex(seeds.apiPrivateKey),
+      emulatorSeed: seeds.emulatorSeed,
+      coboPublicKey: ed25519PublicHex(seeds.emulatorSeed),
+    };
+  });
 
   constructor(private readonly store: SandboxStore) {}
 
@@ -73,11 +86,7 @@ export class SandboxCredentials {
 
   /** The full sandbox merchant, including the webhook signing keys (emulator side only). */
   binancePayMerchant(): Promise<BinancePaySandboxMerchant> {
-    this.binance ??= this.store.credentials('binance_pay', generateBinancePayMerchant).catch((err: unknown) => {
-      this.binance = undefined;
-      throw err;
-    });
-    return this.binance;
+    return this.binance();
   }
 
   /** What a Cobo adapter needs to call the emulator and verify its answers and webhooks. */
@@ -88,20 +97,6 @@ export class SandboxCredentials {
 
   /** Both key pairs, including the emulator's signing seed (emulator side only). */
   coboEmulator(): Promise<CoboSandboxKeys> {
-    this.coboKeys ??= this.store
-      .credentials('cobo', generateCoboSeeds)
-      .then(
-        (seeds): CoboSandboxKeys => ({
-          apiPrivateKey: seeds.apiPrivateKey,
-          apiPublicKey: ed25519PublicHex(seeds.apiPrivateKey),
-          emulatorSeed: seeds.emulatorSeed,
-          coboPublicKey: ed25519PublicHex(seeds.emulatorSeed),
-        }),
-      )
-      .catch((err: unknown) => {
-        this.coboKeys = undefined;
-        throw err;
-      });
-    return this.coboKeys;
+    return this.coboKeys();
   }
 }

@@ -8,7 +8,10 @@ import { Database } from '../database/database.js';
  * processes serve the emulators at once and tests restart them.
  */
 
-/** Arbitrary constant: the advisory lock serialising the DDL of concurrently starting processes. */
+/**
+ * Arbitrary constant: the advisory lock serialising the DDL of concurrently starting processes,
+ * the Lean emulator's (lean.store.ts) included.
+ */
 const SANDBOX_DDL_LOCK = 7_263_202;
 
 /** Idempotent DDL, run in order under the lock. Add a provider's tables here. */
@@ -168,72 +171,126 @@ const SANDBOX_DDL: readonly string[] = [
   `CREATE INDEX IF NOT EXISTS cobo_webhooks_order_idx ON sandbox.cobo_webhooks (order_id)`,
 ];
 
-@Injectable()
-export class SandboxStore implements OnModuleInit {
-  private schema?: Promise<void>;
+/** `load` once, sharing its promise; a failure is forgotten, so the next call tries again. */
+export function onceUntilFailure<T>(load: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () =>
+    (pending ??= load().catch((err: unknown) => {
+      pending = undefined;
+      throw err;
+    }));
+}
 
-  constructor(readonly db: Database) {}
+/** A Postgres unique_violation (23505), as the driver or TypeORM reports it. */
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; driverError?: { code?: string } };
+  return e?.code === '23505' || e?.driverError?.code === '23505';
+}
+
+/** A row of JSON in a sandbox table, found by its key column: credentials or fault settings. */
+export interface SandboxRow {
+  table: string;
+  key: string;
+  value: string | number;
+}
+
+/**
+ * What the emulators' stores share: their DDL, run once per process under the advisory lock
+ * (idempotent across processes), and JSON rows of generated credentials and of fault settings.
+ */
+export abstract class SandboxStoreBase implements OnModuleInit {
+  private readonly createTables: () => Promise<void>;
+
+  protected constructor(
+    readonly db: Database,
+    ddl: readonly string[],
+  ) {
+    this.createTables = onceUntilFailure(() =>
+      this.db.transaction(async (tx) => {
+        // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; the lock prevents it.
+        await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
+        for (const statement of ddl) await tx.query(statement);
+      }),
+    );
+  }
+
+  /** Creates the tables once per process (idempotent across processes). */
+  ready(): Promise<void> {
+    return this.createTables();
+  }
 
   async onModuleInit(): Promise<void> {
     await this.ready();
   }
 
-  /** Creates the schema once per process (idempotent across processes). */
-  ready(): Promise<void> {
-    this.schema ??= this.createSchema().catch((err: unknown) => {
-      this.schema = undefined; // let a later call try again
-      throw err;
-    });
-    return this.schema;
-  }
-
-  private async createSchema(): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; the lock prevents it.
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
-      for (const statement of SANDBOX_DDL) await tx.query(statement);
-    });
-  }
-
   /**
-   * The provider's credentials, generated on first use. Concurrent first uses may each
-   * generate a set, but only the first insert wins and everyone reads that one back.
+   * The row's `data`, generated on first use. Concurrent first uses may each generate a
+   * set, but only the first insert wins and everyone reads that one back.
    */
-  async credentials<T>(provider: string, generate: () => Promise<T>): Promise<T> {
+  protected async generatedOnce<T>(row: SandboxRow, generate: () => Promise<T>): Promise<T> {
     await this.ready();
-    const select = 'SELECT data FROM sandbox.credentials WHERE provider = $1';
-    const existing = await this.db.one<{ data: T }>(select, [provider]);
+    const select = `SELECT data FROM ${row.table} WHERE ${row.key} = $1`;
+    const existing = await this.db.one<{ data: T }>(select, [row.value]);
     if (existing) return existing.data;
     const fresh = await generate();
     await this.db.query(
-      'INSERT INTO sandbox.credentials (provider, data) VALUES ($1, $2::jsonb) ON CONFLICT (provider) DO NOTHING',
-      [provider, JSON.stringify(fresh)],
+      `INSERT INTO ${row.table} (${row.key}, data) VALUES ($1, $2::jsonb) ON CONFLICT (${row.key}) DO NOTHING`,
+      [row.value, JSON.stringify(fresh)],
     );
-    const stored = await this.db.one<{ data: T }>(select, [provider]);
-    return stored!.data;
+    return (await this.db.one<{ data: T }>(select, [row.value]))!.data;
   }
 
-  /** The stored fault settings of a provider (only the keys that were set). */
-  async faults(provider: string): Promise<Record<string, unknown>> {
-    const row = await this.db.one<{ settings: Record<string, unknown> }>(
-      'SELECT settings FROM sandbox.faults WHERE provider = $1',
-      [provider],
+  /** The row's fault settings (only the keys that were set). */
+  protected async settings(row: SandboxRow): Promise<Record<string, unknown>> {
+    const found = await this.db.one<{ settings: Record<string, unknown> }>(
+      `SELECT settings FROM ${row.table} WHERE ${row.key} = $1`,
+      [row.value],
     );
-    return row?.settings ?? {};
+    return found?.settings ?? {};
   }
 
-  /** Merges a validated partial update into the stored settings, atomically. */
-  async patchFaults(provider: string, patch: Record<string, unknown>): Promise<Record<string, unknown>> {
+  /** Merges a validated partial update into the row's settings, atomically. */
+  protected async mergeSettings(row: SandboxRow, patch: Record<string, unknown>): Promise<Record<string, unknown>> {
     const rows = await this.db.query<{ settings: Record<string, unknown> }>(
-      `INSERT INTO sandbox.faults (provider, settings) VALUES ($1, $2::jsonb)
-       ON CONFLICT (provider) DO UPDATE SET settings = sandbox.faults.settings || EXCLUDED.settings, updated_at = now()
+      `INSERT INTO ${row.table} (${row.key}, settings) VALUES ($1, $2::jsonb)
+       ON CONFLICT (${row.key}) DO UPDATE SET settings = ${row.table}.settings || EXCLUDED.settings, updated_at = now()
        RETURNING settings`,
-      [provider, JSON.stringify(patch)],
+      [row.value, JSON.stringify(patch)],
     );
     return rows[0]!.settings;
   }
 
-  async resetFaults(provider: string): Promise<void> {
-    await this.db.query('DELETE FROM sandbox.faults WHERE provider = $1', [provider]);
+  protected async deleteRow(row: SandboxRow): Promise<void> {
+    await this.db.query(`DELETE FROM ${row.table} WHERE ${row.key} = $1`, [row.value]);
+  }
+}
+
+const credentialsOf = (provider: string): SandboxRow => ({ table: 'sandbox.credentials', key: 'provider', value: provider });
+const faultsOf = (provider: string): SandboxRow => ({ table: 'sandbox.faults', key: 'provider', value: provider });
+
+/** The `sandbox` schema of the Binance Pay and Cobo emulators, keyed by provider. */
+@Injectable()
+export class SandboxStore extends SandboxStoreBase {
+  constructor(db: Database) {
+    super(db, SANDBOX_DDL);
+  }
+
+  /** The provider's credentials, generated on first use. */
+  credentials<T>(provider: string, generate: () => Promise<T>): Promise<T> {
+    return this.generatedOnce(credentialsOf(provider), generate);
+  }
+
+  /** The stored fault settings of a provider (only the keys that were set). */
+  faults(provider: string): Promise<Record<string, unknown>> {
+    return this.settings(faultsOf(provider));
+  }
+
+  /** Merges a validated partial update into the stored settings, atomically. */
+  patchFaults(provider: string, patch: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.mergeSettings(faultsOf(provider), patch);
+  }
+
+  resetFaults(provider: string): Promise<void> {
+    return this.deleteRow(faultsOf(provider));
   }
 }

@@ -1,9 +1,10 @@
-import { Controller, Delete, Get, Injectable, Logger, Post, Put, Req, Res } from '@nestjs/common';
+import { Controller, Get, Injectable, Logger, Post, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { SandboxCredentials } from '../sandbox-credentials.js';
-import { control, sendError, sendJsonText, sleep } from '../sandbox-http.js';
-import { BinancePayFaults, FaultValidationError, chance } from './binance-pay.faults.js';
+import { chance } from '../sandbox-faults.js';
+import { SandboxControlError, SandboxFaultsController, control, sendAnswer, serveEmulatorCall } from '../sandbox-http.js';
+import { BinancePayFaults } from './binance-pay.faults.js';
 import { BinancePayEmulator } from './binance-pay.emulator.js';
 import {
   BinanceCode,
@@ -34,50 +35,36 @@ export class BinancePayMerchantHttp {
     private readonly credentials: SandboxCredentials,
   ) {}
 
-  async handle(req: RawBodyRequest<Request>, res: Response, work: MerchantWork): Promise<void> {
+  handle(req: RawBodyRequest<Request>, res: Response, work: MerchantWork): Promise<void> {
     // Taken before any injected latency: the timestamp window is about when the request came in.
     const arrivedAt = Date.now();
-    let faults: BinancePayFaults | undefined;
-    let status: number;
-    let text: string;
-    try {
-      faults = await this.emulator.faults();
-      await sleep(faults.latencyMs);
-      if (chance(faults.errorRate)) {
-        // Before anything is done, and never followed by the dropped-connection fault.
-        sendJsonText(res, 500, failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Sandbox: injected server error.'));
-        return;
-      }
-      const raw = req.rawBody ? req.rawBody.toString('utf8') : '';
-      const merchant = await this.credentials.binancePayMerchant();
-      const authFailure = checkBinanceAuth({
-        headers: req.headers,
-        body: raw,
-        now: arrivedAt,
-        windowMs: faults.timestampWindowMs,
-        secretFor: (apiKey) => (apiKey === merchant.apiKey ? merchant.secretKey : undefined),
-      });
-      if (authFailure) throw authFailure;
-      const data = await work(parseBinanceBody(raw), faults);
-      status = 200;
-      text = successEnvelope(data);
-    } catch (err) {
-      if (err instanceof BinanceFail) {
-        status = err.httpStatus;
-        text = failEnvelope(err.code, err.message);
-      } else {
+    return serveEmulatorCall<BinancePayFaults>(req, {
+      faults: () => this.emulator.faults(),
+      refusal: (faults) =>
+        chance(faults.errorRate)
+          ? { status: 500, text: failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Sandbox: injected server error.') }
+          : undefined,
+      work: async (faults) => {
+        const raw = req.rawBody ? req.rawBody.toString('utf8') : '';
+        const merchant = await this.credentials.binancePayMerchant();
+        const authFailure = checkBinanceAuth({
+          headers: req.headers,
+          body: raw,
+          now: arrivedAt,
+          windowMs: faults.timestampWindowMs,
+          secretFor: (apiKey) => (apiKey === merchant.apiKey ? merchant.secretKey : undefined),
+        });
+        if (authFailure) throw authFailure;
+        const data = await work(parseBinanceBody(raw), faults);
+        return { status: 200, text: successEnvelope(data) };
+      },
+      failure: (err) => {
+        if (err instanceof BinanceFail) return { status: err.httpStatus, text: failEnvelope(err.code, err.message) };
         this.logger.error(`merchant API call failed: ${(err as Error)?.stack ?? String(err)}`);
-        status = 500;
-        text = failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Unknown error, please retry later.');
-      }
-    }
-    if (faults && chance(faults.timeoutAfterCommitRate)) {
-      // The work is committed; the caller never learns it and must recover via the query paths.
-      await sleep(faults.timeoutAfterCommitDelayMs);
-      req.socket.destroy();
-      return;
-    }
-    sendJsonText(res, status, text);
+        return { status: 500, text: failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Unknown error, please retry later.') };
+      },
+      send: (answer) => sendAnswer(res, answer),
+    });
   }
 
   /** A body express could not parse: authenticate as usual, then answer 400001. */
@@ -90,13 +77,13 @@ export class BinancePayMerchantHttp {
 
 /** `/sandbox/binance-pay`: the Binance Pay merchant API, plus fault settings and inspection for tests. */
 @Controller('sandbox/binance-pay')
-export class BinancePayEmulatorController {
-  private readonly logger = new Logger('BinancePaySandbox');
-
+export class BinancePayEmulatorController extends SandboxFaultsController {
   constructor(
     private readonly http: BinancePayMerchantHttp,
     private readonly emulator: BinancePayEmulator,
-  ) {}
+  ) {
+    super(new Logger('BinancePaySandbox'), emulator);
+  }
 
   // --- merchant API (bodies taken from req.rawBody, so the global ValidationPipe stays out) ---
 
@@ -122,25 +109,6 @@ export class BinancePayEmulatorController {
     return this.http.handle(req, res, () => this.emulator.certificates());
   }
 
-  // --- fault settings -------------------------------------------------------------------------
-
-  @Get('faults')
-  getFaults(@Res() res: Response): Promise<void> {
-    return control(res, this.logger, async () => ({ body: await this.emulator.faults() }));
-  }
-
-  @Put('faults')
-  putFaults(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return control(res, this.logger, async () => ({ body: await this.emulator.patchFaults(req.body) }), [
-      FaultValidationError,
-    ]);
-  }
-
-  @Delete('faults')
-  resetFaults(@Res() res: Response): Promise<void> {
-    return control(res, this.logger, async () => ({ body: await this.emulator.resetFaults() }));
-  }
-
   // --- inspection of the emulator's own records ---------------------------------------------
 
   @Get('refunds')
@@ -156,13 +124,11 @@ export class BinancePayEmulatorController {
   }
 
   @Get('orders/:prepayId')
-  async getOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
-    const prepayId = String(req.params.prepayId);
-    const order = await this.emulator.inspectOrder(prepayId).catch((err: unknown) => err as Error);
-    if (order instanceof Error) {
-      this.logger.error(`order inspection failed: ${order.message}`);
-      sendError(res, 500, 'internal error');
-    } else if (!order) sendError(res, 404, 'order not found');
-    else sendJsonText(res, 200, JSON.stringify(order));
+  getOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
+    return control(res, this.logger, async () => {
+      const order = await this.emulator.inspectOrder(String(req.params.prepayId));
+      if (!order) throw new SandboxControlError(404, 'order not found');
+      return { body: order };
+    });
   }
 }

@@ -5,14 +5,10 @@ import { money } from '../../common/money.js';
 import { Sql } from '../../database/database.js';
 import { binanceCertSerial } from '../../providers/binance-pay/binance-pay.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
+import { chance } from '../sandbox-faults.js';
 import { CreateSandboxPayment, SandboxPayment, SandboxPaymentEmulator } from '../sandbox-payment-emulator.js';
-import { SandboxStore } from '../sandbox-store.js';
-import {
-  BinancePayFaults,
-  chance,
-  parseBinancePayFaultPatch,
-  resolveBinancePayFaults,
-} from './binance-pay.faults.js';
+import { SandboxStore, isUniqueViolation } from '../sandbox-store.js';
+import { BinancePayFaults, parseBinancePayFaultPatch, resolveBinancePayFaults } from './binance-pay.faults.js';
 import {
   BinanceCode,
   BinanceFail,
@@ -80,11 +76,6 @@ interface WebhookRow {
 
 /** Statuses `POST /sandbox/payments` may seed an order in; PAID is the default. */
 const PAYMENT_STATUSES = ['PAID', 'INITIAL', 'EXPIRED', 'CANCELED'] as const;
-
-function isUniqueViolation(err: unknown): boolean {
-  const e = err as { code?: string; driverError?: { code?: string } };
-  return e?.code === '23505' || e?.driverError?.code === '23505';
-}
 
 /** Non-failed refunds of the order: what the RefundResult calls refundedAmount. */
 function reservedOf(order: OrderRow) {

@@ -1,3 +1,5 @@
+import { FaultRule, parseFaultPatch, resolveFaults } from '../sandbox-faults.js';
+
 /**
  * Fault injection settings of the Binance Pay emulator. Stored in Postgres (sandbox.faults,
  * one row per provider) so every process serving the emulator applies the same ones.
@@ -44,14 +46,8 @@ export const BINANCE_PAY_FAULT_DEFAULTS: Readonly<BinancePayFaults> = Object.fre
   webhookDelayMs: 0,
 });
 
-type Rule =
-  | { kind: 'rate' }
-  | { kind: 'ms'; max: number }
-  | { kind: 'boolean' }
-  | { kind: 'enum'; values: readonly string[] };
-
 const HOUR_MS = 3_600_000;
-const RULES: Record<keyof BinancePayFaults, Rule> = {
+const RULES: Record<keyof BinancePayFaults, FaultRule> = {
   latencyMs: { kind: 'ms', max: 120_000 },
   errorRate: { kind: 'rate' },
   timeoutAfterCommitRate: { kind: 'rate' },
@@ -67,52 +63,12 @@ const RULES: Record<keyof BinancePayFaults, Rule> = {
   webhookDelayMs: { kind: 'ms', max: HOUR_MS },
 };
 
-export class FaultValidationError extends Error {}
-
-/** Validates a partial update; throws FaultValidationError naming the offending key. */
+/** Validates a partial update; throws FaultValidationError (sandbox-faults.ts) naming the key. */
 export function parseBinancePayFaultPatch(body: unknown): Partial<BinancePayFaults> {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new FaultValidationError('the body must be a JSON object');
-  }
-  const patch: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(body)) {
-    const rule = (RULES as Record<string, Rule | undefined>)[key];
-    if (!rule) throw new FaultValidationError(`unknown fault setting "${key}"`);
-    switch (rule.kind) {
-      case 'rate':
-        if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) {
-          throw new FaultValidationError(`${key} must be a number between 0 and 1`);
-        }
-        break;
-      case 'ms':
-        if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > rule.max) {
-          throw new FaultValidationError(`${key} must be a whole number of milliseconds between 0 and ${rule.max}`);
-        }
-        break;
-      case 'boolean':
-        if (typeof value !== 'boolean') throw new FaultValidationError(`${key} must be true or false`);
-        break;
-      case 'enum':
-        if (typeof value !== 'string' || !rule.values.includes(value)) {
-          throw new FaultValidationError(`${key} must be one of ${rule.values.join(', ')}`);
-        }
-        break;
-    }
-    patch[key] = value;
-  }
-  return patch as Partial<BinancePayFaults>;
+  return parseFaultPatch<BinancePayFaults>(RULES, body);
 }
 
 /** Defaults overlaid with the stored settings; stored keys no longer known are ignored. */
 export function resolveBinancePayFaults(stored: Record<string, unknown> | undefined): BinancePayFaults {
-  const out: Record<string, unknown> = { ...BINANCE_PAY_FAULT_DEFAULTS };
-  for (const key of Object.keys(RULES)) {
-    if (stored && stored[key] !== undefined) out[key] = stored[key];
-  }
-  return out as unknown as BinancePayFaults;
-}
-
-/** Math.random is fine here: fault rates decide test behaviour, never amounts or secrets. */
-export function chance(rate: number): boolean {
-  return rate > 0 && Math.random() < rate;
+  return resolveFaults<BinancePayFaults>(BINANCE_PAY_FAULT_DEFAULTS, RULES, stored);
 }

@@ -2,12 +2,8 @@ import { LosslessNumber, isLosslessNumber, parse } from 'lossless-json';
 import { describe, expect, it } from 'vitest';
 import { money } from '../../common/money.js';
 import { signBinanceRequest } from '../../providers/binance-pay/binance-pay.signing.js';
-import {
-  BINANCE_PAY_FAULT_DEFAULTS,
-  FaultValidationError,
-  parseBinancePayFaultPatch,
-  resolveBinancePayFaults,
-} from './binance-pay.faults.js';
+import { FaultValidationError } from '../sandbox-faults.js';
+import { BINANCE_PAY_FAULT_DEFAULTS, parseBinancePayFaultPatch, resolveBinancePayFaults } from './binance-pay.faults.js';
 import {
   BinanceFail,
   buildRefundWebhookBody,

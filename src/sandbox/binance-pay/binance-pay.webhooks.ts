@@ -1,7 +1,9 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { binanceCertSerial, binanceNonce, signBinanceWebhook } from '../../providers/binance-pay/binance-pay.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
+import { LoopStep, SandboxLoop } from '../sandbox-loop.js';
 import { SandboxStore } from '../sandbox-store.js';
+import { DueWebhook, WebhookDeliveries } from '../sandbox-webhooks.js';
 import { BinancePayEmulator } from './binance-pay.emulator.js';
 import { WEBHOOK_RETRY_DELAYS_MS, isWebhookAcknowledged, webhookRetryDelay } from './binance-pay.rules.js';
 
@@ -15,146 +17,60 @@ const DELIVERY_TIMEOUT_MS = 5_000;
 /** A claimed delivery is invisible to other processes this long; it must exceed the timeout. */
 const CLAIM_LEASE_MS = 30_000;
 
-interface DueDelivery {
-  id: string;
-  url: string;
+interface DueDelivery extends DueWebhook {
+  /** The stored body, the same on every attempt. */
   body: string;
-  attempts: number;
 }
 
 /**
  * The background half of the emulator: settles due refunds (the query paths also settle
- * lazily) and delivers their webhooks. Runs in every process that serves the emulator;
- * Postgres row locks (SKIP LOCKED) and claim leases keep the processes from doing the same
- * work twice, and a process that dies mid-delivery leaves the row to be retried after the lease.
+ * lazily) and delivers their webhooks (sandbox-webhooks.ts). Runs in every process that
+ * serves the emulator; Postgres row locks (SKIP LOCKED) and claim leases keep the
+ * processes from doing the same work twice.
  */
 @Injectable()
-export class BinancePayWebhooks implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger('BinancePaySandboxWebhooks');
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
-  private stopped = false;
-  private readonly shutdown = new AbortController();
+export class BinancePayWebhooks extends SandboxLoop {
+  private readonly webhooks: WebhookDeliveries<DueDelivery>;
 
   constructor(
     private readonly emulator: BinancePayEmulator,
-    private readonly store: SandboxStore,
+    store: SandboxStore,
     private readonly credentials: SandboxCredentials,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    this.schedule(0);
+  ) {
+    super(new Logger('BinancePaySandboxWebhooks'), POLL_INTERVAL_MS);
+    this.webhooks = new WebhookDeliveries<DueDelivery>(store.db, this.logger, {
+      table: 'sandbox.binance_webhooks',
+      columns: ['body'],
+      batch: DELIVERY_BATCH,
+      timeoutMs: DELIVERY_TIMEOUT_MS,
+      leaseMs: CLAIM_LEASE_MS,
+      request: (delivery) => this.signed(delivery),
+      acknowledged: isWebhookAcknowledged,
+      retryDelay: webhookRetryDelay,
+      maxAttempts: WEBHOOK_RETRY_DELAYS_MS.length + 1,
+    });
   }
 
-  async onModuleDestroy(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.shutdown.abort();
-    await this.running;
+  protected steps(): LoopStep[] {
+    return [
+      { what: 'settling refunds', run: () => this.emulator.settleAllDue(SETTLE_BATCH) },
+      { what: 'delivering webhooks', run: () => this.webhooks.deliverDue(this.shutdown.signal) },
+    ];
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => {
-        this.running = undefined;
-        this.schedule(POLL_INTERVAL_MS);
-      });
-    }, delayMs);
-  }
-
-  /** One round; never throws, so the loop keeps going through a database hiccup. */
-  async tick(): Promise<void> {
-    try {
-      await this.emulator.settleAllDue(SETTLE_BATCH);
-    } catch (err) {
-      if (!this.stopped) this.logger.warn(`settling refunds failed: ${(err as Error).message}`);
-    }
-    try {
-      await this.deliverDue();
-    } catch (err) {
-      if (!this.stopped) this.logger.warn(`delivering webhooks failed: ${(err as Error).message}`);
-    }
-  }
-
-  private async deliverDue(): Promise<void> {
-    if (this.stopped) return;
-    // Claim by pushing next_attempt_at past the lease: the row stays PENDING, so a crash
-    // mid-delivery only delays it. SKIP LOCKED lets concurrent processes claim disjoint rows.
-    const claimed = await this.store.db.query<DueDelivery>(
-      `UPDATE sandbox.binance_webhooks w
-          SET next_attempt_at = now() + $2 * interval '1 millisecond'
-        WHERE w.id IN (
-          SELECT id FROM sandbox.binance_webhooks
-           WHERE status = 'PENDING' AND next_attempt_at <= now()
-           ORDER BY next_attempt_at, id
-           LIMIT $1
-           FOR UPDATE SKIP LOCKED)
-        RETURNING w.id, w.url, w.body, w.attempts`,
-      [DELIVERY_BATCH, CLAIM_LEASE_MS],
-    );
-    await Promise.all(claimed.map((delivery) => this.deliver(delivery)));
-  }
-
-  private async deliver(delivery: DueDelivery): Promise<void> {
-    let error: string | undefined;
-    try {
-      const merchant = await this.credentials.binancePayMerchant();
-      // A fresh timestamp, nonce and signature per attempt, over the same stored body.
-      const timestamp = String(Date.now());
-      const nonce = binanceNonce();
-      const response = await fetch(delivery.url, {
-        method: 'POST',
-        redirect: 'manual',
-        headers: {
-          'content-type': 'application/json',
-          'BinancePay-Certificate-SN': binanceCertSerial(merchant.webhookPublicKeyPem),
-          'BinancePay-Nonce': nonce,
-          'BinancePay-Timestamp': timestamp,
-          'BinancePay-Signature': signBinanceWebhook(merchant.webhookPrivateKeyPem, timestamp, nonce, delivery.body),
-        },
-        body: delivery.body,
-        signal: AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)]),
-      });
-      const text = await response.text();
-      if (!isWebhookAcknowledged(response.status, text)) {
-        error = `HTTP ${response.status}: ${text.slice(0, 200)}`;
-      }
-    } catch (err) {
-      if (this.shutdown.signal.aborted) {
-        // Interrupted by our own shutdown: not the receiver's fault, so release it uncounted.
-        await this.store.db
-          .query('UPDATE sandbox.binance_webhooks SET next_attempt_at = now() WHERE id = $1', [delivery.id])
-          .catch(() => undefined);
-        return;
-      }
-      const cause = (err as { cause?: { message?: string } }).cause?.message;
-      error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
-    }
-    await this.record(delivery, error);
-  }
-
-  private async record(delivery: DueDelivery, error: string | undefined): Promise<void> {
-    const attempts = delivery.attempts + 1;
-    if (error === undefined) {
-      await this.store.db.query(
-        `UPDATE sandbox.binance_webhooks SET status = 'DELIVERED', attempts = $2, delivered_at = now(), last_error = NULL
-          WHERE id = $1`,
-        [delivery.id, attempts],
-      );
-      return;
-    }
-    const retryIn = webhookRetryDelay(attempts);
-    if (retryIn === undefined) {
-      this.logger.warn(`webhook ${delivery.id} failed after ${WEBHOOK_RETRY_DELAYS_MS.length + 1} attempts: ${error}`);
-    }
-    await this.store.db.query(
-      `UPDATE sandbox.binance_webhooks
-          SET attempts = $2, last_error = $3,
-              status = CASE WHEN $4::int IS NULL THEN 'FAILED' ELSE 'PENDING' END,
-              next_attempt_at = now() + coalesce($4::int, 0) * interval '1 millisecond'
-        WHERE id = $1`,
-      [delivery.id, attempts, error.slice(0, 1000), retryIn ?? null],
-    );
+  /** A fresh timestamp, nonce and signature per attempt, over the same stored body. */
+  private async signed(delivery: DueDelivery): Promise<{ body: string; headers: Record<string, string> }> {
+    const merchant = await this.credentials.binancePayMerchant();
+    const timestamp = String(Date.now());
+    const nonce = binanceNonce();
+    return {
+      body: delivery.body,
+      headers: {
+        'BinancePay-Certificate-SN': binanceCertSerial(merchant.webhookPublicKeyPem),
+        'BinancePay-Nonce': nonce,
+        'BinancePay-Timestamp': timestamp,
+        'BinancePay-Signature': signBinanceWebhook(merchant.webhookPrivateKeyPem, timestamp, nonce, delivery.body),
+      },
+    };
   }
 }

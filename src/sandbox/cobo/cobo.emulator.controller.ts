@@ -1,10 +1,10 @@
-import { All, Controller, Delete, Get, Injectable, Logger, Post, Put, Req, Res } from '@nestjs/common';
+import { All, Controller, Get, Injectable, Logger, Post, Put, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { signCoboResponse } from '../../providers/cobo/cobo.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
-import { FaultValidationError, chance } from '../sandbox-faults.js';
-import { control, sendError, sendJsonText, sleep } from '../sandbox-http.js';
+import { chance } from '../sandbox-faults.js';
+import { SandboxControlError, SandboxFaultsController, control, sendJsonText, serveEmulatorCall } from '../sandbox-http.js';
 import { CoboEmulator } from './cobo.emulator.js';
 import { CoboFaults } from './cobo.faults.js';
 import {
@@ -82,59 +82,43 @@ export class CoboApiHttp {
     private readonly credentials: SandboxCredentials,
   ) {}
 
-  async handle(req: RawBodyRequest<Request>, res: Response, work: CoboWork): Promise<void> {
+  handle(req: RawBodyRequest<Request>, res: Response, work: CoboWork): Promise<void> {
     // Taken before any injected latency: the nonce window is about when the request came in.
     const arrivedAt = Date.now();
-    let faults: CoboFaults | undefined;
-    let status: number;
-    let text: string;
-    try {
-      faults = await this.emulator.faults();
-      await sleep(faults.latencyMs);
-      if (chance(faults.errorRate)) {
-        // Before anything is done, and never followed by the dropped-connection fault.
-        await this.send(res, 500, errorBody(CoboCode.INTERNAL, 'Sandbox: injected server error.'), faults);
-        return;
-      }
-      const raw = await readRawBody(req);
-      const { path, query } = splitUrl(req.originalUrl);
-      const keys = await this.credentials.coboEmulator();
-      const authFailure = checkCoboAuth({
-        method: req.method,
-        path,
-        query,
-        body: raw,
-        headers: req.headers,
-        now: arrivedAt,
-        windowMs: faults.nonceWindowMs,
-        registeredKey: keys.apiPublicKey,
-      });
-      if (authFailure) throw authFailure;
-      const result = await work({
-        json: () => parseCoboBody(raw),
-        query: new URLSearchParams(query),
-        faults,
-        initiator: `api_key_${keys.apiPublicKey}`,
-      });
-      status = result.status ?? 200;
-      text = JSON.stringify(result.body);
-    } catch (err) {
-      if (err instanceof CoboError) {
-        status = err.httpStatus;
-        text = errorBody(err.code, err.message);
-      } else {
+    return serveEmulatorCall<CoboFaults>(req, {
+      faults: () => this.emulator.faults(),
+      refusal: (faults) =>
+        chance(faults.errorRate) ? { status: 500, text: errorBody(CoboCode.INTERNAL, 'Sandbox: injected server error.') } : undefined,
+      work: async (faults) => {
+        const raw = await readRawBody(req);
+        const { path, query } = splitUrl(req.originalUrl);
+        const keys = await this.credentials.coboEmulator();
+        const authFailure = checkCoboAuth({
+          method: req.method,
+          path,
+          query,
+          body: raw,
+          headers: req.headers,
+          now: arrivedAt,
+          windowMs: faults.nonceWindowMs,
+          registeredKey: keys.apiPublicKey,
+        });
+        if (authFailure) throw authFailure;
+        const result = await work({
+          json: () => parseCoboBody(raw),
+          query: new URLSearchParams(query),
+          faults,
+          initiator: `api_key_${keys.apiPublicKey}`,
+        });
+        return { status: result.status ?? 200, text: JSON.stringify(result.body) };
+      },
+      failure: (err) => {
+        if (err instanceof CoboError) return { status: err.httpStatus, text: errorBody(err.code, err.message) };
         this.logger.error(`API call failed: ${(err as Error)?.stack ?? String(err)}`);
-        status = 500;
-        text = errorBody(CoboCode.INTERNAL, 'Internal error, please retry later.');
-      }
-    }
-    if (faults && chance(faults.timeoutAfterCommitRate)) {
-      // The work is committed; the caller never learns it and must recover via the query paths.
-      await sleep(faults.timeoutAfterCommitDelayMs);
-      req.socket.destroy();
-      return;
-    }
-    await this.send(res, status, text, faults);
+        return { status: 500, text: errorBody(CoboCode.INTERNAL, 'Internal error, please retry later.') };
+      },
+      send: ({ status, text }, faults) => this.send(res, status, text, faults),
+    });
   }
 
   /** A body express could not parse: authenticate as usual (rawBody was kept), then 2006. */
@@ -171,13 +155,13 @@ export class CoboApiHttp {
 
 /** `/sandbox/cobo`: the Cobo Payments API under `/v2`, plus fault settings and inspection for tests. */
 @Controller('sandbox/cobo')
-export class CoboEmulatorController {
-  private readonly logger = new Logger('CoboSandbox');
-
+export class CoboEmulatorController extends SandboxFaultsController {
   constructor(
     private readonly http: CoboApiHttp,
     private readonly emulator: CoboEmulator,
-  ) {}
+  ) {
+    super(new Logger('CoboSandbox'), emulator);
+  }
 
   // --- the API (bodies taken from the raw request, so the global ValidationPipe stays out) ---
 
@@ -234,25 +218,6 @@ export class CoboEmulatorController {
     });
   }
 
-  // --- fault settings -------------------------------------------------------------------------
-
-  @Get('faults')
-  getFaults(@Res() res: Response): Promise<void> {
-    return control(res, this.logger, async () => ({ body: await this.emulator.faults() }));
-  }
-
-  @Put('faults')
-  putFaults(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return control(res, this.logger, async () => ({ body: await this.emulator.patchFaults(req.body) }), [
-      FaultValidationError,
-    ]);
-  }
-
-  @Delete('faults')
-  resetFaults(@Res() res: Response): Promise<void> {
-    return control(res, this.logger, async () => ({ body: await this.emulator.resetFaults() }));
-  }
-
   // --- inspection of the emulator's own records ---------------------------------------------
 
   @Get('refunds')
@@ -271,12 +236,11 @@ export class CoboEmulatorController {
   }
 
   @Get('orders/:orderId')
-  async inspectOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
-    const order = await this.emulator.inspectOrder(String(req.params.orderId)).catch((err: unknown) => err as Error);
-    if (order instanceof Error) {
-      this.logger.error(`order inspection failed: ${order.message}`);
-      sendError(res, 500, 'internal error');
-    } else if (!order) sendError(res, 404, 'order not found');
-    else sendJsonText(res, 200, JSON.stringify(order));
+  inspectOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
+    return control(res, this.logger, async () => {
+      const order = await this.emulator.inspectOrder(String(req.params.orderId));
+      if (!order) throw new SandboxControlError(404, 'order not found');
+      return { body: order };
+    });
   }
 }

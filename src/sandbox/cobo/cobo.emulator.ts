@@ -5,7 +5,7 @@ import { Sql } from '../../database/database.js';
 import { chance } from '../sandbox-faults.js';
 import { SandboxBadRequest } from '../sandbox-http.js';
 import { CreateSandboxPayment, SandboxPayment, SandboxPaymentEmulator } from '../sandbox-payment-emulator.js';
-import { SandboxStore } from '../sandbox-store.js';
+import { SandboxStore, isUniqueViolation } from '../sandbox-store.js';
 import { SANDBOX_OPTIONS, SandboxOptions } from '../sandbox-options.js';
 import { CoboFaults, parseCoboFaultPatch, resolveCoboFaults } from './cobo.faults.js';
 import {
@@ -68,11 +68,6 @@ interface WebhookRow {
   last_error: string | null;
   delivered_at: Date | null;
   created_at: Date;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  const e = err as { code?: string; driverError?: { code?: string } };
-  return e?.code === '23505' || e?.driverError?.code === '23505';
 }
 
 /** YYYYMMDD in UTC, the date part of Cobo's ids (R20250304-M1001-1001). */

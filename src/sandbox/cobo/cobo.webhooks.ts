@@ -1,7 +1,9 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { signCoboResponse } from '../../providers/cobo/cobo.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
+import { LoopStep, SandboxLoop } from '../sandbox-loop.js';
 import { SandboxStore } from '../sandbox-store.js';
+import { DueWebhook, WebhookDeliveries } from '../sandbox-webhooks.js';
 import { CoboEmulator } from './cobo.emulator.js';
 import { WEBHOOK_RETRY_DELAYS_MS, buildWebhookEvent, isWebhookAcknowledged, webhookRetryDelay } from './cobo.rules.js';
 
@@ -15,153 +17,65 @@ const DELIVERY_TIMEOUT_MS = 2_000;
 /** A claimed delivery is invisible to other processes this long; it must exceed the timeout. */
 const CLAIM_LEASE_MS = 30_000;
 
-interface DueDelivery {
-  id: string;
+interface DueDelivery extends DueWebhook {
   event_id: string;
-  url: string;
+  /** The Refund snapshot (JSON text); the envelope around it is built per attempt. */
   data: string;
   created_ms: string;
-  attempts: number;
 }
 
 /**
  * The background half of the Cobo emulator: moves refunds through their lifecycle (the
- * read paths also do it lazily) and delivers their webhooks. Runs in every process that
- * serves the emulator; row locks (SKIP LOCKED) and claim leases keep the processes from
- * doing the same work twice, and a process that dies mid-delivery leaves the row to be
- * retried after the lease.
+ * read paths also do it lazily) and delivers their webhooks (sandbox-webhooks.ts). Runs in
+ * every process that serves the emulator; row locks (SKIP LOCKED) and claim leases keep
+ * the processes from doing the same work twice.
  */
 @Injectable()
-export class CoboWebhooks implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger('CoboSandboxWebhooks');
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
-  private stopped = false;
-  private readonly shutdown = new AbortController();
+export class CoboWebhooks extends SandboxLoop {
+  private readonly webhooks: WebhookDeliveries<DueDelivery>;
 
   constructor(
     private readonly emulator: CoboEmulator,
-    private readonly store: SandboxStore,
+    store: SandboxStore,
     private readonly credentials: SandboxCredentials,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    this.schedule(0);
+  ) {
+    super(new Logger('CoboSandboxWebhooks'), POLL_INTERVAL_MS);
+    this.webhooks = new WebhookDeliveries<DueDelivery>(store.db, this.logger, {
+      table: 'sandbox.cobo_webhooks',
+      columns: ['event_id', 'data', 'created_ms'],
+      batch: DELIVERY_BATCH,
+      timeoutMs: DELIVERY_TIMEOUT_MS,
+      leaseMs: CLAIM_LEASE_MS,
+      request: (delivery) => this.signed(delivery),
+      acknowledged: isWebhookAcknowledged,
+      retryDelay: webhookRetryDelay,
+      maxAttempts: WEBHOOK_RETRY_DELAYS_MS.length + 1,
+    });
   }
 
-  async onModuleDestroy(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.shutdown.abort();
-    await this.running;
+  protected steps(): LoopStep[] {
+    return [
+      { what: 'advancing refunds', run: () => this.emulator.advanceAllDue(ADVANCE_BATCH, true) },
+      { what: 'delivering webhooks', run: () => this.webhooks.deliverDue(this.shutdown.signal) },
+    ];
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => {
-        this.running = undefined;
-        this.schedule(POLL_INTERVAL_MS);
-      });
-    }, delayMs);
-  }
-
-  /** One round; never throws, so the loop keeps going through a database hiccup. */
-  async tick(): Promise<void> {
-    try {
-      await this.emulator.advanceAllDue(ADVANCE_BATCH, true);
-    } catch (err) {
-      if (!this.stopped) this.logger.warn(`advancing refunds failed: ${(err as Error).message}`);
-    }
-    try {
-      await this.deliverDue();
-    } catch (err) {
-      if (!this.stopped) this.logger.warn(`delivering webhooks failed: ${(err as Error).message}`);
-    }
-  }
-
-  private async deliverDue(): Promise<void> {
-    if (this.stopped) return;
-    // Claim by pushing next_attempt_at past the lease: the row stays PENDING, so a crash
-    // mid-delivery only delays it. SKIP LOCKED lets concurrent processes claim disjoint rows.
-    const claimed = await this.store.db.query<DueDelivery>(
-      `UPDATE sandbox.cobo_webhooks w
-          SET next_attempt_at = now() + $2 * interval '1 millisecond'
-        WHERE w.id IN (
-          SELECT id FROM sandbox.cobo_webhooks
-           WHERE status = 'PENDING' AND next_attempt_at <= now()
-           ORDER BY next_attempt_at, id
-           LIMIT $1
-           FOR UPDATE SKIP LOCKED)
-        RETURNING w.id, w.event_id, w.url, w.data, w.created_ms, w.attempts`,
-      [DELIVERY_BATCH, CLAIM_LEASE_MS],
-    );
-    await Promise.all(claimed.map((delivery) => this.deliver(delivery)));
-  }
-
-  private async deliver(delivery: DueDelivery): Promise<void> {
-    let error: string | undefined;
-    try {
-      const keys = await this.credentials.coboEmulator();
-      const now = Date.now();
-      // The envelope's retry fields change per attempt, so each attempt builds and signs its own body.
-      const body = buildWebhookEvent({
-        eventId: delivery.event_id,
-        url: delivery.url,
-        refund: JSON.parse(delivery.data) as Record<string, unknown>,
-        createdMs: Number(delivery.created_ms),
-        attemptsMade: delivery.attempts,
-        now,
-      });
-      const timestamp = String(now);
-      const response = await fetch(delivery.url, {
-        method: 'POST',
-        redirect: 'manual',
-        headers: {
-          'content-type': 'application/json',
-          'Biz-Timestamp': timestamp,
-          'Biz-Resp-Signature': signCoboResponse(keys.emulatorSeed, body, timestamp),
-        },
-        body,
-        signal: AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)]),
-      });
-      const text = await response.text();
-      if (!isWebhookAcknowledged(response.status)) error = `HTTP ${response.status}: ${text.slice(0, 200)}`;
-    } catch (err) {
-      if (this.shutdown.signal.aborted) {
-        // Interrupted by our own shutdown: not the receiver's fault, so release it uncounted.
-        await this.store.db
-          .query('UPDATE sandbox.cobo_webhooks SET next_attempt_at = now() WHERE id = $1', [delivery.id])
-          .catch(() => undefined);
-        return;
-      }
-      const cause = (err as { cause?: { message?: string } }).cause?.message;
-      error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
-    }
-    await this.record(delivery, error);
-  }
-
-  private async record(delivery: DueDelivery, error: string | undefined): Promise<void> {
-    const attempts = delivery.attempts + 1;
-    if (error === undefined) {
-      await this.store.db.query(
-        `UPDATE sandbox.cobo_webhooks SET status = 'DELIVERED', attempts = $2, delivered_at = now(), last_error = NULL
-          WHERE id = $1`,
-        [delivery.id, attempts],
-      );
-      return;
-    }
-    const retryIn = webhookRetryDelay(attempts);
-    if (retryIn === undefined) {
-      this.logger.warn(`webhook ${delivery.id} failed after ${WEBHOOK_RETRY_DELAYS_MS.length + 1} attempts: ${error}`);
-    }
-    await this.store.db.query(
-      `UPDATE sandbox.cobo_webhooks
-          SET attempts = $2, last_error = $3,
-              status = CASE WHEN $4::int IS NULL THEN 'FAILED' ELSE 'PENDING' END,
-              next_attempt_at = now() + coalesce($4::int, 0) * interval '1 millisecond'
-        WHERE id = $1`,
-      [delivery.id, attempts, error.slice(0, 1000), retryIn ?? null],
-    );
+  /** The envelope's retry fields change per attempt, so each attempt builds and signs its own body. */
+  private async signed(delivery: DueDelivery): Promise<{ body: string; headers: Record<string, string> }> {
+    const keys = await this.credentials.coboEmulator();
+    const now = Date.now();
+    const body = buildWebhookEvent({
+      eventId: delivery.event_id,
+      url: delivery.url,
+      refund: JSON.parse(delivery.data) as Record<string, unknown>,
+      createdMs: Number(delivery.created_ms),
+      attemptsMade: delivery.attempts,
+      now,
+    });
+    const timestamp = String(now);
+    return {
+      body,
+      headers: { 'Biz-Timestamp': timestamp, 'Biz-Resp-Signature': signCoboResponse(keys.emulatorSeed, body, timestamp) },
+    };
   }
 }

@@ -1,9 +1,9 @@
-import { Controller, Delete, Get, Logger, Post, Put, Req, Res } from '@nestjs/common';
+import { Controller, Get, Logger, Post, Put, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { LeanControlError, LeanSandboxEmulator } from './lean.emulator.js';
-import { LeanFaultValidationError } from './lean.faults.js';
-import { LeanSandboxHttp, leanControl, leanFormBody, leanJsonBody } from './lean.http.js';
+import { SandboxControlError, SandboxFaultsController, control } from '../sandbox-http.js';
+import { LeanSandboxEmulator } from './lean.emulator.js';
+import { LeanSandboxHttp, leanFormBody, leanJsonBody } from './lean.http.js';
 import {
   LeanError,
   isUuid,
@@ -13,12 +13,6 @@ import {
   parseTokenRequest,
   refundReasons,
 } from './lean.rules.js';
-
-const controlErrors = (err: unknown): number | undefined => {
-  if (err instanceof LeanFaultValidationError) return 400;
-  if (err instanceof LeanControlError) return err.httpStatus;
-  return undefined;
-};
 
 function queryString(req: Request, name: string): string | undefined {
   const value = req.query[name];
@@ -48,13 +42,13 @@ export class LeanAuthEmulatorController {
  * service's global ValidationPipe stays out of the way.
  */
 @Controller('sandbox/lean')
-export class LeanApiEmulatorController {
-  private readonly logger = new Logger('LeanSandbox');
-
+export class LeanApiEmulatorController extends SandboxFaultsController {
   constructor(
     private readonly http: LeanSandboxHttp,
     private readonly emulator: LeanSandboxEmulator,
-  ) {}
+  ) {
+    super(new Logger('LeanSandbox'), emulator);
+  }
 
   // --- Lean API ------------------------------------------------------------------------------
 
@@ -99,106 +93,64 @@ export class LeanApiEmulatorController {
     });
   }
 
-  // --- fault settings --------------------------------------------------------------------------
-
-  @Get('faults')
-  getFaults(@Res() res: Response): Promise<void> {
-    return leanControl(res, this.logger, async () => ({ body: await this.emulator.faults() }), controlErrors);
-  }
-
-  @Put('faults')
-  putFaults(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return leanControl(res, this.logger, async () => ({ body: await this.emulator.patchFaults(req.body) }), controlErrors);
-  }
-
-  @Delete('faults')
-  resetFaults(@Res() res: Response): Promise<void> {
-    return leanControl(res, this.logger, async () => ({ body: await this.emulator.resetFaults() }), controlErrors);
-  }
-
   // --- control and inspection of the emulator's own records -----------------------------------
 
   @Post('refunds/:refundId/settle')
   settle(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return leanControl(
-      res,
-      this.logger,
-      async () => {
-        const refundId = String(req.params.refundId);
-        if (!isUuid(refundId)) throw new LeanControlError(404, 'refund not found');
-        const status = (req.body as { status?: unknown } | undefined)?.status;
-        if (status !== 'COMPLETED' && status !== 'FAILED') {
-          throw new LeanControlError(400, 'status must be COMPLETED (the configured success status) or FAILED');
-        }
-        return { body: JSON.parse(this.emulator.json(await this.emulator.forceSettle(refundId.toLowerCase(), status))) };
-      },
-      controlErrors,
-    );
+    return control(res, this.logger, async () => {
+      const refundId = String(req.params.refundId);
+      if (!isUuid(refundId)) throw new SandboxControlError(404, 'refund not found');
+      const status = (req.body as { status?: unknown } | undefined)?.status;
+      if (status !== 'COMPLETED' && status !== 'FAILED') {
+        throw new SandboxControlError(400, 'status must be COMPLETED (the configured success status) or FAILED');
+      }
+      return { body: JSON.parse(this.emulator.json(await this.emulator.forceSettle(refundId.toLowerCase(), status))) };
+    });
   }
 
   @Get('refunds')
   inspectRefunds(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return leanControl(
-      res,
-      this.logger,
-      async () => {
-        const paymentId = queryString(req, 'payment_id');
-        if (paymentId !== undefined && !isUuid(paymentId)) throw new LeanControlError(400, 'payment_id must be a UUID');
-        return { body: { data: JSON.parse(this.emulator.json(await this.emulator.inspectRefunds(paymentId?.toLowerCase()))) } };
-      },
-      controlErrors,
-    );
+    return control(res, this.logger, async () => {
+      const paymentId = queryString(req, 'payment_id');
+      if (paymentId !== undefined && !isUuid(paymentId)) throw new SandboxControlError(400, 'payment_id must be a UUID');
+      return { body: { data: JSON.parse(this.emulator.json(await this.emulator.inspectRefunds(paymentId?.toLowerCase()))) } };
+    });
   }
 
   @Post('payments/:paymentId/reconcile')
   reconcile(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return leanControl(
-      res,
-      this.logger,
-      async () => {
-        const paymentId = String(req.params.paymentId);
-        if (!isUuid(paymentId)) throw new LeanControlError(404, 'payment not found');
-        const status = (req.body as { status?: unknown } | undefined)?.status ?? 'RECONCILED';
-        if (status !== 'RECONCILED' && status !== 'OUTSTANDING') {
-          throw new LeanControlError(400, 'status must be RECONCILED or OUTSTANDING');
-        }
-        return { body: await this.emulator.reconcilePayment(paymentId.toLowerCase(), status) };
-      },
-      controlErrors,
-    );
+    return control(res, this.logger, async () => {
+      const paymentId = String(req.params.paymentId);
+      if (!isUuid(paymentId)) throw new SandboxControlError(404, 'payment not found');
+      const status = (req.body as { status?: unknown } | undefined)?.status ?? 'RECONCILED';
+      if (status !== 'RECONCILED' && status !== 'OUTSTANDING') {
+        throw new SandboxControlError(400, 'status must be RECONCILED or OUTSTANDING');
+      }
+      return { body: await this.emulator.reconcilePayment(paymentId.toLowerCase(), status) };
+    });
   }
 
   @Get('payments/:paymentId')
   inspectPayment(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return leanControl(
-      res,
-      this.logger,
-      async () => {
-        const paymentId = String(req.params.paymentId);
-        const payment = isUuid(paymentId) ? await this.emulator.inspectPayment(paymentId.toLowerCase()) : undefined;
-        if (!payment) throw new LeanControlError(404, 'payment not found');
-        return { body: JSON.parse(this.emulator.json(payment)) };
-      },
-      controlErrors,
-    );
+    return control(res, this.logger, async () => {
+      const paymentId = String(req.params.paymentId);
+      const payment = isUuid(paymentId) ? await this.emulator.inspectPayment(paymentId.toLowerCase()) : undefined;
+      if (!payment) throw new SandboxControlError(404, 'payment not found');
+      return { body: JSON.parse(this.emulator.json(payment)) };
+    });
   }
 
   @Get('webhooks')
   inspectWebhooks(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return leanControl(
-      res,
-      this.logger,
-      async () => {
-        const paymentId = queryString(req, 'payment_id');
-        if (paymentId !== undefined && !isUuid(paymentId)) throw new LeanControlError(400, 'payment_id must be a UUID');
-        return { body: { data: await this.emulator.inspectWebhooks(paymentId?.toLowerCase()) } };
-      },
-      controlErrors,
-    );
+    return control(res, this.logger, async () => {
+      const paymentId = queryString(req, 'payment_id');
+      if (paymentId !== undefined && !isUuid(paymentId)) throw new SandboxControlError(400, 'payment_id must be a UUID');
+      return { body: { data: await this.emulator.inspectWebhooks(paymentId?.toLowerCase()) } };
+    });
   }
 
   @Get('tokens/stats')
   tokenStats(@Res() res: Response): Promise<void> {
-    return leanControl(res, this.logger, async () => ({ body: await this.emulator.tokenStats() }), controlErrors);
+    return control(res, this.logger, async () => ({ body: await this.emulator.tokenStats() }));
   }
 }

@@ -1,9 +1,8 @@
-import { KeyObject, createPrivateKey, createPublicKey, generateKeyPair, randomBytes, randomUUID } from 'node:crypto';
-import { promisify } from 'node:util';
+import { KeyObject, createPrivateKey, createPublicKey, randomBytes, randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
+import { generateRsaKeyPairPem } from '../sandbox-credentials.js';
+import { onceUntilFailure } from '../sandbox-store.js';
 import { LeanSandboxStore } from './lean.store.js';
-
-const generateKeyPairAsync = promisify(generateKeyPair);
 
 /** Everything the Lean emulator holds for its single sandbox application. */
 export interface LeanSandboxApplication {
@@ -25,11 +24,7 @@ export interface LeanSigningKeys {
 }
 
 async function generateApplication(): Promise<LeanSandboxApplication> {
-  const { privateKey, publicKey } = await generateKeyPairAsync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  const { privateKey, publicKey } = await generateRsaKeyPairPem();
   return {
     clientId: randomUUID(),
     clientSecret: randomBytes(32).toString('hex'),
@@ -46,8 +41,11 @@ async function generateApplication(): Promise<LeanSandboxApplication> {
  */
 @Injectable()
 export class LeanSandboxCredentials {
-  private application?: Promise<LeanSandboxApplication>;
-  private keys?: Promise<LeanSigningKeys>;
+  private readonly application = onceUntilFailure(() => this.store.credentials(generateApplication));
+  private readonly keys = onceUntilFailure(async (): Promise<LeanSigningKeys> => {
+    const app = await this.leanApplication();
+    return { kid: app.kid, privateKey: createPrivateKey(app.privateKeyPem), publicKey: createPublicKey(app.publicKeyPem) };
+  });
 
   constructor(private readonly store: LeanSandboxStore) {}
 
@@ -59,22 +57,11 @@ export class LeanSandboxCredentials {
 
   /** The full application, including the token signing keys (emulator side only). */
   leanApplication(): Promise<LeanSandboxApplication> {
-    this.application ??= this.store.credentials(generateApplication).catch((err: unknown) => {
-      this.application = undefined;
-      throw err;
-    });
-    return this.application;
+    return this.application();
   }
 
   /** The token signing keys as KeyObjects, parsed once. */
   signingKeys(): Promise<LeanSigningKeys> {
-    this.keys ??= this.leanApplication().then(
-      (app) => ({ kid: app.kid, privateKey: createPrivateKey(app.privateKeyPem), publicKey: createPublicKey(app.publicKeyPem) }),
-      (err: unknown) => {
-        this.keys = undefined;
-        throw err;
-      },
-    );
-    return this.keys;
+    return this.keys();
   }
 }

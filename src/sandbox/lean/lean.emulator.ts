@@ -3,8 +3,10 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Money, formatFixed, money } from '../../common/money.js';
 import { AppConfig } from '../../config/config.js';
 import { Sql } from '../../database/database.js';
+import { chance } from '../sandbox-faults.js';
+import { SandboxControlError } from '../sandbox-http.js';
 import { LeanSandboxCredentials } from './lean.credentials.js';
-import { LEAN_FAULT_DEFAULTS, LeanFaults, chance, parseLeanFaultPatch, resolveLeanFaults } from './lean.faults.js';
+import { LEAN_FAULT_DEFAULTS, LeanFaults, parseLeanFaultPatch, resolveLeanFaults } from './lean.faults.js';
 import { LeanPaymentRow, LeanSandboxPayments } from './lean.payments.js';
 import {
   AMOUNT_DECIMALS,
@@ -67,16 +69,6 @@ interface WebhookRow {
   delivered_at: Date | null;
   created_at: Date;
   body: string;
-}
-
-/** A control-endpoint failure with its HTTP status (answered as `{ error }`). */
-export class LeanControlError extends Error {
-  constructor(
-    readonly httpStatus: number,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const REFUND_VIEW_SQL = `
@@ -153,7 +145,7 @@ export class LeanSandboxEmulator {
     return resolveLeanFaults(await this.store.faults(), this.defaults);
   }
 
-  /** Validates (throws LeanFaultValidationError) and merges a partial update. */
+  /** Validates (throws FaultValidationError) and merges a partial update. */
   async patchFaults(body: unknown): Promise<LeanFaults> {
     const patch = parseLeanFaultPatch(body);
     return resolveLeanFaults(await this.store.patchFaults(patch), this.defaults);
@@ -459,8 +451,8 @@ export class LeanSandboxEmulator {
     const finalStatus = outcome === 'FAILED' ? 'FAILED' : faults.successStatus;
     return this.db.transaction(async (tx) => {
       const [row] = await tx.query<RefundRow>('SELECT * FROM sandbox.lean_refunds WHERE refund_id = $1 FOR UPDATE', [refundId]);
-      if (!row) throw new LeanControlError(404, 'refund not found');
-      if (row.status !== 'APPROVED') throw new LeanControlError(409, `refund is ${row.status}; only APPROVED refunds can be settled`);
+      if (!row) throw new SandboxControlError(404, 'refund not found');
+      if (row.status !== 'APPROVED') throw new SandboxControlError(409, `refund is ${row.status}; only APPROVED refunds can be settled`);
       const settled = await tx.query<{ refund_id: string; payment_id: string; amount: string; status: string }>(
         `UPDATE sandbox.lean_refunds SET status = $2, outcome = $2, settled_at = now() WHERE refund_id = $1
           RETURNING refund_id, payment_id, amount, status`,
@@ -557,7 +549,7 @@ export class LeanSandboxEmulator {
 
   async reconcilePayment(paymentId: string, status: 'RECONCILED' | 'OUTSTANDING'): Promise<Record<string, unknown>> {
     const row = await this.payments.setReconciliation(paymentId, status);
-    if (!row) throw new LeanControlError(404, 'payment not found');
+    if (!row) throw new SandboxControlError(404, 'payment not found');
     return this.payments.inspectionObject(row);
   }
 

@@ -1,3 +1,4 @@
+import { FaultRule, parseFaultPatch, resolveFaults } from '../sandbox-faults.js';
 import { FIXED_REFUND_STATUSES } from './lean.rules.js';
 
 /**
@@ -58,102 +59,60 @@ export const LEAN_FAULT_DEFAULTS: Readonly<LeanFaults> = Object.freeze({
   webhookDelayMs: 0,
 });
 
-type Rule =
-  | { kind: 'rate' }
-  | { kind: 'int'; min: number; max: number; unit: string }
-  | { kind: 'boolean' }
-  | { kind: 'status' }
-  | { kind: 'url' }
-  | { kind: 'prefix' };
+/**
+ * Lean's own URL check: any URL the WHATWG parser reads as http: or https:, up to 2,000
+ * characters. Not the generic 'url' rule, which also wants a literal http(s):// prefix,
+ * allows 2,048 characters and words its error differently.
+ */
+function checkWebhookUrl(value: unknown): string | undefined {
+  if (value === null) return undefined;
+  let parsed: URL | undefined;
+  try {
+    parsed = typeof value === 'string' && value.length <= 2_000 ? new URL(value) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  return !parsed || !['http:', 'https:'].includes(parsed.protocol) ? 'must be an http(s) URL or null' : undefined;
+}
+
+function checkSuccessStatus(value: unknown): string | undefined {
+  if (typeof value !== 'string' || !/^[A-Z][A-Z_]{1,39}$/.test(value)) return 'must be an upper-case status name';
+  if ((FIXED_REFUND_STATUSES as readonly string[]).includes(value)) return `must differ from ${FIXED_REFUND_STATUSES.join(', ')}`;
+  return undefined;
+}
+
+function checkEventPrefix(value: unknown): string | undefined {
+  return typeof value !== 'string' || !/^[a-z][a-z0-9_]{0,39}(\.[a-z][a-z0-9_]{0,39}){0,3}$/.test(value)
+    ? 'must be lower-case words joined by dots, e.g. "refund" or "payout.refund"'
+    : undefined;
+}
 
 const HOUR_MS = 3_600_000;
-const RULES: Record<keyof LeanFaults, Rule> = {
-  latencyMs: { kind: 'int', min: 0, max: 120_000, unit: 'milliseconds' },
+const RULES: Record<keyof LeanFaults, FaultRule> = {
+  latencyMs: { kind: 'ms', max: 120_000 },
   errorRate: { kind: 'rate' },
   timeoutAfterCommitRate: { kind: 'rate' },
-  timeoutAfterCommitDelayMs: { kind: 'int', min: 0, max: 120_000, unit: 'milliseconds' },
+  timeoutAfterCommitDelayMs: { kind: 'ms', max: 120_000 },
   rateLimitRate: { kind: 'rate' },
   tokenTtlSeconds: { kind: 'int', min: 1, max: 86_400, unit: 'seconds' },
-  settleAfterMs: { kind: 'int', min: 0, max: 24 * HOUR_MS, unit: 'milliseconds' },
+  settleAfterMs: { kind: 'ms', max: 24 * HOUR_MS },
   failRate: { kind: 'rate' },
-  successStatus: { kind: 'status' },
+  successStatus: { kind: 'check', check: checkSuccessStatus },
   checkerRejectRate: { kind: 'rate' },
   partialBatch: { kind: 'boolean' },
-  webhookUrl: { kind: 'url' },
-  eventPrefix: { kind: 'prefix' },
+  webhookUrl: { kind: 'check', check: checkWebhookUrl },
+  eventPrefix: { kind: 'check', check: checkEventPrefix },
   dropWebhookRate: { kind: 'rate' },
   duplicateWebhookRate: { kind: 'rate' },
-  webhookDelayMs: { kind: 'int', min: 0, max: HOUR_MS, unit: 'milliseconds' },
+  webhookDelayMs: { kind: 'ms', max: HOUR_MS },
 };
 
-export class LeanFaultValidationError extends Error {}
-
-function check(key: string, rule: Rule, value: unknown): void {
-  const fail = (message: string) => {
-    throw new LeanFaultValidationError(`${key} ${message}`);
-  };
-  switch (rule.kind) {
-    case 'rate':
-      if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) fail('must be a number between 0 and 1');
-      return;
-    case 'int':
-      if (typeof value !== 'number' || !Number.isInteger(value) || value < rule.min || value > rule.max) {
-        fail(`must be a whole number of ${rule.unit} between ${rule.min} and ${rule.max}`);
-      }
-      return;
-    case 'boolean':
-      if (typeof value !== 'boolean') fail('must be true or false');
-      return;
-    case 'status':
-      if (typeof value !== 'string' || !/^[A-Z][A-Z_]{1,39}$/.test(value)) fail('must be an upper-case status name');
-      if ((FIXED_REFUND_STATUSES as readonly string[]).includes(value as string)) {
-        fail(`must differ from ${FIXED_REFUND_STATUSES.join(', ')}`);
-      }
-      return;
-    case 'url': {
-      if (value === null) return;
-      let parsed: URL | undefined;
-      try {
-        parsed = typeof value === 'string' && value.length <= 2_000 ? new URL(value) : undefined;
-      } catch {
-        parsed = undefined;
-      }
-      if (!parsed || !['http:', 'https:'].includes(parsed.protocol)) fail('must be an http(s) URL or null');
-      return;
-    }
-    case 'prefix':
-      if (typeof value !== 'string' || !/^[a-z][a-z0-9_]{0,39}(\.[a-z][a-z0-9_]{0,39}){0,3}$/.test(value)) {
-        fail('must be lower-case words joined by dots, e.g. "refund" or "payout.refund"');
-      }
-      return;
-  }
-}
-
-/** Validates a partial update; throws LeanFaultValidationError naming the offending key. */
+/** Validates a partial update; throws FaultValidationError (sandbox-faults.ts) naming the key. */
 export function parseLeanFaultPatch(body: unknown): Partial<LeanFaults> {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new LeanFaultValidationError('the body must be a JSON object');
-  }
-  const patch: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(body)) {
-    const rule = (RULES as Record<string, Rule | undefined>)[key];
-    if (!rule) throw new LeanFaultValidationError(`unknown fault setting "${key}"`);
-    check(key, rule, value);
-    patch[key] = value;
-  }
-  return patch as Partial<LeanFaults>;
+  return parseFaultPatch<LeanFaults>(RULES, body);
 }
 
-/** Defaults overlaid with the stored settings; stored keys no longer known are ignored. */
+/** `defaults` (the configured webhookUrl included) overlaid with the stored settings. */
 export function resolveLeanFaults(stored: Record<string, unknown> | undefined, defaults: Readonly<LeanFaults>): LeanFaults {
-  const out: Record<string, unknown> = { ...defaults };
-  for (const key of Object.keys(RULES)) {
-    if (stored && stored[key] !== undefined) out[key] = stored[key];
-  }
-  return out as unknown as LeanFaults;
-}
-
-/** Math.random is fine here: fault rates decide test behaviour, never amounts or secrets. */
-export function chance(rate: number): boolean {
-  return rate > 0 && Math.random() < rate;
+  return resolveFaults<LeanFaults>(defaults, RULES, stored);
 }

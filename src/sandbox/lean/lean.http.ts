@@ -2,9 +2,10 @@ import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { NextFunction, Request, Response } from 'express';
-import { sendError, sendJson, sendJsonText, sleep } from '../sandbox-http.js';
+import { chance } from '../sandbox-faults.js';
+import { EmulatorAnswer, sendAnswer, sendError, serveEmulatorCall } from '../sandbox-http.js';
 import { LeanSandboxEmulator } from './lean.emulator.js';
-import { LeanFaults, chance } from './lean.faults.js';
+import { LeanFaults } from './lean.faults.js';
 import {
   LEAN_API_PREFIX,
   LEAN_AUTH_PREFIX,
@@ -41,8 +42,12 @@ export function leanFormBody(req: Request): Record<string, unknown> {
   return body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : {};
 }
 
+function leanErrorAnswer(status: LeanErrorStatus, message: string): EmulatorAnswer {
+  return { status: new LeanError(status, message).httpStatus, text: leanErrorBody(status, message) };
+}
+
 function sendLeanError(res: Response, status: LeanErrorStatus, message: string): void {
-  sendJsonText(res, new LeanError(status, message).httpStatus, leanErrorBody(status, message));
+  sendAnswer(res, leanErrorAnswer(status, message));
 }
 
 /**
@@ -56,46 +61,33 @@ export class LeanSandboxHttp {
 
   constructor(private readonly emulator: LeanSandboxEmulator) {}
 
-  async handle(req: Request, res: Response, route: LeanProtocolRoute, work: Work): Promise<void> {
-    let faults: LeanFaults | undefined;
-    let status: number;
-    let text: string;
-    try {
-      faults = await this.emulator.faults();
-      await sleep(faults.latencyMs);
-      // Injected refusals come before anything is done, and are never followed by a dropped connection.
-      if (chance(faults.errorRate)) {
-        sendLeanError(res, 'INTERNAL_SERVER_ERROR', 'Sandbox: injected server error');
-        return;
-      }
-      if (chance(faults.rateLimitRate)) {
-        res.setHeader('Retry-After', '1');
-        sendLeanError(res, 'RATE_LIMIT_EXCEEDED', 'Sandbox: injected rate limit, retry after 1 second');
-        return;
-      }
-      let token: VerifiedToken | undefined;
-      if (route.kind === 'api') {
-        token = await this.emulator.authenticate(req.headers.authorization);
-        requireScope(token, route.scope);
-      }
-      ({ status, body: text } = await work({ token, faults }));
-    } catch (err) {
-      if (err instanceof LeanError) {
-        status = err.httpStatus;
-        text = leanErrorBody(err.status, err.message);
-      } else {
+  handle(req: Request, res: Response, route: LeanProtocolRoute, work: Work): Promise<void> {
+    return serveEmulatorCall<LeanFaults>(req, {
+      faults: () => this.emulator.faults(),
+      refusal: (faults) => {
+        if (chance(faults.errorRate)) return leanErrorAnswer('INTERNAL_SERVER_ERROR', 'Sandbox: injected server error');
+        if (chance(faults.rateLimitRate)) {
+          const limited = leanErrorAnswer('RATE_LIMIT_EXCEEDED', 'Sandbox: injected rate limit, retry after 1 second');
+          return { ...limited, headers: { 'Retry-After': '1' } };
+        }
+        return undefined;
+      },
+      work: async (faults) => {
+        let token: VerifiedToken | undefined;
+        if (route.kind === 'api') {
+          token = await this.emulator.authenticate(req.headers.authorization);
+          requireScope(token, route.scope);
+        }
+        const { status, body } = await work({ token, faults });
+        return { status, text: body };
+      },
+      failure: (err) => {
+        if (err instanceof LeanError) return { status: err.httpStatus, text: leanErrorBody(err.status, err.message) };
         this.logger.error(`Lean API call failed: ${(err as Error)?.stack ?? String(err)}`);
-        status = 500;
-        text = leanErrorBody('INTERNAL_SERVER_ERROR', 'Internal server error');
-      }
-    }
-    if (faults && chance(faults.timeoutAfterCommitRate)) {
-      // The work is committed; the caller never learns it and must recover by listing.
-      await sleep(faults.timeoutAfterCommitDelayMs);
-      req.socket.destroy();
-      return;
-    }
-    sendJsonText(res, status, text);
+        return { status: 500, text: leanErrorBody('INTERNAL_SERVER_ERROR', 'Internal server error') };
+      },
+      send: (answer) => sendAnswer(res, answer),
+    });
   }
 
   /** A body express could not parse: authenticate as usual, then answer 400 INVALID_PARAMETERS. */
@@ -153,26 +145,5 @@ export class LeanSandboxHttpErrors implements OnModuleInit {
     } else {
       sendLeanError(res, 'INVALID_URL', `No endpoint ${req.method} ${path}`);
     }
-  }
-}
-
-/** Runs a control endpoint of the sandbox (not Lean's protocol): `{ error }` answers. */
-export async function leanControl(
-  res: Response,
-  logger: Logger,
-  fn: () => Promise<{ status?: number; body: unknown }>,
-  errors: (err: unknown) => number | undefined,
-): Promise<void> {
-  try {
-    const { status = 200, body } = await fn();
-    sendJson(res, status, body);
-  } catch (err) {
-    const status = errors(err);
-    if (status !== undefined) {
-      sendError(res, status, (err as Error).message);
-      return;
-    }
-    logger.error(`Lean sandbox control endpoint failed: ${(err as Error)?.message}`);
-    if (!res.headersSent) sendError(res, 500, 'internal error');
   }
 }

@@ -1,6 +1,7 @@
 import { createHmac, generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { LEAN_FAULT_DEFAULTS, LeanFaultValidationError, parseLeanFaultPatch, resolveLeanFaults } from './lean.faults.js';
+import { FaultValidationError } from '../sandbox-faults.js';
+import { LEAN_FAULT_DEFAULTS, parseLeanFaultPatch, resolveLeanFaults } from './lean.faults.js';
 import {
   LeanError,
   buildTokenClaims,
@@ -139,7 +140,7 @@ describe('Lean rules: routes, webhooks, IBANs, faults', () => {
       partialBatch: true,
     });
     for (const bad of [{ x: 1 }, { failRate: 2 }, { successStatus: 'FAILED' }, { tokenTtlSeconds: 0.5 }, null]) {
-      expect(() => parseLeanFaultPatch(bad), JSON.stringify(bad)).toThrow(LeanFaultValidationError);
+      expect(() => parseLeanFaultPatch(bad), JSON.stringify(bad)).toThrow(FaultValidationError);
     }
     expect(resolveLeanFaults({ webhookUrl: null, stale: 1 }, { ...LEAN_FAULT_DEFAULTS, webhookUrl: 'http://x' }).webhookUrl).toBeNull();
   });

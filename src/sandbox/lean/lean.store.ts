@@ -1,6 +1,7 @@
-import { Inject, Injectable, OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '../../config/config.js';
 import { Database } from '../../database/database.js';
+import { SandboxRow, SandboxStoreBase } from '../sandbox-store.js';
 
 /** What LeanSandboxModule.register() was given, injectable inside the module. */
 export interface LeanSandboxOptions {
@@ -16,13 +17,10 @@ export interface LeanSandboxOptions {
 export const LEAN_SANDBOX_OPTIONS = Symbol('LEAN_SANDBOX_OPTIONS');
 
 /**
- * The same advisory lock key as SandboxStore uses for the `sandbox` schema: concurrent
- * `CREATE SCHEMA/TABLE IF NOT EXISTS` from several starting processes (or from both
- * stores) can still collide in the catalog, and one shared lock serialises all of them.
+ * Idempotent DDL of the Lean emulator, run in order under the same advisory lock as
+ * SandboxStore's (SandboxStoreBase): concurrent `CREATE SCHEMA/TABLE IF NOT EXISTS` from
+ * several starting processes, or from both stores, can still collide in the catalog.
  */
-const SANDBOX_DDL_LOCK = 7_263_202;
-
-/** Idempotent DDL of the Lean emulator, run in order under the lock. */
 const LEAN_DDL: readonly string[] = [
   `CREATE SCHEMA IF NOT EXISTS sandbox`,
   // Generated credentials and signing keys, one row per database.
@@ -105,72 +103,38 @@ const LEAN_DDL: readonly string[] = [
   `CREATE INDEX IF NOT EXISTS lean_webhooks_payment_idx ON sandbox.lean_webhooks (payment_id)`,
 ];
 
+const CREDENTIALS: SandboxRow = { table: 'sandbox.lean_credentials', key: 'id', value: 1 };
+const FAULTS: SandboxRow = { table: 'sandbox.lean_faults', key: 'id', value: 1 };
+
 /**
  * The Lean emulator's own storage in the Postgres schema `sandbox`, created at start by
  * this module (independently of SandboxStore). Postgres, not memory, because several
  * service processes serve the emulator at once and tests restart them.
  */
 @Injectable()
-export class LeanSandboxStore implements OnModuleInit {
-  private schema?: Promise<void>;
-
+export class LeanSandboxStore extends SandboxStoreBase {
   constructor(
-    readonly db: Database,
+    db: Database,
     @Inject(LEAN_SANDBOX_OPTIONS) readonly options: LeanSandboxOptions,
-  ) {}
-
-  async onModuleInit(): Promise<void> {
-    await this.ready();
+  ) {
+    super(db, LEAN_DDL);
   }
 
-  /** Creates the tables once per process (idempotent across processes). */
-  ready(): Promise<void> {
-    this.schema ??= this.db
-      .transaction(async (tx) => {
-        await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
-        for (const statement of LEAN_DDL) await tx.query(statement);
-      })
-      .catch((err: unknown) => {
-        this.schema = undefined; // let a later call try again
-        throw err;
-      });
-    return this.schema;
+  /** The stored credentials, generated on first use. */
+  credentials<T>(generate: () => Promise<T>): Promise<T> {
+    return this.generatedOnce(CREDENTIALS, generate);
   }
 
-  /**
-   * The stored credentials, generated on first use. Concurrent first uses may each
-   * generate a set, but only the first insert wins and everyone reads that one back.
-   */
-  async credentials<T>(generate: () => Promise<T>): Promise<T> {
-    await this.ready();
-    const select = 'SELECT data FROM sandbox.lean_credentials WHERE id = 1';
-    const existing = await this.db.one<{ data: T }>(select);
-    if (existing) return existing.data;
-    const fresh = await generate();
-    await this.db.query(
-      'INSERT INTO sandbox.lean_credentials (id, data) VALUES (1, $1::jsonb) ON CONFLICT (id) DO NOTHING',
-      [JSON.stringify(fresh)],
-    );
-    return (await this.db.one<{ data: T }>(select))!.data;
-  }
-
-  async faults(): Promise<Record<string, unknown>> {
-    const row = await this.db.one<{ settings: Record<string, unknown> }>('SELECT settings FROM sandbox.lean_faults WHERE id = 1');
-    return row?.settings ?? {};
+  faults(): Promise<Record<string, unknown>> {
+    return this.settings(FAULTS);
   }
 
   /** Merges a validated partial update into the stored settings, atomically. */
-  async patchFaults(patch: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const rows = await this.db.query<{ settings: Record<string, unknown> }>(
-      `INSERT INTO sandbox.lean_faults (id, settings) VALUES (1, $1::jsonb)
-       ON CONFLICT (id) DO UPDATE SET settings = sandbox.lean_faults.settings || EXCLUDED.settings, updated_at = now()
-       RETURNING settings`,
-      [JSON.stringify(patch)],
-    );
-    return rows[0]!.settings;
+  patchFaults(patch: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.mergeSettings(FAULTS, patch);
   }
 
-  async resetFaults(): Promise<void> {
-    await this.db.query('DELETE FROM sandbox.lean_faults WHERE id = 1');
+  resetFaults(): Promise<void> {
+    return this.deleteRow(FAULTS);
   }
 }

@@ -1,0 +1,116 @@
+import type { Logger } from '@nestjs/common';
+import type { Database } from '../database/database.js';
+
+/** What every claimed delivery carries; an emulator's table adds the columns it signs. */
+export interface DueWebhook {
+  id: string;
+  url: string;
+  attempts: number;
+}
+
+/** One emulator's webhook table and delivery rules. */
+export interface WebhookDeliveryRules<Row extends DueWebhook> {
+  /** The table, e.g. `sandbox.lean_webhooks`: id, url, status, attempts, next_attempt_at, last_error, delivered_at. */
+  table: string;
+  /** Columns claimed besides id, url and attempts: what `request` builds the attempt from. */
+  columns: readonly string[];
+  /** Deliveries claimed per round, sent concurrently. */
+  batch: number;
+  /** Upper bound of one delivery; a receiver that does not answer in time counts as failed. */
+  timeoutMs: number;
+  /** A claimed delivery is invisible to other processes this long; it must exceed the timeout. */
+  leaseMs: number;
+  /** One attempt's body and headers (content-type aside); a throw counts as a failed attempt. */
+  request(row: Row): Promise<{ body: string; headers: Record<string, string> }>;
+  /** Whether the receiver's answer acknowledges the delivery. */
+  acknowledged(status: number, text: string): boolean;
+  /** Delay before the next attempt after `attempts` failed ones; undefined: give up (FAILED). */
+  retryDelay(attempts: number): number | undefined;
+  /** Attempts in all before giving up (for the log). */
+  maxAttempts: number;
+}
+
+/**
+ * Delivers an emulator's due webhooks, one round at a time, from any number of processes:
+ * rows are claimed with SKIP LOCKED and a lease, so processes claim disjoint rows and a
+ * process that dies mid-delivery leaves its rows to be retried after the lease.
+ */
+export class WebhookDeliveries<Row extends DueWebhook> {
+  constructor(
+    private readonly db: Database,
+    private readonly logger: Logger,
+    private readonly rules: WebhookDeliveryRules<Row>,
+  ) {}
+
+  /** Claims up to a batch of due deliveries and sends them; `shutdown` interrupts them uncounted. */
+  async deliverDue(shutdown: AbortSignal): Promise<void> {
+    if (shutdown.aborted) return;
+    const { table, columns, batch, leaseMs } = this.rules;
+    // Claim by pushing next_attempt_at past the lease: the row stays PENDING, so a crash
+    // mid-delivery only delays it. SKIP LOCKED lets concurrent processes claim disjoint rows.
+    const claimed = await this.db.query<Row>(
+      `UPDATE ${table} w
+          SET next_attempt_at = now() + $2 * interval '1 millisecond'
+        WHERE w.id IN (
+          SELECT id FROM ${table}
+           WHERE status = 'PENDING' AND next_attempt_at <= now()
+           ORDER BY next_attempt_at, id
+           LIMIT $1
+           FOR UPDATE SKIP LOCKED)
+        RETURNING ${['id', 'url', 'attempts', ...columns].map((column) => `w.${column}`).join(', ')}`,
+      [batch, leaseMs],
+    );
+    await Promise.all(claimed.map((delivery) => this.deliver(delivery, shutdown)));
+  }
+
+  private async deliver(delivery: Row, shutdown: AbortSignal): Promise<void> {
+    let error: string | undefined;
+    try {
+      const { body, headers } = await this.rules.request(delivery);
+      const response = await fetch(delivery.url, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+        signal: AbortSignal.any([shutdown, AbortSignal.timeout(this.rules.timeoutMs)]),
+      });
+      const text = await response.text();
+      if (!this.rules.acknowledged(response.status, text)) error = `HTTP ${response.status}: ${text.slice(0, 200)}`;
+    } catch (err) {
+      if (shutdown.aborted) {
+        // Interrupted by our own shutdown: not the receiver's fault, so release it uncounted.
+        await this.db
+          .query(`UPDATE ${this.rules.table} SET next_attempt_at = now() WHERE id = $1`, [delivery.id])
+          .catch(() => undefined);
+        return;
+      }
+      const cause = (err as { cause?: { message?: string } }).cause?.message;
+      error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
+    }
+    await this.record(delivery, error);
+  }
+
+  private async record(delivery: Row, error: string | undefined): Promise<void> {
+    const attempts = delivery.attempts + 1;
+    if (error === undefined) {
+      await this.db.query(
+        `UPDATE ${this.rules.table} SET status = 'DELIVERED', attempts = $2, delivered_at = now(), last_error = NULL
+          WHERE id = $1`,
+        [delivery.id, attempts],
+      );
+      return;
+    }
+    const retryIn = this.rules.retryDelay(attempts);
+    if (retryIn === undefined) {
+      this.logger.warn(`webhook ${delivery.id} failed after ${this.rules.maxAttempts} attempts: ${error}`);
+    }
+    await this.db.query(
+      `UPDATE ${this.rules.table}
+          SET attempts = $2, last_error = $3,
+              status = CASE WHEN $4::int IS NULL THEN 'FAILED' ELSE 'PENDING' END,
+              next_attempt_at = now() + coalesce($4::int, 0) * interval '1 millisecond'
+        WHERE id = $1`,
+      [delivery.id, attempts, error.slice(0, 1000), retryIn ?? null],
+    );
+  }
+}
