@@ -83,10 +83,11 @@ describe('ROLE=api and ROLE=worker', () => {
       const { rows } = await api.db.query(`SELECT count(*)::int AS n FROM refunds WHERE status <> 'succeeded'`);
       return rows[0].n === 0;
     }, 60_000, 'all refunds succeeded');
-    const { rows: creates } = await api.db.query(
-      `SELECT refund_id, count(*)::int AS n FROM refund_attempts WHERE operation = 'create' GROUP BY refund_id HAVING count(*) <> 1`,
+    // Each refund used one provider request id, whatever retries a provider hiccup caused.
+    const { rows: mixed } = await api.db.query(
+      `SELECT refund_id FROM refund_attempts WHERE operation = 'create' GROUP BY refund_id HAVING count(DISTINCT provider_request_id) <> 1`,
     );
-    expect(creates).toEqual([]);
+    expect(mixed).toEqual([]);
     for (const p of payments) {
       const atProvider = await api.http().get('/sandbox/binance-pay/refunds').query({ prepayId: p }).expect(200);
       expect(atProvider.body.data).toHaveLength(10);

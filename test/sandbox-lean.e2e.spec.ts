@@ -736,8 +736,10 @@ describe('Lean emulator: webhooks', () => {
     const refundId = (await create([item(paymentId, '7.25')])).json[0].refund_id;
     await processRefunds([{ refund_id: refundId, status: 'APPROVED' }]);
 
+    // Only this payment's events: refunds of earlier tests may settle now and post to the same URL.
+    const ofPayment = (h: Hook) => h.path === path && JSON.parse(h.body).payload?.payment_id === paymentId;
     const received = await waitFor('created, approved and completed events', async () => {
-      const mine = hooks.filter((h) => h.path === path);
+      const mine = hooks.filter(ofPayment);
       const types = new Set(mine.map((h) => JSON.parse(h.body).type));
       return types.size === 3 && mine.length >= 4 && mine;
     });
@@ -770,7 +772,7 @@ describe('Lean emulator: webhooks', () => {
     expect(delivered.map((w: any) => w.attempts).sort()).toEqual([1, 1, 2]);
     // Two serving processes, one delivery each: nothing more arrives.
     await new Promise((r) => setTimeout(r, 500));
-    expect(hooks.filter((h) => h.path === path)).toHaveLength(4);
+    expect(hooks.filter(ofPayment)).toHaveLength(4);
   });
 
   it('applies the event prefix, and the drop and duplicate faults', async () => {
@@ -780,7 +782,7 @@ describe('Lean emulator: webhooks', () => {
     const r1 = (await create([item(p1, '3')])).json[0].refund_id;
     await processRefunds([{ refund_id: r1, status: 'REJECTED' }]);
     const twice = await waitFor('duplicated webhooks', async () => {
-      const mine = hooks.filter((h) => h.path === dupPath);
+      const mine = hooks.filter((h) => h.path === dupPath && JSON.parse(h.body).payload?.payment_id === p1);
       return mine.length === 4 && mine;
     });
     const byType = new Map<string, string[]>();

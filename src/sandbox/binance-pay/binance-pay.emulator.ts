@@ -176,7 +176,9 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
       } catch (err) {
         // Two first requests with one refundRequestId on different orders (so not serialised by
         // the order lock) meet at the unique index; the retry then sees the winner as a duplicate.
-        if (!isUniqueViolation(err) || attempt >= 3) throw err;
+        // A deadlock with the settle loop is Postgres's business, not the merchant's: retry it too.
+        const deadlock = (err as { code?: string })?.code === '40P01';
+        if ((!isUniqueViolation(err) && !deadlock) || attempt >= 3) throw err;
       }
     }
   }
