@@ -1,6 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { LoggerModule } from 'nestjs-pino';
+import { MetricsModule } from './metrics/metrics.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { AppConfig } from './config/config.js';
 import { ConfigModule } from './config/config.module.js';
@@ -57,6 +58,7 @@ export class AppModule {
           },
         }),
         DatabaseModule,
+        MetricsModule,
         ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http, webhookBaseUrl: cfg.publicUrl }), global: true }] : []),
         ProcessingModule.register({ workers }),
         AuthModule,

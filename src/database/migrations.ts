@@ -1,4 +1,5 @@
 import { InitialSchema1763870000000 } from '../../migrations/1763870000000-initial-schema.js';
+import { Operations1763880000000 } from '../../migrations/1763880000000-operations.js';
 
 /** Every migration, oldest first. The schema comes only from these (never synchronize). */
-export const MIGRATIONS = [InitialSchema1763870000000];
+export const MIGRATIONS = [InitialSchema1763870000000, Operations1763880000000];

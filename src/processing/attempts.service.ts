@@ -1,4 +1,5 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, Optional } from '@nestjs/common';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
 import type { CallRecord, ProviderActionResult, ProviderOutcome, ProviderResult } from '../providers/provider.js';
@@ -14,11 +15,17 @@ export class AttemptsService {
   constructor(
     private readonly db: Database,
     private readonly cfg: AppConfig,
+    @Optional() private readonly metrics?: MetricsService,
   ) {}
 
   /** A refund or query call, labelled by its classified outcome. */
-  record(refundId: string, providerRequestId: string, operation: string, call: () => Promise<ProviderResult>): Promise<ProviderResult> {
-    return this.run(refundId, providerRequestId, operation, call, (r) => ({ label: outcomeLabel(r.outcome), call: r.call, extra: r.extraCalls }), (err) => ({
+  record(
+    refund: { id: string; provider: string },
+    providerRequestId: string,
+    operation: string,
+    call: () => Promise<ProviderResult>,
+  ): Promise<ProviderResult> {
+    return this.run(refund, providerRequestId, operation, call, (r) => ({ label: outcomeLabel(r.outcome), call: r.call, extra: r.extraCalls }), (err) => ({
       outcome: { kind: 'unknown', reason: `adapter error: ${err.message}` },
       call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: err.message },
     }));
@@ -26,12 +33,12 @@ export class AttemptsService {
 
   /** An update or cancel call, labelled done / refused / unknown. */
   recordAction(
-    refundId: string,
+    refund: { id: string; provider: string },
     providerRequestId: string,
     operation: string,
     call: () => Promise<ProviderActionResult>,
   ): Promise<ProviderActionResult> {
-    return this.run(refundId, providerRequestId, operation, call, (r) => ({ label: r.outcome, call: r.call }), (err) => ({
+    return this.run(refund, providerRequestId, operation, call, (r) => ({ label: r.outcome, call: r.call }), (err) => ({
       outcome: 'unknown',
       message: `adapter error: ${err.message}`,
       call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: err.message },
@@ -39,13 +46,14 @@ export class AttemptsService {
   }
 
   private async run<T>(
-    refundId: string,
+    refund: { id: string; provider: string },
     providerRequestId: string,
     operation: string,
     call: () => Promise<T>,
     describe: (result: T) => { label: string; call: CallRecord; extra?: CallRecord[] },
     onThrow: (err: Error) => T,
   ): Promise<T> {
+    const refundId = refund.id;
     const [attempt] = await this.db.query<{ id: string }>(
       // A held lease is renewed before each call, so a step of several calls keeps it throughout.
       `WITH n AS (UPDATE refunds SET attempt_count = attempt_count + 1,
@@ -65,6 +73,12 @@ export class AttemptsService {
       result = onThrow(err as Error);
     }
     const { label, call: rec, extra } = describe(result);
+    for (const c of [rec, ...(extra ?? [])]) {
+      this.metrics?.providerCalls.observe(
+        { provider: refund.provider, operation: c.operation, outcome: c.outcome ?? label },
+        c.latencyMs / 1000,
+      );
+    }
     await this.db.query(
       `UPDATE refund_attempts SET outcome = $2, http_status = $3, provider_code = $4, error_message = $5,
               latency_ms = $6, completed_at = now()

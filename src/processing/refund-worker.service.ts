@@ -232,7 +232,7 @@ export class RefundWorkerService {
 
   /** One provider call, recorded in refund_attempts before it starts and after it ends. */
   private call(provider: RefundProvider, row: RefundRow, kind: 'create' | 'query', cmd: RefundCommand): Promise<ProviderResult> {
-    return this.attempts.record(row.id, cmd.providerRequestId, kind, () =>
+    return this.attempts.record(row, cmd.providerRequestId, kind, () =>
       kind === 'create' ? provider.submitRefund(cmd) : provider.queryRefund(cmd),
     );
   }

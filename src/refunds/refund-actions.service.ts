@@ -125,7 +125,7 @@ export class RefundActionsService {
       row.payment_id,
     ]);
     const cmd = this.worker.command(row, payment);
-    const action = await this.attempts.recordAction(row.id, row.provider_request_id ?? 'none', operation, () => fn(cmd));
+    const action = await this.attempts.recordAction(row, row.provider_request_id ?? 'none', operation, () => fn(cmd));
     if (action.outcome !== 'done') this.logger.warn({ refundId: row.id, operation, outcome: action.outcome, message: action.message }, 'provider action not done');
     return action;
   }

@@ -1,4 +1,5 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, Optional } from '@nestjs/common';
+import { MetricsService } from '../metrics/metrics.service.js';
 import type { Sql } from '../database/database.js';
 import { RefundRow } from './refund.row.js';
 import { isFinal, RefundStatus, sourcesOf } from './refund-status.js';
@@ -40,6 +41,8 @@ const PATCH_COLUMNS = [
 export class RefundStateService {
   private readonly logger = new Logger('RefundState');
 
+  constructor(@Optional() private readonly metrics?: MetricsService) {}
+
   /**
    * Moves the refund to `to` if its current status is one of `from` (default: every status
    * the state machine allows to reach `to`). Returns the updated row, or null when the
@@ -77,10 +80,8 @@ export class RefundStateService {
       params,
     );
     if (!row) return null;
-    await tx.query(
-      `INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail) VALUES ($1, $2, $3, $4, $5)`,
-      [refundId, row.previous_status, to, opts.actor, opts.detail ?? {}],
-    );
+    await this.recordEvent(tx, refundId, row.previous_status, to, opts.actor, opts.detail ?? {});
+    this.metrics?.transitions.inc({ provider: row.provider, from: row.previous_status, to });
     if (isFinal(to)) this.logger.log({ refundId, from: row.previous_status, to, actor: opts.actor }, 'refund final');
     const { previous_status: _ignored, ...rest } = row;
     return rest as RefundRow;
@@ -100,11 +101,27 @@ export class RefundStateService {
 
   /** Records the creation of a refund (no previous status). */
   async created(tx: Sql, refundId: string, status: RefundStatus, actor: string): Promise<void> {
-    await tx.query(`INSERT INTO refund_events (refund_id, from_status, to_status, actor) VALUES ($1, NULL, $2, $3)`, [
-      refundId,
-      status,
-      actor,
-    ]);
+    await this.recordEvent(tx, refundId, null, status, actor, {});
+  }
+
+  /**
+   * The event row and its outbox entry, in the caller's transaction: a merchant webhook is
+   * emitted for exactly the status changes that commit (refunds-api.md §10).
+   */
+  private async recordEvent(
+    tx: Sql,
+    refundId: string,
+    from: RefundStatus | null,
+    to: RefundStatus,
+    actor: string,
+    detail: Record<string, unknown>,
+  ): Promise<void> {
+    await tx.query(
+      `WITH e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
+                  VALUES ($1, $2, $3, $4, $5) RETURNING id)
+       INSERT INTO refund_event_outbox (event_id) SELECT id FROM e`,
+      [refundId, from, to, actor, detail],
+    );
   }
 
   private addPatch(patch: RefundPatch, sets: string[], params: unknown[]): void {

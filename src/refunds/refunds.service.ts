@@ -1,4 +1,5 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Optional } from '@nestjs/common';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/config.js';
 import { decimalPlaces, formatAmount, money } from '../common/money.js';
@@ -65,6 +66,7 @@ export class RefundsService {
     private readonly payments: PaymentsService,
     private readonly state: RefundStateService,
     private readonly queue: RefundQueueService,
+    @Optional() private readonly metrics?: MetricsService,
   ) {}
 
   /**
@@ -187,6 +189,7 @@ export class RefundsService {
       return this.replay(winner, hash);
     }
     const row = result.created!;
+    this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
     await this.queue.enqueue(row.provider, row.id);
     return { refund: toRefundJson(row), replayed: false };
   }
