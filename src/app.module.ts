@@ -2,14 +2,17 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { LoggerModule } from 'nestjs-pino';
 import { MetricsModule } from './metrics/metrics.module.js';
+import { MerchantsModule } from './merchants/merchants.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { AppConfig } from './config/config.js';
 import { ConfigModule } from './config/config.module.js';
 import { DatabaseModule } from './database/database.module.js';
 import { HealthModule } from './health/health.module.js';
+import { OpsModule } from './ops/ops.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
 import { RefundsModule } from './refunds/refunds.module.js';
 import { SandboxModule } from './sandbox/sandbox.module.js';
+import { WebhooksModule } from './webhooks/webhooks.module.js';
 
 /** Headers and fields never written to logs. */
 export const REDACTED_PATHS = [
@@ -49,8 +52,8 @@ export class AppModule {
               res.setHeader('X-Request-Id', id);
               return id;
             },
-            // Health probes every few seconds would drown the useful lines.
-            autoLogging: { ignore: (req) => (req.url ?? '').startsWith('/health') },
+            // Health probes and metrics scrapes every few seconds would drown the useful lines.
+            autoLogging: { ignore: (req) => /^\/(health|metrics)(\/|\?|$)/.test(req.url ?? '') },
             customProps: () => ({ role: cfg.role }),
             serializers: {
               req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
@@ -58,12 +61,14 @@ export class AppModule {
           },
         }),
         DatabaseModule,
-        MetricsModule,
+        MetricsModule.register({ http }),
         ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http, webhookBaseUrl: cfg.publicUrl }), global: true }] : []),
         ProcessingModule.register({ workers }),
         AuthModule,
+        MerchantsModule,
         RefundsModule,
-        ...(http ? [HealthModule] : []),
+        WebhooksModule.register({ workers }),
+        ...(http ? [HealthModule, OpsModule] : []),
       ],
     };
   }

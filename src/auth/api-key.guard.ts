@@ -6,10 +6,13 @@ import { ApiRole, AuthedRequest, ROLES_KEY } from './auth-context.js';
 
 /**
  * Routes that authenticate otherwise or not at all: probes, provider webhooks (verified by
- * the provider's signature) and the sandbox emulators (which check their own credentials).
+ * the provider's signature), the sandbox emulators (which check their own credentials) and
+ * the Prometheus endpoint (public, or METRICS_TOKEN checked by MetricsController). The ops
+ * dashboard (/ops/queues) is Express middleware with its own key check (src/ops), so this
+ * guard never runs for it.
  * Compared case-insensitively, as Express routes match.
  */
-const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/'];
+const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/', '/metrics/'];
 
 function isPublic(path: string): boolean {
   const p = `${path.toLowerCase().replace(/\/+$/, '')}/`;

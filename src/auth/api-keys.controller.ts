@@ -33,7 +33,8 @@ export class ApiKeysController {
   @HttpCode(204)
   async revoke(
     @Param('id', new ParseUUIDPipe({ exceptionFactory: () => new Problem('not_found', 'No such API key.') })) id: string,
+    @Auth() auth: AuthContext,
   ): Promise<void> {
-    await this.keys.revoke(id);
+    await this.keys.revoke(id, auth);
   }
 }

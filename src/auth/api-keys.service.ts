@@ -75,17 +75,22 @@ export class ApiKeysService {
          RETURNING id, role, merchant_id, name, created_at, revoked_at`,
         [id, sha256(key), key.slice(0, 16), input.role, input.merchantId ?? null, input.name, actor.keyId],
       );
+      await tx.query(`INSERT INTO audit_events (actor, action, subject, detail) VALUES ($1, 'api_key.create', $2, $3)`, [
+        `api_key:${actor.keyId}`,
+        id,
+        { role: input.role, merchantId: input.merchantId ?? null, name: input.name },
+      ]);
       return inserted;
     });
     return { ...toView(row), key };
   }
 
-  async revoke(id: string): Promise<void> {
-    const rows = await this.db.query(
-      `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id`,
-      [id],
-    );
-    if (rows.length === 0) throw new Problem('not_found', 'No such API key.');
+  async revoke(id: string, actor: AuthContext): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const rows = await tx.query(`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id`, [id]);
+      if (rows.length === 0) throw new Problem('not_found', 'No such API key.');
+      await tx.query(`INSERT INTO audit_events (actor, action, subject) VALUES ($1, 'api_key.revoke', $2)`, [`api_key:${actor.keyId}`, id]);
+    });
   }
 }
 

@@ -33,7 +33,9 @@ export class StrictValidationPipe extends ValidationPipe {
     const nul = findNul(value, metadata.type === 'body' ? '' : (metadata.data ?? metadata.type));
     if (nul !== undefined) throw Problem.validation([{ field: nul || 'body', message: 'must not contain NUL characters' }]);
     if (metadata.type === 'body' && metadata.metatype && metadata.metatype !== Object) {
-      if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
+      // No body at all is an empty object (e.g. POST .../approve without a comment).
+      if (value === undefined) value = {};
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
         throw Problem.validation([{ field: 'body', message: 'The body must be a JSON object.' }]);
       }
     }

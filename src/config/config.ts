@@ -54,6 +54,19 @@ export class AppConfig {
   cobo!: CoboConfig;
   lean!: LeanConfig;
   processing!: ProcessingConfig;
+  metrics!: MetricsConfig;
+}
+
+export interface MetricsConfig {
+  /**
+   * Port of the small /metrics server a ROLE=worker process starts (it has no HTTP API);
+   * 0 disables it. API processes serve /metrics on PORT.
+   */
+  port: number;
+  /** Address that server binds (loopback by default: scrape through a sidecar or set 0.0.0.0). */
+  host: string;
+  /** When set, /metrics requires `Authorization: Bearer <token>`; unset, /metrics is public. */
+  token?: string;
 }
 
 export interface ProcessingConfig {
@@ -71,8 +84,10 @@ export interface ProcessingConfig {
   sweepIntervalMs: number;
   /** A refund due this long ago with no worker on it is presumed to have lost its job. */
   sweepGraceMs: number;
-  /** Non-final refunds older than this are reported as stuck. */
+  /** Non-final refunds unchanged for longer than this are reported as stuck. */
   stuckAfterMs: number;
+  /** The same horizon per provider (STUCK_AFTER_MS_<PROVIDER>, default STUCK_AFTER_MS). */
+  stuckAfterMsByProvider: Record<'binance_pay' | 'cobo' | 'lean', number>;
   /**
    * For providers without idempotency (Lean): how long after a create whose answer was lost
    * its absence from the provider's list is still not taken as proof (lists can lag).
@@ -201,7 +216,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     sweepGraceMs: int(env, 'SWEEP_GRACE_MS', 30_000, 0, 86_400_000),
     stuckAfterMs: int(env, 'STUCK_AFTER_MS', 30 * 60_000, 1_000, 30 * 86_400_000),
     absenceGraceMs: int(env, 'ABSENCE_GRACE_MS', 30_000, 0, 86_400_000),
+    stuckAfterMsByProvider: { binance_pay: 0, cobo: 0, lean: 0 },
   };
+  for (const p of ['binance_pay', 'cobo', 'lean'] as const) {
+    cfg.processing.stuckAfterMsByProvider[p] = int(
+      env,
+      `STUCK_AFTER_MS_${p.toUpperCase()}`,
+      cfg.processing.stuckAfterMs,
+      1_000,
+      30 * 86_400_000,
+    );
+  }
   // A step may make two calls back to back (query, then create); the lease is renewed per call.
   if (cfg.processing.leaseMs < 2 * cfg.processing.providerTimeoutMs + 1_000) {
     throw new ConfigError('LEASE_MS must be at least 2 x PROVIDER_TIMEOUT_MS + 1000');
@@ -210,6 +235,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   if (cfg.sandbox && live && cfg.adminApiKey === undefined) {
     // The sandbox's well-known admin key must never guard real provider credentials.
     throw new ConfigError('ADMIN_API_KEY is required when provider credentials are set (SANDBOX is on)');
+  }
+  cfg.metrics = {
+    port: int(env, 'METRICS_PORT', 9464, 0, 65535),
+    host: optional(env, 'METRICS_HOST') ?? '127.0.0.1',
+    token: optional(env, 'METRICS_TOKEN'),
+  };
+  if (!/^[A-Za-z0-9.:-]{1,253}$/.test(cfg.metrics.host)) {
+    throw new ConfigError('METRICS_HOST must be an IP address or a host name');
+  }
+  if (cfg.metrics.token !== undefined && !/^[\x21-\x7e]{16,512}$/.test(cfg.metrics.token)) {
+    throw new ConfigError('METRICS_TOKEN must be 16 to 512 printable characters without spaces');
   }
   cfg.publicUrlExplicit = optional(env, 'PUBLIC_URL') !== undefined;
   return cfg;

@@ -5,11 +5,29 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  * The service's Prometheus metrics, on a registry of its own (not prom-client's global one,
  * so several app instances in one process, as in the tests, do not collide). Counters and
  * histograms are updated where things happen; gauges that describe the database or the
- * queues are filled in on scrape by the collectors registered in MetricsModule.
+ * queues are filled in on scrape by MetricsCollector (metrics-collector.service.ts), through
+ * the scrape hook: every such gauge's collect() awaits the same hook, which the collector
+ * caches for a second, so one scrape (or several at once) costs one round of queries.
  */
 @Injectable()
 export class MetricsService {
   readonly registry = new Registry();
+
+  /** Filled in by MetricsCollector; awaited by the scrape-time gauges below. */
+  private scrapeHook?: () => Promise<void>;
+
+  setScrapeHook(hook: (() => Promise<void>) | undefined): void {
+    this.scrapeHook = hook;
+  }
+
+  /** Never rejects: a collector failure must not fail the scrape. */
+  private readonly beforeScrape = async (): Promise<void> => {
+    try {
+      await this.scrapeHook?.();
+    } catch {
+      // The collector logs and resets what it could not read.
+    }
+  };
 
   readonly refundsCreated = new Counter({
     name: 'refunds_created_total',
@@ -42,15 +60,17 @@ export class MetricsService {
 
   readonly stuckRefunds = new Gauge({
     name: 'refunds_stuck',
-    help: 'Non-final refunds unchanged for longer than the stuck horizon',
-    labelNames: ['provider'] as const,
+    help: 'Refunds in queued, processing or requires_action unchanged for longer than the stuck horizon (STUCK_AFTER_MS[_<PROVIDER>])',
+    labelNames: ['provider', 'status'] as const,
     registers: [this.registry],
+    collect: this.beforeScrape,
   });
 
   readonly reviewRefunds = new Gauge({
     name: 'refunds_flagged_for_review',
     help: 'Refunds whose provider outcome contradicts ours, waiting for a human',
     registers: [this.registry],
+    collect: this.beforeScrape,
   });
 
   readonly queueJobs = new Gauge({
@@ -58,6 +78,7 @@ export class MetricsService {
     help: 'Jobs in the refund queues by state',
     labelNames: ['queue', 'state'] as const,
     registers: [this.registry],
+    collect: this.beforeScrape,
   });
 
   readonly queueOldestJobAge = new Gauge({
@@ -65,6 +86,15 @@ export class MetricsService {
     help: 'Age of the oldest job waiting to be processed, per queue',
     labelNames: ['queue'] as const,
     registers: [this.registry],
+    collect: this.beforeScrape,
+  });
+
+  readonly collectorUp = new Gauge({
+    name: 'metrics_collector_up',
+    help: 'Whether the last scrape-time read of a source (database, queues) succeeded (1) or not (0)',
+    labelNames: ['collector'] as const,
+    registers: [this.registry],
+    collect: this.beforeScrape,
   });
 
   constructor() {

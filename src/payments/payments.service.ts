@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { formatAmount, money } from '../common/money.js';
 import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
-import type { ProviderName, ProviderPayment } from '../providers/provider.js';
+import type { ProviderName, ProviderPayment, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
 import { PaymentBalance, PaymentRow } from './payment.row.js';
 
@@ -17,8 +17,12 @@ const BALANCE_SQL = `
                       WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded,
     COALESCE(SUM(CASE WHEN status IN ('pending_approval', 'queued', 'processing', 'requires_action')
                       THEN amount END), 0)::text AS reserved,
-    COUNT(*) FILTER (WHERE status NOT IN ('failed', 'canceled')
-                        OR (status = 'failed' AND provider_state = 'acknowledged'))::int AS slots_used,
+    (COUNT(*) FILTER (WHERE status NOT IN ('failed', 'canceled')
+                         OR (status = 'failed' AND provider_state = 'acknowledged'))
+     -- each ops retry of a refund the provider had acknowledged left a used slot behind
+     + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
+         WHERE r2.provider = $1 AND r2.payment_id = $2 AND e.from_status = 'failed' AND e.to_status = 'queued'
+           AND e.detail->>'previousProviderState' = 'acknowledged'))::int AS slots_used,
     -- The provider's own count, where it reports one (Binance remainingAttempts), and how
     -- many refunds were accepted since: catches refunds made outside this service.
     MIN((provider_details->>'remainingAttempts')::int) AS reported_remaining,
@@ -98,6 +102,37 @@ export class PaymentsService {
       slotsUsed: row.slots_used,
       reportedRemaining: row.reported_remaining === null ? null : Math.max(0, row.reported_remaining - row.unreported_active),
     };
+  }
+
+  /**
+   * The over-refund guard and the provider's per-payment limits, for `amount` more on this
+   * payment. Call with the payment row locked (lockForUpdate) in the same transaction.
+   */
+  async assertFits(tx: Sql, provider: RefundProvider, payment: PaymentRow, amount: string): Promise<void> {
+    const balance = await this.balance(tx, payment);
+    if (money(amount).gt(balance.refundable)) {
+      throw new Problem('amount_exceeds_refundable', `At most ${balance.refundable} ${payment.currency} can be refunded.`, {
+        refundableAmount: balance.refundable,
+      });
+    }
+    if (provider.maxRefundsPerPayment === undefined) return;
+    const byCount = provider.maxRefundsPerPayment - balance.slotsUsed;
+    const remaining = balance.reportedRemaining === null ? byCount : Math.min(byCount, balance.reportedRemaining);
+    if (remaining <= 0) {
+      throw new Problem('payment_not_refundable', `${provider.name} allows at most ${provider.maxRefundsPerPayment} refunds per payment.`, {
+        refundableAmount: balance.refundable,
+        remainingRefunds: 0,
+      });
+    }
+    if (remaining === 1 && provider.lastRefundTakesRemainder && !money(amount).eq(balance.refundable)) {
+      // Binance refunds the whole remainder on the last allowed refund, whatever we send:
+      // accept only that exact amount rather than silently refunding more than asked.
+      throw new Problem(
+        'payment_not_refundable',
+        `This would be the last refund ${provider.name} allows on the payment, and it always refunds the whole remainder: refund exactly ${balance.refundable}.`,
+        { refundableAmount: balance.refundable, remainingRefunds: 1 },
+      );
+    }
   }
 
   /** GET /v1/payments/{provider}/{paymentId}. */

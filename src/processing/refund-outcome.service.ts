@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
 import type { ProviderOutcome } from '../providers/provider.js';
@@ -17,13 +17,15 @@ type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
  */
 @Injectable()
 export class RefundOutcomeService {
+  private readonly logger = new Logger('RefundOutcome');
+
   constructor(
     private readonly db: Database,
     private readonly state: RefundStateService,
     private readonly cfg: AppConfig,
   ) {}
 
-  async apply(refundId: string, outcome: Applicable, actor: string): Promise<'final' | 'updated' | 'unchanged'> {
+  async apply(refundId: string, outcome: Applicable, actor: string): Promise<'final' | 'updated' | 'unchanged' | 'flagged'> {
     return this.db.transaction(async (tx) => {
       const [cur] = await tx.query<{ status: string; has_address: boolean; cancel_asked: boolean }>(
         `SELECT status, provider_options ? 'toAddress' AS has_address,
@@ -31,7 +33,21 @@ export class RefundOutcomeService {
            FROM refunds r WHERE id = $1 FOR UPDATE`,
         [refundId],
       );
-      if (!cur || (cur.status !== 'processing' && cur.status !== 'requires_action')) return 'unchanged';
+      if (!cur) return 'unchanged';
+      if (cur.status !== 'processing' && cur.status !== 'requires_action') {
+        if (outcome.kind === 'final' && contradicts(cur.status, outcome.status)) {
+          // Never overwrite a final outcome: keep ours, and put the refund in front of a human.
+          const reason = `provider reports ${outcome.status} (${outcome.update.providerStatus ?? 'no status'}) but the refund is ${cur.status}`;
+          await tx.query(
+            `UPDATE refunds SET review_reason = $2, review_flagged_at = now(), updated_at = now()
+              WHERE id = $1 AND review_flagged_at IS NULL`,
+            [refundId, reason],
+          );
+          this.logger.error({ refundId, ours: cur.status, theirs: outcome.status, actor }, 'provider outcome contradicts a final refund; flagged for review');
+          return 'flagged';
+        }
+        return 'unchanged';
+      }
       const slowly = new Date(Date.now() + this.cfg.processing.pollMaxDelayMs);
 
       if (outcome.kind === 'pending') {
@@ -104,4 +120,10 @@ export function pendingPatch(outcome: Extract<ProviderOutcome, { kind: 'pending'
     ...(outcome.update.providerStatus ? { provider_status: outcome.update.providerStatus } : {}),
     ...(outcome.update.details ? { provider_details: outcome.update.details } : {}),
   };
+}
+
+/** Whether a provider's final word contradicts ours about money (canceled and failed agree: nothing moved). */
+function contradicts(ours: string, theirs: string): boolean {
+  const moved = (s: string) => (s === 'succeeded' ? 'all' : s === 'partially_succeeded' ? 'part' : s === 'failed' || s === 'canceled' ? 'none' : 'open');
+  return moved(ours) !== 'open' && moved(ours) !== moved(theirs);
 }

@@ -71,13 +71,17 @@ export class RefundQueueService implements OnModuleDestroy {
       [refundId],
     );
     if (rows.length === 0) return;
+    await this.wake(provider, refundId);
+  }
+
+  /** Wakes the refund's job (promotes it from the delayed set), or adds one when it is missing. */
+  async wake(provider: ProviderName, refundId: string): Promise<void> {
     try {
       const job = await this.queues[provider].getJob(refundId);
       if (job && (await job.isDelayed())) await job.promote();
       else if (!job) await this.enqueue(provider, refundId);
     } catch (err) {
-      // The sweeper will pick it up; a webhook is only a hint.
-      this.logger.warn({ refundId, err: (err as Error).message }, 'could not wake the refund job');
+      this.logger.warn({ refundId, err: (err as Error).message }, 'could not wake the refund job; the sweeper will');
     }
   }
 

@@ -5,6 +5,8 @@ import { Database } from '../database/database.js';
 import type { PaymentRow } from '../payments/payment.row.js';
 import { AttemptsService } from '../processing/attempts.service.js';
 import { RefundQueueService } from '../processing/refund-queue.service.js';
+import { RefundOutcomeService } from '../processing/refund-outcome.service.js';
+import { PaymentsService } from '../payments/payments.service.js';
 import { RefundWorkerService } from '../processing/refund-worker.service.js';
 import type { ProviderActionResult, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
@@ -30,6 +32,8 @@ export class RefundActionsService {
     private readonly attempts: AttemptsService,
     private readonly worker: RefundWorkerService,
     private readonly queue: RefundQueueService,
+    private readonly payments: PaymentsService,
+    private readonly outcomes: RefundOutcomeService,
   ) {}
 
   private async load(auth: AuthContext, id: string): Promise<RefundRow> {
@@ -70,6 +74,146 @@ export class RefundActionsService {
     );
     if (!moved) throw this.invalidState(await this.load(auth, id), 'canceled');
     return toRefundJson(moved);
+  }
+
+  /** POST /v1/refunds/{id}/approve: four-eyes, never by the key that created the refund. */
+  async approve(auth: AuthContext, id: string, comment?: string): Promise<RefundJson> {
+    const row = await this.load(auth, id);
+    if (row.status !== 'pending_approval') throw this.invalidState(row, 'approved');
+    this.assertFourEyes(auth, row, 'approve');
+    const moved = await this.db.transaction((tx) =>
+      this.state.transition(tx, row.id, 'queued', {
+        from: ['pending_approval'],
+        actor: actorOf(auth),
+        detail: { action: 'approve', ...(comment ? { comment } : {}) },
+      }),
+    );
+    if (!moved) throw this.invalidState(await this.load(auth, id), 'approved');
+    await this.queue.enqueue(moved.provider, moved.id);
+    return toRefundJson(moved);
+  }
+
+  /** POST /v1/refunds/{id}/reject: the refund is canceled and its amount released. */
+  async reject(auth: AuthContext, id: string, comment?: string): Promise<RefundJson> {
+    const row = await this.load(auth, id);
+    if (row.status !== 'pending_approval') throw this.invalidState(row, 'rejected');
+    this.assertFourEyes(auth, row, 'reject');
+    const moved = await this.db.transaction((tx) =>
+      this.state.transition(tx, row.id, 'canceled', {
+        from: ['pending_approval'],
+        actor: actorOf(auth),
+        detail: { action: 'reject', ...(comment ? { comment } : {}) },
+      }),
+    );
+    if (!moved) throw this.invalidState(await this.load(auth, id), 'rejected');
+    return toRefundJson(moved);
+  }
+
+  private assertFourEyes(auth: AuthContext, row: RefundRow, action: string): void {
+    if (row.created_by_key_id !== null && row.created_by_key_id === auth.keyId) {
+      throw new Problem('forbidden', `The key that created a refund may not ${action} it.`);
+    }
+  }
+
+  /**
+   * POST /v1/refunds/{id}/retry: a failed refund goes back in line as a new submission with
+   * a new provider request id (made by the worker), after the over-refund guard and the
+   * provider's limits are checked again under the payment's lock.
+   */
+  async retry(auth: AuthContext, id: string, comment?: string): Promise<RefundJson> {
+    const row = await this.load(auth, id);
+    if (row.status !== 'failed') throw this.invalidState(row, 'retried');
+    const provider = this.providers.get(row.provider);
+    const moved = await this.db.transaction(async (tx) => {
+      const payment = await this.payments.lockForUpdate(tx, row.provider, row.payment_id);
+      if (!payment) throw new Problem('payment_not_found', 'The refund’s payment is gone.');
+      await this.payments.assertFits(tx, provider, payment, row.amount);
+      return this.state.transition(tx, row.id, 'queued', {
+        from: ['failed'],
+        actor: actorOf(auth),
+        patch: {
+          provider_request_id: null,
+          provider_refund_id: null,
+          provider_status: null,
+          provider_state: 'not_sent',
+          check_count: 0,
+        },
+        detail: {
+          action: 'retry',
+          previousProviderRequestId: row.provider_request_id,
+          previousProviderState: row.provider_state,
+          previousFailureCode: row.failure_code,
+          ...(comment ? { comment } : {}),
+        },
+      });
+    });
+    if (!moved) throw this.invalidState(await this.load(auth, id), 'retried');
+    await this.queue.enqueue(moved.provider, moved.id);
+    return toRefundJson(moved);
+  }
+
+  /** POST /v1/refunds/retry: failed refunds matching the filter, oldest failure first. */
+  async retryMany(
+    auth: AuthContext,
+    f: { provider?: string; failureCode?: string; failedFrom?: string; failedTo?: string; limit?: number; comment?: string },
+  ) {
+    const rows = await this.db.query<{ id: string }>(
+      `SELECT id FROM refunds
+        WHERE status = 'failed'
+          AND ($1::text IS NULL OR provider = $1)
+          AND ($2::text IS NULL OR failure_code = $2)
+          AND ($3::timestamptz IS NULL OR status_changed_at >= $3)
+          AND ($4::timestamptz IS NULL OR status_changed_at < $4)
+        ORDER BY status_changed_at, id
+        LIMIT $5`,
+      [f.provider ?? null, f.failureCode ?? null, f.failedFrom ?? null, f.failedTo ?? null, f.limit ?? 100],
+    );
+    const ids: string[] = [];
+    const skipped: { id: string; code: string; detail?: string }[] = [];
+    for (const r of rows) {
+      try {
+        await this.retry(auth, r.id, f.comment);
+        ids.push(r.id);
+      } catch (err) {
+        if (!(err instanceof Problem)) throw err;
+        skipped.push({ id: r.id, code: err.code, detail: err.detail });
+      }
+    }
+    return { retried: ids.length, ids, skipped };
+  }
+
+  /**
+   * POST /v1/refunds/{id}/sync: ask the provider now. A refund still in flight is made due
+   * and its job woken; a final one is compared with the provider, and a contradiction is
+   * flagged for review (never applied).
+   */
+  async sync(auth: AuthContext, id: string): Promise<RefundJson> {
+    const row = await this.load(auth, id);
+    await this.db.query(`INSERT INTO audit_events (actor, action, subject, detail) VALUES ($1, 'sync', $2, $3)`, [
+      actorOf(auth),
+      row.id,
+      { status: row.status },
+    ]);
+    if (['queued', 'processing', 'requires_action'].includes(row.status)) {
+      await this.db.query(
+        `UPDATE refunds SET next_check_at = now() WHERE id = $1 AND status IN ('queued', 'processing', 'requires_action')`,
+        [row.id],
+      );
+      await this.queue.wake(row.provider, row.id);
+      return toRefundJson(await this.load(auth, id));
+    }
+    if (row.provider_request_id && row.provider_state !== 'not_sent') {
+      const provider = this.providers.get(row.provider);
+      const payment = await this.db.one<PaymentRow>(`SELECT * FROM payments WHERE provider = $1 AND payment_id = $2`, [
+        row.provider,
+        row.payment_id,
+      ]);
+      const result = await this.attempts.record(row, row.provider_request_id, 'query', () =>
+        provider.queryRefund(this.worker.command(row, payment)),
+      );
+      if (result.outcome.kind === 'final') await this.outcomes.apply(row.id, result.outcome, actorOf(auth));
+    }
+    return toRefundJson(await this.load(auth, id));
   }
 
   /** PATCH /v1/refunds/{id} { cobo: { toAddress } }: give a waiting Cobo refund its address. */

@@ -1,5 +1,6 @@
 import { Injectable, Logger, Optional } from '@nestjs/common';
 import { MetricsService } from '../metrics/metrics.service.js';
+import { failureCategory } from './failure-category.js';
 import type { Sql } from '../database/database.js';
 import { RefundRow } from './refund.row.js';
 import { isFinal, RefundStatus, sourcesOf } from './refund-status.js';
@@ -12,6 +13,7 @@ export interface RefundPatch {
   provider_request_id?: string | null;
   refunded_amount?: string;
   failure_code?: string | null;
+  failure_category?: 'retryable' | 'final' | null;
   failure_message?: string | null;
   /** Merged (jsonb ||) into provider_details, never replacing it. */
   provider_details?: Record<string, unknown>;
@@ -26,6 +28,7 @@ const PATCH_COLUMNS = [
   'provider_request_id',
   'refunded_amount',
   'failure_code',
+  'failure_category',
   'failure_message',
   'next_check_at',
   'check_count',
@@ -65,6 +68,14 @@ export class RefundStateService {
       patch.refunded_amount = '0';
     }
     if (isFinal(to)) patch.next_check_at = null;
+    if (to === 'failed') patch.failure_category = failureCategory(patch.failure_code);
+    if (to === 'queued') {
+      // Back in line (approval or ops retry): a fresh submission, due now.
+      patch.failure_code = patch.failure_code ?? null;
+      patch.failure_message = patch.failure_message ?? null;
+      patch.failure_category = null;
+      patch.next_check_at = patch.next_check_at ?? new Date();
+    }
 
     const params: unknown[] = [refundId, to, from];
     const sets = [`status = $2`, `updated_at = now()`, `status_changed_at = now()`];

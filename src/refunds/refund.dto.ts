@@ -162,6 +162,57 @@ export class ListRefundsQuery {
   @IsOptional()
   @IsIn(['true', 'false'])
   stuck?: 'true' | 'false';
+
+  @IsOptional()
+  @IsString()
+  @Length(1, 64)
+  failureCode?: string;
+
+  @IsOptional()
+  @IsIn(['retryable', 'final'])
+  failureCategory?: 'retryable' | 'final';
+
+  /** true: only refunds flagged for review (a provider contradicted a final outcome). */
+  @IsOptional()
+  @IsIn(['true', 'false'])
+  review?: 'true' | 'false';
+}
+
+export class OpsActionDto {
+  @IsOptional()
+  @IsString()
+  @Length(1, 500)
+  comment?: string;
+}
+
+export class BulkRetryDto {
+  @IsOptional()
+  @IsIn(PROVIDERS as unknown as string[])
+  provider?: ProviderName;
+
+  @IsOptional()
+  @IsString()
+  @Length(1, 64)
+  failureCode?: string;
+
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  failedFrom?: string;
+
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  failedTo?: string;
+
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(500)
+  limit?: number;
+
+  @IsOptional()
+  @IsString()
+  @Length(1, 500)
+  comment?: string;
 }
 
 export class CoboAddressDto {

@@ -21,6 +21,9 @@ export interface RefundRow {
   provider_state: 'not_sent' | 'unknown' | 'acknowledged';
   failure_code: string | null;
   failure_message: string | null;
+  failure_category: 'retryable' | 'final' | null;
+  review_reason: string | null;
+  review_flagged_at: Date | null;
   attempt_count: number;
   provider_details: Record<string, unknown>;
   provider_options: Record<string, unknown>;
@@ -54,8 +57,12 @@ export interface RefundJson {
   providerStatus: string | null;
   failureCode: string | null;
   failureMessage: string | null;
+  /** retryable | final: whether an ops retry can help (failed refunds only). */
+  failureCategory: 'retryable' | 'final' | null;
   attemptCount: number;
   providerDetails: Record<string, unknown>;
+  /** Set when a provider reported a final outcome that contradicts ours: a human must look. */
+  review: { reason: string; flaggedAt: string } | null;
   createdAt: string;
   updatedAt: string;
   completedAt: string | null;
@@ -78,8 +85,10 @@ export function toRefundJson(row: RefundRow): RefundJson {
     providerStatus: row.provider_status,
     failureCode: row.failure_code,
     failureMessage: row.failure_message,
+    failureCategory: row.failure_category,
     attemptCount: row.attempt_count,
     providerDetails: row.provider_details,
+    review: row.review_flagged_at ? { reason: row.review_reason ?? '', flaggedAt: row.review_flagged_at.toISOString() } : null,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
     completedAt: row.completed_at ? row.completed_at.toISOString() : null,

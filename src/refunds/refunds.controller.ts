@@ -2,7 +2,7 @@ import { Body, Controller, Get, Headers, HttpCode, Param, ParseUUIDPipe, Patch, 
 import type { Request, Response } from 'express';
 import { Auth, type AuthContext, Roles } from '../auth/auth-context.js';
 import { Problem } from '../common/problem.js';
-import { CreateRefundDto, ListRefundsQuery, UpdateRefundDto } from './refund.dto.js';
+import { BulkRetryDto, CreateRefundDto, ListRefundsQuery, OpsActionDto, UpdateRefundDto } from './refund.dto.js';
 import { RefundActionsService } from './refund-actions.service.js';
 import { toRefundJson } from './refund.row.js';
 import { RefundsService } from './refunds.service.js';
@@ -37,6 +37,13 @@ export class RefundsController {
       res.status(202);
     }
     return refund;
+  }
+
+  @Post('retry')
+  @HttpCode(202)
+  @Roles('ops')
+  retryMany(@Auth() auth: AuthContext, @Body() dto: BulkRetryDto) {
+    return this.actions.retryMany(auth, dto);
   }
 
   @Get()
@@ -75,5 +82,33 @@ export class RefundsController {
   @Roles('merchant', 'ops')
   cancel(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
     return this.actions.cancel(auth, id);
+  }
+
+  @Post(':id/retry')
+  @HttpCode(202)
+  @Roles('ops')
+  retry(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string, @Body() dto: OpsActionDto) {
+    return this.actions.retry(auth, id, dto.comment);
+  }
+
+  @Post(':id/approve')
+  @HttpCode(200)
+  @Roles('ops')
+  approve(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string, @Body() dto: OpsActionDto) {
+    return this.actions.approve(auth, id, dto.comment);
+  }
+
+  @Post(':id/reject')
+  @HttpCode(200)
+  @Roles('ops')
+  reject(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string, @Body() dto: OpsActionDto) {
+    return this.actions.reject(auth, id, dto.comment);
+  }
+
+  @Post(':id/sync')
+  @HttpCode(202)
+  @Roles('ops')
+  sync(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string) {
+    return this.actions.sync(auth, id);
   }
 }

@@ -1,5 +1,6 @@
 import { Injectable, Optional } from '@nestjs/common';
 import { MetricsService } from '../metrics/metrics.service.js';
+import { MerchantsService } from '../merchants/merchants.service.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/config.js';
 import { decimalPlaces, formatAmount, money } from '../common/money.js';
@@ -66,6 +67,7 @@ export class RefundsService {
     private readonly payments: PaymentsService,
     private readonly state: RefundStateService,
     private readonly queue: RefundQueueService,
+    private readonly merchants: MerchantsService,
     @Optional() private readonly metrics?: MetricsService,
   ) {}
 
@@ -127,37 +129,16 @@ export class RefundsService {
           paymentCurrency: payment.currency,
         });
       }
-      const balance = await this.payments.balance(tx, payment);
-      if (money(dto.amount).gt(balance.refundable)) {
-        throw new Problem('amount_exceeds_refundable', `At most ${balance.refundable} ${payment.currency} can be refunded.`, {
-          refundableAmount: balance.refundable,
-        });
-      }
-      if (provider.maxRefundsPerPayment !== undefined) {
-        const byCount = provider.maxRefundsPerPayment - balance.slotsUsed;
-        const remaining = balance.reportedRemaining === null ? byCount : Math.min(byCount, balance.reportedRemaining);
-        if (remaining <= 0) {
-          throw new Problem(
-            'payment_not_refundable',
-            `${dto.provider} allows at most ${provider.maxRefundsPerPayment} refunds per payment.`,
-            { refundableAmount: balance.refundable, remainingRefunds: 0 },
-          );
-        }
-        if (remaining === 1 && provider.lastRefundTakesRemainder && !money(dto.amount).eq(balance.refundable)) {
-          // Binance refunds the whole remainder on the last allowed refund, whatever we send:
-          // accept only that exact amount rather than silently refunding more than asked.
-          throw new Problem(
-            'payment_not_refundable',
-            `This would be the last refund ${dto.provider} allows on the payment, and it always refunds the whole remainder: refund exactly ${balance.refundable}.`,
-            { refundableAmount: balance.refundable, remainingRefunds: 1 },
-          );
-        }
-      }
+      await this.payments.assertFits(tx, provider, payment, dto.amount);
+      const threshold = await this.merchants.approvalThreshold(tx, merchantId, dto.currency);
+      // At or above the merchant's threshold, an ops approval comes first (contract §6).
+      const status = threshold !== null && money(dto.amount).gte(threshold) ? 'pending_approval' : 'queued';
 
       const [row] = await tx.query<RefundRow>(
         `INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
                               metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12, $13, now())
+         VALUES ($1, $2, $3, $4, $5, $6, $14, $7, $8, $9, $10, $11, $12, $13,
+                 CASE WHEN $14 = 'queued' THEN now() END)
          ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
          RETURNING *`,
         [
@@ -174,11 +155,12 @@ export class RefundsService {
           idempotencyKey,
           hash,
           auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
+          status,
         ],
       );
       // Same key used concurrently for another payment: that request won.
       if (!row) return { conflict: true as const };
-      await this.state.created(tx, row.id, 'queued', actorOf(auth));
+      await this.state.created(tx, row.id, row.status, actorOf(auth));
       return { created: row };
     });
 
@@ -190,7 +172,7 @@ export class RefundsService {
     }
     const row = result.created!;
     this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
-    await this.queue.enqueue(row.provider, row.id);
+    if (row.status === 'queued') await this.queue.enqueue(row.provider, row.id);
     return { refund: toRefundJson(row), replayed: false };
   }
 
@@ -270,13 +252,19 @@ export class RefundsService {
     if (q.createdFrom) add((p) => `created_at >= ${p}::timestamptz`, q.createdFrom);
     if (q.createdTo) add((p) => `created_at < ${p}::timestamptz`, q.createdTo);
     if (q.stuck === 'true') {
-      // Non-final and unchanged for longer than the horizon: the outcome is taking too long.
-      add(
-        (p) =>
-          `status IN ('queued', 'processing') AND status_changed_at < now() - make_interval(secs => ${p}::double precision / 1000)`,
-        this.cfg.processing.stuckAfterMs,
+      // Non-final and unchanged for longer than the provider's horizon: the outcome is taking too long.
+      const h = this.cfg.processing.stuckAfterMsByProvider;
+      params.push(h.binance_pay, h.cobo, h.lean);
+      const n = params.length;
+      where.push(
+        `status IN ('queued', 'processing') AND status_changed_at < now() - make_interval(secs => (CASE provider
+           WHEN 'binance_pay' THEN $${n - 2}::double precision WHEN 'cobo' THEN $${n - 1}::double precision
+           ELSE $${n}::double precision END) / 1000)`,
       );
     }
+    if (q.failureCode) add((p) => `failure_code = ${p}`, q.failureCode);
+    if (q.failureCategory) add((p) => `failure_category = ${p}`, q.failureCategory);
+    if (q.review === 'true') where.push(`review_flagged_at IS NOT NULL`);
     if (q.cursor) {
       const c = decodeCursor(q.cursor);
       params.push(c.createdAt, c.id);

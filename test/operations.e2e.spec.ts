@@ -1,0 +1,192 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { merchantKey, roleKey, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
+
+let svc: TestService;
+let m1: string;
+let ops: string;
+let admin: string;
+
+beforeAll(async () => {
+  svc = await startService('ops', { STUCK_AFTER_MS_BINANCE_PAY: '1500' });
+  m1 = await merchantKey(svc, 'M1001');
+  ops = await roleKey(svc, 'ops');
+  admin = `Bearer ${svc.adminKey}`;
+  await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+});
+
+afterAll(async () => {
+  await svc?.stop();
+});
+
+const as = (key: string) => `Bearer ${key}`;
+
+function create(body: Record<string, unknown>, key = m1) {
+  return svc.http().post('/v1/refunds').set('Authorization', as(key)).set('Idempotency-Key', randomUUID()).send(body);
+}
+
+async function get(id: string) {
+  return (await svc.http().get(`/v1/refunds/${id}`).set('Authorization', as(ops)).expect(200)).body;
+}
+
+async function until(id: string, statuses: string[]) {
+  return waitFor(async () => {
+    const r = await get(id);
+    return statuses.includes(r.status) ? r : undefined;
+  }, 30_000, `refund ${id} in ${statuses.join('/')}`);
+}
+
+async function failedRefund(amount = '5') {
+  const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+  await setFaults(svc, 'binance-pay', { insufficientBalance: true });
+  try {
+    const id = (await create({ provider: 'binance_pay', paymentId, amount, currency: 'USDT' }).expect(202)).body.id;
+    const done = await until(id, ['failed', 'succeeded']);
+    expect(done).toMatchObject({ status: 'failed', failureCode: '400304', failureCategory: 'retryable' });
+    return { id, paymentId };
+  } finally {
+    await setFaults(svc, 'binance-pay', { insufficientBalance: false });
+  }
+}
+
+describe('ops retry', () => {
+  it('retries a provider-confirmed failure with a new request id, and it can succeed', async () => {
+    const { id } = await failedRefund();
+    await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(m1)).expect(403);
+    const res = await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).send({ comment: 'balance topped up' }).expect(202);
+    expect(res.body).toMatchObject({ status: 'queued', failureCode: null, failureCategory: null });
+    const done = await until(id, ['succeeded', 'failed']);
+    expect(done.status).toBe('succeeded');
+
+    const attempts = (await svc.http().get(`/v1/refunds/${id}/attempts`).set('Authorization', as(ops)).expect(200)).body.data;
+    const creates = attempts.filter((a: { operation: string }) => a.operation === 'create');
+    expect(creates).toHaveLength(2);
+    expect(creates[0].providerRequestId).not.toBe(creates[1].providerRequestId);
+    const events = (await svc.http().get(`/v1/refunds/${id}/events`).set('Authorization', as(ops)).expect(200)).body.data;
+    const retry = events.find((e: { from: string; to: string }) => e.from === 'failed' && e.to === 'queued');
+    expect(retry.actor).toMatch(/^api_key:/);
+    expect(retry.detail).toMatchObject({ action: 'retry', comment: 'balance topped up', previousFailureCode: '400304' });
+
+    const again = await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).expect(409);
+    expect(again.body.code).toBe('invalid_state');
+  });
+
+  it('refuses to retry a refund still processing', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    try {
+      const id = (await create({ provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202)).body.id;
+      await until(id, ['processing']);
+      expect((await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).expect(409)).body.code).toBe('invalid_state');
+    } finally {
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+  });
+
+  it('re-checks the over-refund guard on retry', async () => {
+    const { id, paymentId } = await failedRefund('60');
+    // Meanwhile the payment's room was used by another refund.
+    const other = (await create({ provider: 'binance_pay', paymentId, amount: '50', currency: 'USDT' }).expect(202)).body.id;
+    await until(other, ['succeeded']);
+    const res = await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).expect(422);
+    expect(res.body).toMatchObject({ code: 'amount_exceeds_refundable', refundableAmount: '50' });
+    expect((await get(id)).status).toBe('failed');
+  });
+
+  it('retries in bulk by provider and failure code, and lists by failure code', async () => {
+    const a = await failedRefund('1');
+    const b = await failedRefund('2');
+    const listed = await svc.http().get('/v1/refunds').query({ status: 'failed', failureCode: '400304' }).set('Authorization', as(ops)).expect(200);
+    expect(listed.body.data.map((r: { id: string }) => r.id)).toEqual(expect.arrayContaining([a.id, b.id]));
+    await svc.http().post('/v1/refunds/retry').set('Authorization', as(m1)).send({}).expect(403);
+    const res = await svc.http().post('/v1/refunds/retry').set('Authorization', as(ops)).send({ provider: 'binance_pay', failureCode: '400304', limit: 50 }).expect(202);
+    expect(res.body.ids).toEqual(expect.arrayContaining([a.id, b.id]));
+    expect(res.body.retried).toBe(res.body.ids.length);
+    for (const id of [a.id, b.id]) expect((await until(id, ['succeeded', 'failed'])).status).toBe('succeeded');
+  });
+});
+
+describe('approval policy', () => {
+  it('holds refunds at or above the threshold for an ops approval by another key', async () => {
+    await svc.http().put('/v1/merchants/M1001').set('Authorization', admin).send({ name: 'Shop', approvalThresholds: { USDT: '50' } }).expect(200);
+    await svc.http().put('/v1/merchants/M1001').set('Authorization', as(ops)).send({ name: 'x' }).expect(403);
+    await svc.http().put('/v1/merchants/M1001').set('Authorization', admin).send({ approvalThresholds: { USDT: '-1' } }).expect(400);
+    const merchant = await svc.http().get('/v1/merchants/M1001').set('Authorization', admin).expect(200);
+    expect(merchant.body).toMatchObject({ id: 'M1001', name: 'Shop', approvalThresholds: { USDT: '50' } });
+
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '200.00');
+    const small = (await create({ provider: 'binance_pay', paymentId, amount: '49.99', currency: 'USDT' }).expect(202)).body;
+    expect(small.status).toBe('queued');
+    const held = (await create({ provider: 'binance_pay', paymentId, amount: '50', currency: 'USDT' }).expect(202)).body;
+    expect(held.status).toBe('pending_approval');
+    // Held refunds reserve their amount and are never sent.
+    const payment = await svc.http().get(`/v1/payments/binance_pay/${paymentId}`).set('Authorization', as(m1)).expect(200);
+    expect(payment.body.refundableAmount).toBe('100.01');
+
+    // The creating (merchant) key cannot approve its own refund.
+    expect((await svc.http().post(`/v1/refunds/${held.id}/approve`).set('Authorization', as(m1)).expect(403)).body.code).toBe('forbidden');
+    const approved = await svc.http().post(`/v1/refunds/${held.id}/approve`).set('Authorization', as(ops)).send({ comment: 'checked' }).expect(200);
+    expect(approved.body.status).toBe('queued');
+    expect((await until(held.id, ['succeeded', 'failed'])).status).toBe('succeeded');
+    const events = (await svc.http().get(`/v1/refunds/${held.id}/events`).set('Authorization', as(ops)).expect(200)).body.data;
+    expect(events.map((e: { to: string }) => e.to)).toEqual(['pending_approval', 'queued', 'processing', 'succeeded']);
+    expect(events[1].detail).toMatchObject({ action: 'approve', comment: 'checked' });
+
+    const rejected = (await create({ provider: 'binance_pay', paymentId, amount: '60', currency: 'USDT' }).expect(202)).body;
+    const res = await svc.http().post(`/v1/refunds/${rejected.id}/reject`).set('Authorization', as(ops)).send({ comment: 'suspicious' }).expect(200);
+    expect(res.body.status).toBe('canceled');
+    const after = await svc.http().get(`/v1/payments/binance_pay/${paymentId}`).set('Authorization', as(m1)).expect(200);
+    expect(after.body).toMatchObject({ reservedAmount: '0', refundableAmount: '100.01' });
+    await svc.http().post(`/v1/refunds/${rejected.id}/approve`).set('Authorization', as(ops)).expect(409);
+    await svc.http().put('/v1/merchants/M1001').set('Authorization', admin).send({ name: 'Shop' }).expect(200);
+  });
+});
+
+describe('stuck refunds and sync', () => {
+  it('lists a refund kept pending past the horizon as stuck until the provider settles it', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 4_000 });
+    let id: string;
+    try {
+      id = (await create({ provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202)).body.id;
+      await waitFor(async () => {
+        const res = await svc.http().get('/v1/refunds').query({ status: 'processing', stuck: 'true' }).set('Authorization', as(ops)).expect(200);
+        return res.body.data.some((r: { id: string }) => r.id === id);
+      }, 10_000, 'refund listed as stuck');
+    } finally {
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+    await svc.http().post(`/v1/refunds/${id!}/sync`).set('Authorization', as(ops)).expect(202);
+    expect((await until(id!, ['succeeded', 'failed'])).status).toBe('succeeded');
+    const res = await svc.http().get('/v1/refunds').query({ status: 'processing', stuck: 'true' }).set('Authorization', as(ops)).expect(200);
+    expect(res.body.data.some((r: { id: string }) => r.id === id!)).toBe(false);
+  });
+
+  it('flags a final refund the provider contradicts, and never overwrites it', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const id = (await create({ provider: 'binance_pay', paymentId, amount: '3', currency: 'USDT' }).expect(202)).body.id;
+    const done = await until(id, ['succeeded']);
+    const { rows } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1`, [id]);
+    // The provider's own record changes behind our back.
+    await svc.db.query(`UPDATE sandbox.binance_refunds SET status = 'REFUND_FAIL' WHERE refund_request_id = $1`, [rows[0].provider_request_id]);
+    await svc.http().post(`/v1/refunds/${id}/sync`).set('Authorization', as(m1)).expect(403);
+    const synced = await svc.http().post(`/v1/refunds/${id}/sync`).set('Authorization', as(ops)).expect(202);
+    expect(synced.body).toMatchObject({ status: 'succeeded', refundedAmount: '3' });
+    expect(synced.body.review.reason).toMatch(/failed/);
+    const flagged = await svc.http().get('/v1/refunds').query({ review: 'true' }).set('Authorization', as(ops)).expect(200);
+    expect(flagged.body.data.map((r: { id: string }) => r.id)).toContain(id);
+    expect(done.review).toBeNull();
+    const { rows: audit } = await svc.db.query(`SELECT actor, action FROM audit_events WHERE subject = $1`, [id]);
+    expect(audit.map((a) => a.action)).toContain('sync');
+  });
+});
+
+describe('audit', () => {
+  it('records key creation and keeps event rows immutable', async () => {
+    const res = await svc.http().post('/v1/api-keys').set('Authorization', admin).send({ role: 'finance', name: 'audit check' }).expect(201);
+    const { rows } = await svc.db.query(`SELECT actor, action FROM audit_events WHERE subject = $1`, [res.body.id]);
+    expect(rows).toEqual([{ actor: 'api_key:bootstrap-admin', action: 'api_key.create' }]);
+    await expect(svc.db.query(`UPDATE refund_events SET actor = 'someone else'`)).rejects.toThrow(/immutable/);
+    await expect(svc.db.query(`DELETE FROM audit_events`)).rejects.toThrow(/immutable/);
+  });
+});
