@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { binanceCertSerial, signBinanceWebhook } from '../src/providers/binance-pay/binance-pay.signing.js';
+import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
 import { merchantKey, roleKey, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
 
 let svc: TestService;
@@ -103,6 +106,99 @@ describe('ops retry', () => {
     expect(res.body.ids).toEqual(expect.arrayContaining([a.id, b.id]));
     expect(res.body.retried).toBe(res.body.ids.length);
     for (const id of [a.id, b.id]) expect((await until(id, ['succeeded', 'failed'])).status).toBe('succeeded');
+  });
+});
+
+describe('answers about superseded submissions', () => {
+  async function webhook(requestId: string, prepayId: string, bizStatus: string) {
+    const merchant = await svc.app.get(SandboxCredentials).binancePayMerchant();
+    const inner = JSON.stringify({ refundInfo: { refundRequestId: requestId, prepayId, refundAmount: '5.00000000', remainingAttempts: 8 } });
+    const body = `{"bizType":"PAY_REFUND","bizId":1,"bizIdStr":"1","bizStatus":"${bizStatus}","data":${JSON.stringify(inner)}}`;
+    const ts = String(Date.now());
+    const nonce = randomBytes(16).toString('hex');
+    return svc
+      .http()
+      .post('/webhooks/binance-pay')
+      .set({
+        'Content-Type': 'application/json',
+        'BinancePay-Certificate-SN': binanceCertSerial(merchant.webhookPublicKeyPem),
+        'BinancePay-Nonce': nonce,
+        'BinancePay-Timestamp': ts,
+        'BinancePay-Signature': signBinanceWebhook(merchant.webhookPrivateKeyPem, ts, nonce, body),
+      })
+      .send(body);
+  }
+
+  it('flags, never applies, a late success for an attempt an ops retry replaced; flagged refunds cannot be retried', async () => {
+    const { id, paymentId } = await failedRefund('5');
+    const { rows } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1`, [id]);
+    const oldRequest = rows[0].provider_request_id;
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    try {
+      await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).expect(202);
+      await until(id, ['processing']);
+      // The provider says the OLD submission paid after all.
+      expect((await webhook(oldRequest, paymentId, 'REFUND_SUCCESS')).status).toBe(200);
+      const r = await get(id);
+      expect(r.status).toBe('processing');
+      expect(r.review.reason).toMatch(/earlier submission/);
+    } finally {
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+
+    // A failed refund flagged for review is not retried, one by one or in bulk, until resolved.
+    const fPayment = await sandboxPayment(svc, 'binance_pay', '100.00');
+    await setFaults(svc, 'binance-pay', { refundFailRate: 1 });
+    let f: { id: string };
+    try {
+      f = { id: (await create({ provider: 'binance_pay', paymentId: fPayment, amount: '6', currency: 'USDT' }).expect(202)).body.id };
+      expect((await until(f.id, ['failed', 'succeeded'])).failureCode).toBe('REFUND_FAIL');
+    } finally {
+      await setFaults(svc, 'binance-pay', { refundFailRate: 0 });
+    }
+    const { rows: fr } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1`, [f.id]);
+    await svc.db.query(`UPDATE sandbox.binance_refunds SET status = 'REFUND_SUCCESS' WHERE refund_request_id = $1`, [fr[0].provider_request_id]);
+    await svc.http().post(`/v1/refunds/${f.id}/sync`).set('Authorization', as(ops)).expect(202);
+    expect((await svc.http().post(`/v1/refunds/${f.id}/retry`).set('Authorization', as(ops)).expect(409)).body.code).toBe('invalid_state');
+    const bulk = await svc.http().post('/v1/refunds/retry').set('Authorization', as(ops)).send({ failureCode: 'REFUND_FAIL' }).expect(202);
+    expect(bulk.body.ids).not.toContain(f.id);
+    await svc.http().post(`/v1/refunds/${f.id}/review/resolve`).set('Authorization', as(ops)).send({}).expect(400);
+    const resolved = await svc.http().post(`/v1/refunds/${f.id}/review/resolve`).set('Authorization', as(ops)).send({ comment: 'checked with Binance' }).expect(200);
+    expect(resolved.body.review).toBeNull();
+  });
+
+  it('holds a retried refund that takes Binance’s last slot until the others are final', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    await setFaults(svc, 'binance-pay', { refundFailRate: 1 });
+    const r1 = (await create({ provider: 'binance_pay', paymentId, amount: '92', currency: 'USDT' }).expect(202)).body.id;
+    expect((await until(r1, ['failed', 'succeeded'])).status).toBe('failed');
+    await setFaults(svc, 'binance-pay', { refundFailRate: 0 });
+    const ones = await Promise.all(
+      Array.from({ length: 7 }, async () => (await create({ provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202)).body.id),
+    );
+    for (const id of ones) await until(id, ['succeeded']);
+    // R9 is in flight and will fail, which will enlarge the remainder Binance's last refund takes.
+    await setFaults(svc, 'binance-pay', { refundFailRate: 1, settleAfterMs: 2_000 });
+    const r9 = (await create({ provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202)).body.id;
+    await until(r9, ['processing']);
+    await setFaults(svc, 'binance-pay', { refundFailRate: 0, settleAfterMs: 200 });
+    await svc.http().post(`/v1/refunds/${r1}/retry`).set('Authorization', as(ops)).expect(202);
+    const done = await until(r1, ['failed', 'succeeded']);
+    expect(done).toMatchObject({ status: 'failed', failureCode: 'last_refund_amount_mismatch' });
+    expect((await get(r9)).status).toBe('failed');
+    const atProvider = (await svc.http().get('/sandbox/binance-pay/refunds').query({ prepayId: paymentId }).expect(200)).body.data;
+    const paid = atProvider.filter((r: { status: string }) => r.status === 'REFUND_SUCCESS');
+    expect(paid).toHaveLength(7);
+  });
+
+  it('answers 400 for a PATCH without a cobo block, and hides ops details from merchants', async () => {
+    const { id } = await failedRefund('1');
+    await svc.http().patch(`/v1/refunds/${id}`).set('Authorization', as(m1)).send({}).expect(400);
+    await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).send({ comment: 'internal note' }).expect(202);
+    const events = (await svc.http().get(`/v1/refunds/${id}/events`).set('Authorization', as(m1)).expect(200)).body.data;
+    const retry = events.find((e: { from: string; to: string }) => e.from === 'failed');
+    expect(retry.detail).toEqual({ action: 'retry' });
+    expect(retry.actor).toBe('ops');
   });
 });
 

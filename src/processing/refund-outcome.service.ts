@@ -1,7 +1,8 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '../config/config.js';
-import { Database } from '../database/database.js';
+import { Database, Sql } from '../database/database.js';
 import type { ProviderOutcome } from '../providers/provider.js';
+import type { RefundRow } from '../refunds/refund.row.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
 
 type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
@@ -25,26 +26,36 @@ export class RefundOutcomeService {
     private readonly cfg: AppConfig,
   ) {}
 
-  async apply(refundId: string, outcome: Applicable, actor: string): Promise<'final' | 'updated' | 'unchanged' | 'flagged'> {
+  /**
+   * `providerRequestId` names the submission the answer is about. An answer about an
+   * earlier submission (superseded by an ops retry) never changes the refund; if it says
+   * money moved, the refund is flagged for review, since the new submission may pay too.
+   */
+  async apply(
+    refundId: string,
+    outcome: Applicable,
+    actor: string,
+    providerRequestId: string | null,
+  ): Promise<'final' | 'updated' | 'unchanged' | 'flagged'> {
     return this.db.transaction(async (tx) => {
-      const [cur] = await tx.query<{ status: string; has_address: boolean; cancel_asked: boolean }>(
-        `SELECT status, provider_options ? 'toAddress' AS has_address,
+      const [cur] = await tx.query<{ status: string; has_address: boolean; cancel_asked: boolean; provider_request_id: string | null }>(
+        `SELECT status, provider_request_id, provider_options ? 'toAddress' AS has_address,
                 EXISTS (SELECT 1 FROM refund_attempts a WHERE a.refund_id = r.id AND a.operation = 'cancel') AS cancel_asked
            FROM refunds r WHERE id = $1 FOR UPDATE`,
         [refundId],
       );
       if (!cur) return 'unchanged';
+      if (providerRequestId !== null && cur.provider_request_id !== providerRequestId) {
+        if (outcome.kind === 'final' && (outcome.status === 'succeeded' || outcome.status === 'partially_succeeded')) {
+          return this.flag(tx, refundId, `an earlier submission (${providerRequestId}) reports ${outcome.status} at the provider; the current one may pay too`, actor);
+        }
+        return 'unchanged';
+      }
       if (cur.status !== 'processing' && cur.status !== 'requires_action') {
         if (outcome.kind === 'final' && contradicts(cur.status, outcome.status)) {
           // Never overwrite a final outcome: keep ours, and put the refund in front of a human.
           const reason = `provider reports ${outcome.status} (${outcome.update.providerStatus ?? 'no status'}) but the refund is ${cur.status}`;
-          await tx.query(
-            `UPDATE refunds SET review_reason = $2, review_flagged_at = now(), updated_at = now()
-              WHERE id = $1 AND review_flagged_at IS NULL`,
-            [refundId, reason],
-          );
-          this.logger.error({ refundId, ours: cur.status, theirs: outcome.status, actor }, 'provider outcome contradicts a final refund; flagged for review');
-          return 'flagged';
+          return this.flag(tx, refundId, reason, actor);
         }
         return 'unchanged';
       }
@@ -107,8 +118,38 @@ export class RefundOutcomeService {
         await this.state.transition(tx, refundId, 'processing', { from: ['requires_action'], actor, patch: { next_check_at: new Date() } });
       }
       const moved = await this.state.transition(tx, refundId, outcome.status, { from: ['processing'], actor, patch });
+      const mismatch = (u.details as { amountMismatch?: unknown } | undefined)?.amountMismatch;
+      if (moved && mismatch) {
+        // The provider paid a different amount than we asked (e.g. Binance's last-refund rule).
+        await this.flag(tx, refundId, `provider refunded a different amount: ${JSON.stringify(mismatch)}`, actor);
+      }
       return moved ? 'final' : 'unchanged';
     });
+  }
+
+  /**
+   * The refund a provider's request id belongs to: the refund's current submission, or an
+   * earlier one an ops retry superseded (kept in refund_attempts).
+   */
+  async findByRequestId(provider: string, requestId: string): Promise<RefundRow | undefined> {
+    return (
+      (await this.db.one<RefundRow>(`SELECT * FROM refunds WHERE provider = $1 AND provider_request_id = $2`, [provider, requestId])) ??
+      (await this.db.one<RefundRow>(
+        `SELECT r.* FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id
+          WHERE r.provider = $1 AND a.provider_request_id = $2 LIMIT 1`,
+        [provider, requestId],
+      ))
+    );
+  }
+
+  private async flag(tx: Sql, refundId: string, reason: string, actor: string): Promise<'flagged'> {
+    await tx.query(
+      `UPDATE refunds SET review_reason = $2, review_flagged_at = now(), updated_at = now()
+        WHERE id = $1 AND review_flagged_at IS NULL`,
+      [refundId, reason],
+    );
+    this.logger.error({ refundId, reason, actor }, 'refund flagged for review');
+    return 'flagged';
   }
 }
 

@@ -172,17 +172,22 @@ export class RefundWorkerService {
         `SELECT amount FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
         [row.provider, row.payment_id],
       );
+      // Slots are taken in the order refunds are queued for sending (creation, approval or ops
+      // retry): this refund is the last one only if every other slot went before it. Each ops
+      // retry of a refund the provider had acknowledged left one more used slot behind.
       const [others] = await tx.query<{ slots: number; active: number; refunded: string }>(
-        // Slots are taken in creation order: the refund is the last one only if every other slot
-        // went to an earlier refund (otherwise all ten would wait on each other).
-        `SELECT COUNT(*) FILTER (WHERE (created_at, id) < ($4::timestamptz, $3::uuid)
-                                   AND (status NOT IN ('failed', 'canceled')
-                                        OR (status = 'failed' AND provider_state = 'acknowledged')))::int AS slots,
-                COUNT(*) FILTER (WHERE status IN ('pending_approval', 'queued', 'processing', 'requires_action'))::int AS active,
+        `SELECT (COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action', 'succeeded', 'partially_succeeded')
+                                     OR (status = 'failed' AND provider_state = 'acknowledged')
+                                     OR (status = 'queued' AND (status_changed_at, id) < ($4::timestamptz, $3::uuid)))
+                 + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
+                     WHERE r2.provider = $1 AND r2.payment_id = $2 AND e.from_status = 'failed' AND e.to_status = 'queued'
+                       AND e.detail->>'previousProviderState' = 'acknowledged'))::int AS slots,
+                COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action')
+                                    OR (status = 'queued' AND (status_changed_at, id) < ($4::timestamptz, $3::uuid)))::int AS active,
                 COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
                                   WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded
            FROM refunds WHERE provider = $1 AND payment_id = $2 AND id <> $3`,
-        [row.provider, row.payment_id, row.id, row.created_at],
+        [row.provider, row.payment_id, row.id, row.status_changed_at],
       );
       if (!payment || others.slots + 1 < max) return 'ok';
       if (others.active > 0) return 'wait';
@@ -242,12 +247,12 @@ export class RefundWorkerService {
     switch (outcome.kind) {
       case 'final':
         // If someone else (a webhook) moved it first, the refund is no longer ours to follow.
-        await this.outcomes.apply(row.id, outcome, 'worker');
+        await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id);
         return { done: true };
       case 'pending':
         if (row.status === 'processing' && outcome.status === 'processing') return this.reschedule(row, outcome);
         // Into or out of requires_action: a status change, with its own next check.
-        await this.outcomes.apply(row.id, outcome, 'worker');
+        await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id);
         return this.whenClaimable(row.id);
       case 'not_found':
         return this.reschedule(row, { kind: 'unknown', reason: 'not found' });

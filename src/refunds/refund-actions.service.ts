@@ -123,6 +123,12 @@ export class RefundActionsService {
   async retry(auth: AuthContext, id: string, comment?: string): Promise<RefundJson> {
     const row = await this.load(auth, id);
     if (row.status !== 'failed') throw this.invalidState(row, 'retried');
+    if (row.review_flagged_at) {
+      // The provider may have paid after all: a human clears the flag before anyone pays again.
+      throw new Problem('invalid_state', `The refund is flagged for review (${row.review_reason}); resolve the review first.`, {
+        status: row.status,
+      });
+    }
     const provider = this.providers.get(row.provider);
     const moved = await this.db.transaction(async (tx) => {
       const payment = await this.payments.lockForUpdate(tx, row.provider, row.payment_id);
@@ -159,7 +165,7 @@ export class RefundActionsService {
   ) {
     const rows = await this.db.query<{ id: string }>(
       `SELECT id FROM refunds
-        WHERE status = 'failed'
+        WHERE status = 'failed' AND review_flagged_at IS NULL
           AND ($1::text IS NULL OR provider = $1)
           AND ($2::text IS NULL OR failure_code = $2)
           AND ($3::timestamptz IS NULL OR status_changed_at >= $3)
@@ -211,8 +217,23 @@ export class RefundActionsService {
       const result = await this.attempts.record(row, row.provider_request_id, 'query', () =>
         provider.queryRefund(this.worker.command(row, payment)),
       );
-      if (result.outcome.kind === 'final') await this.outcomes.apply(row.id, result.outcome, actorOf(auth));
+      if (result.outcome.kind === 'final') await this.outcomes.apply(row.id, result.outcome, actorOf(auth), row.provider_request_id);
     }
+    return toRefundJson(await this.load(auth, id));
+  }
+
+  /** POST /v1/refunds/{id}/review/resolve: a human looked at a flagged refund; audited. */
+  async resolveReview(auth: AuthContext, id: string, comment: string): Promise<RefundJson> {
+    const row = await this.load(auth, id);
+    if (!row.review_flagged_at) throw new Problem('invalid_state', 'The refund is not flagged for review.', { status: row.status });
+    await this.db.transaction(async (tx) => {
+      await tx.query(`UPDATE refunds SET review_reason = NULL, review_flagged_at = NULL, updated_at = now() WHERE id = $1`, [row.id]);
+      await tx.query(`INSERT INTO audit_events (actor, action, subject, detail) VALUES ($1, 'review.resolve', $2, $3)`, [
+        actorOf(auth),
+        row.id,
+        { reason: row.review_reason, comment },
+      ]);
+    });
     return toRefundJson(await this.load(auth, id));
   }
 

@@ -13,6 +13,7 @@ import {
   Min,
   Max,
   IsISO8601,
+  IsDefined,
 } from 'class-validator';
 import { PROVIDERS, type ProviderName } from '../providers/provider.js';
 import { REFUND_REASONS, type RefundReason } from './refund-status.js';
@@ -224,7 +225,15 @@ export class CoboAddressDto {
 
 /** PATCH /v1/refunds/{id}: today only a Cobo destination address. */
 export class UpdateRefundDto {
+  @IsDefined({ message: 'cobo is required' })
+  @IsObject()
   @ValidateNested()
   @Type(() => CoboAddressDto)
   cobo!: CoboAddressDto;
+}
+
+export class ResolveReviewDto {
+  @IsString()
+  @Length(1, 500)
+  comment!: string;
 }

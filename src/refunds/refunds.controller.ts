@@ -2,7 +2,7 @@ import { Body, Controller, Get, Headers, HttpCode, Param, ParseUUIDPipe, Patch, 
 import type { Request, Response } from 'express';
 import { Auth, type AuthContext, Roles } from '../auth/auth-context.js';
 import { Problem } from '../common/problem.js';
-import { BulkRetryDto, CreateRefundDto, ListRefundsQuery, OpsActionDto, UpdateRefundDto } from './refund.dto.js';
+import { BulkRetryDto, CreateRefundDto, ListRefundsQuery, OpsActionDto, ResolveReviewDto, UpdateRefundDto } from './refund.dto.js';
 import { RefundActionsService } from './refund-actions.service.js';
 import { toRefundJson } from './refund.row.js';
 import { RefundsService } from './refunds.service.js';
@@ -103,6 +103,13 @@ export class RefundsController {
   @Roles('ops')
   reject(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string, @Body() dto: OpsActionDto) {
     return this.actions.reject(auth, id, dto.comment);
+  }
+
+  @Post(':id/review/resolve')
+  @HttpCode(200)
+  @Roles('ops')
+  resolveReview(@Auth() auth: AuthContext, @Param('id', RefundId()) id: string, @Body() dto: ResolveReviewDto) {
+    return this.actions.resolveReview(auth, id, dto.comment);
   }
 
   @Post(':id/sync')

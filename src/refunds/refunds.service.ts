@@ -324,12 +324,21 @@ export class RefundsService {
       detail: Record<string, unknown>;
       created_at: Date;
     }>(`SELECT * FROM refund_events WHERE refund_id = $1 ORDER BY id`, [id]);
+    // Merchants see what happened, not which ops key did it or what ops wrote about it.
+    const merchant = auth.role === 'merchant';
+    const ownKeys = merchant
+      ? new Set(
+          (await this.db.query<{ id: string }>(`SELECT id FROM api_keys WHERE merchant_id = $1`, [auth.merchantId])).map(
+            (k) => `api_key:${k.id}`,
+          ),
+        )
+      : new Set<string>();
     return {
       data: rows.map((r) => ({
         from: r.from_status,
         to: r.to_status,
-        actor: r.actor,
-        detail: r.detail,
+        actor: merchant && r.actor.startsWith('api_key:') && !ownKeys.has(r.actor) ? 'ops' : r.actor,
+        detail: merchant ? (typeof r.detail.action === 'string' ? { action: r.detail.action } : {}) : r.detail,
         createdAt: r.created_at.toISOString(),
       })),
     };

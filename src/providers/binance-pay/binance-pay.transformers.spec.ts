@@ -68,7 +68,7 @@ describe('Binance Pay transformers', () => {
   it('maps refund statuses per the contract; unknown words stay processing', () => {
     expect(outcomeOfRefundStatus('REFUND_SUCCESS', {}, '10')).toMatchObject({ kind: 'final', status: 'succeeded', update: { refundedAmount: '10' } });
     expect(outcomeOfRefundStatus('REFUND_FAIL', {}, '10')).toMatchObject({ kind: 'final', status: 'failed', update: { failureCode: 'REFUND_FAIL' } });
-    expect(outcomeOfRefundStatus('REFUND_REJECTED', {}, '10')).toMatchObject({ kind: 'final', status: 'failed', update: { failureCode: 'REFUND_REJECTED' } });
+    expect(outcomeOfRefundStatus('REFUND_REJECTED', {}, '10')).toMatchObject({ kind: 'final', status: 'failed', update: { failureCode: 'REFUND_FAIL' } });
     expect(outcomeOfRefundStatus('REFUND_PENDING', {}, '10')).toMatchObject({ kind: 'pending', status: 'processing' });
     expect(outcomeOfRefundStatus('REFUND_SOMETHING_NEW', {}, '10')).toMatchObject({ kind: 'pending', status: 'processing', update: { providerStatus: 'REFUND_SOMETHING_NEW' } });
   });

@@ -122,7 +122,8 @@ export function outcomeOfRefundStatus(
       return {
         kind: 'final',
         status: 'failed',
-        update: { ...update, failureCode: refundStatus, failureMessage: 'Binance Pay did not complete the refund.' },
+        // The query says REFUND_FAIL, the webhook REFUND_REJECTED: one failure, one code (filters, retries).
+        update: { ...update, failureCode: 'REFUND_FAIL', failureMessage: 'Binance Pay did not complete the refund.' },
       };
     case 'REFUND_PENDING':
       return { kind: 'pending', status: 'processing', update };

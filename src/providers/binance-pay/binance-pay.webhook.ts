@@ -93,10 +93,7 @@ export class BinancePayWebhookController {
       return ack();
     }
 
-    const refund = await this.db.one<RefundRow>(
-      `SELECT * FROM refunds WHERE provider = 'binance_pay' AND provider_request_id = $1`,
-      [requestId],
-    );
+    const refund = await this.outcomes.findByRequestId('binance_pay', requestId);
     if (!refund) {
       this.logger.warn({ requestId }, 'Binance Pay webhook for an unknown refund request id');
       return ack();
@@ -110,7 +107,7 @@ export class BinancePayWebhookController {
       refund.amount,
     );
     if (outcome.kind === 'final' || outcome.kind === 'pending') {
-      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:binance_pay');
+      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:binance_pay', requestId);
       this.logger.log({ refundId: refund.id, bizStatus, result }, 'Binance Pay webhook applied');
     }
     return ack();

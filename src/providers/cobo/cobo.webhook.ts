@@ -52,19 +52,18 @@ export class CoboWebhookController {
     }
     const requestId = typeof data.request_id === 'string' ? data.request_id : undefined;
     const refundId = typeof data.refund_id === 'string' ? data.refund_id : undefined;
-    const refund = await this.db.one<RefundRow>(
-      `SELECT * FROM refunds WHERE provider = 'cobo'
-          AND (($1::text IS NOT NULL AND provider_request_id = $1) OR ($2::text IS NOT NULL AND provider_refund_id = $2))
-        LIMIT 1`,
-      [requestId ?? null, refundId ?? null],
-    );
+    const refund =
+      (requestId ? await this.outcomes.findByRequestId('cobo', requestId) : undefined) ??
+      (refundId
+        ? await this.db.one<RefundRow>(`SELECT * FROM refunds WHERE provider = 'cobo' AND provider_refund_id = $1`, [refundId])
+        : undefined);
     if (!refund) {
       this.logger.warn({ requestId, refundId }, 'Cobo webhook for an unknown refund');
       return { received: true };
     }
     const outcome = outcomeOfRefund(data, refund.amount);
     if (outcome.kind === 'final' || outcome.kind === 'pending') {
-      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:cobo');
+      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:cobo', requestId ?? refund.provider_request_id);
       this.logger.log({ refundId: refund.id, status: data.status, result }, 'Cobo webhook applied');
     }
     return { received: true };
