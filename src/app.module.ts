@@ -10,7 +10,9 @@ import { DatabaseModule } from './database/database.module.js';
 import { HealthModule } from './health/health.module.js';
 import { OpsModule } from './ops/ops.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
+import { ReconciliationModule } from './reconciliation/reconciliation.module.js';
 import { RefundsModule } from './refunds/refunds.module.js';
+import { ReportsModule } from './reports/reports.module.js';
 import { SandboxModule } from './sandbox/sandbox.module.js';
 import { WebhooksModule } from './webhooks/webhooks.module.js';
 
@@ -68,7 +70,9 @@ export class AppModule {
         MerchantsModule,
         RefundsModule,
         WebhooksModule.register({ workers }),
+        ReconciliationModule.register({ workers }),
         ...(http ? [HealthModule, OpsModule] : []),
+        ...(http ? [ReportsModule] : []),
       ],
     };
   }

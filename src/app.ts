@@ -3,6 +3,7 @@ import { INestApplication, INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
+import { isUtf8 } from 'node:buffer';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { AppConfig } from './config/config.js';
@@ -24,6 +25,19 @@ function requireJson(req: Request, res: Response, next: NextFunction): void {
   next();
 }
 
+/**
+ * Rejects /v1 JSON bodies that are not valid UTF-8 (400): body-parser would otherwise turn
+ * the bad bytes into U+FFFD and store text the client never sent.
+ */
+function requireUtf8(req: Request & { rawBody?: Buffer }, res: Response, next: NextFunction): void {
+  if (req.rawBody && req.path.startsWith('/v1/') && !isUtf8(req.rawBody)) {
+    const problem = Problem.validation([{ field: 'body', message: 'The body is not valid UTF-8.' }]);
+    res.status(400).type('application/problem+json').send(JSON.stringify(problem.body(req.path)));
+    return;
+  }
+  next();
+}
+
 /** Configures an HTTP application the same way for main.ts and the tests. */
 export function configureHttp(app: NestExpressApplication): void {
   app.useLogger(app.get(Logger));
@@ -31,6 +45,7 @@ export function configureHttp(app: NestExpressApplication): void {
   app.use(requireJson);
   app.useBodyParser('json', { limit: BODY_LIMIT });
   app.useBodyParser('urlencoded', { limit: BODY_LIMIT, extended: false });
+  app.use(requireUtf8);
   app.useGlobalFilters(new ProblemFilter());
   app.useGlobalPipes(new StrictValidationPipe());
   app.enableShutdownHooks();

@@ -1,7 +1,9 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
+import type { Response } from 'express';
 import { Problem } from '../common/problem.js';
 import { ApiKeysService } from './api-keys.service.js';
+import { RateLimiter } from './rate-limit.js';
 import { ApiRole, AuthedRequest, ROLES_KEY } from './auth-context.js';
 
 /**
@@ -29,6 +31,7 @@ export class ApiKeyGuard implements CanActivate {
   constructor(
     private readonly keys: ApiKeysService,
     private readonly reflector: Reflector,
+    private readonly limiter: RateLimiter,
   ) {}
 
   async canActivate(ctx: ExecutionContext): Promise<boolean> {
@@ -42,6 +45,8 @@ export class ApiKeyGuard implements CanActivate {
     const auth = await this.keys.authenticate(match[1]);
     if (!auth) throw new Problem('unauthorized', 'Unknown or revoked API key.');
     req.auth = auth;
+    // Per key, before the role check, so a key hammering routes it may not call is limited too.
+    await this.limiter.enforce(auth.keyId, ctx.switchToHttp().getResponse<Response>());
 
     const roles = this.reflector.getAllAndOverride<ApiRole[] | undefined>(ROLES_KEY, [ctx.getHandler(), ctx.getClass()]);
     // A /v1 route without @Roles is admin-only: closed by default.

@@ -45,13 +45,15 @@ export class Problem extends HttpException {
   body(instance?: string): Record<string, unknown> {
     const def = ERROR_CODES[this.code];
     return {
+      ...this.extra,
+      // The RFC 9457 members always win: an extra named `status` (a refund's status, say)
+      // must not replace the HTTP status clients read from the body.
       type: 'about:blank',
       title: def.title,
       status: def.status,
       code: this.code,
       ...(this.detail ? { detail: this.detail } : {}),
       ...(instance ? { instance } : {}),
-      ...this.extra,
     };
   }
 

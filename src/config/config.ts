@@ -55,6 +55,15 @@ export class AppConfig {
   lean!: LeanConfig;
   processing!: ProcessingConfig;
   metrics!: MetricsConfig;
+  rateLimit!: RateLimitConfig;
+}
+
+/** Per-API-key request budget, shared across processes through Redis (src/auth/rate-limit.ts). */
+export interface RateLimitConfig {
+  /** Sustained requests per minute per key; 0 turns rate limiting off. */
+  perMinute: number;
+  /** Requests a key may send back to back (bucket size); defaults to perMinute. */
+  burst: number;
 }
 
 export interface MetricsConfig {
@@ -248,6 +257,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     throw new ConfigError('METRICS_TOKEN must be 16 to 512 printable characters without spaces');
   }
   cfg.publicUrlExplicit = optional(env, 'PUBLIC_URL') !== undefined;
+  const perMinute = int(env, 'RATE_LIMIT_PER_MINUTE', 600, 0, 1_000_000);
+  cfg.rateLimit = { perMinute, burst: int(env, 'RATE_LIMIT_BURST', Math.max(perMinute, 1), 1, 1_000_000) };
   return cfg;
 }
 

@@ -148,7 +148,64 @@ export interface RefundProvider {
   updateRefundAddress?(cmd: RefundCommand, toAddress: string): Promise<ProviderActionResult>;
   /** Cancels a refund the provider holds but has not started paying. */
   cancelRefund?(cmd: RefundCommand): Promise<ProviderActionResult>;
+  /**
+   * Reconciliation: one page of the provider's refund list (providers with a list endpoint:
+   * Cobo cursors, Lean pages). `cursor` is null for the first page and otherwise the
+   * `nextCursor` of the previous page. The window is a hint an adapter may pass on as a
+   * provider-side filter; callers filter by it themselves. Read only: never changes anything.
+   */
+  listRefunds?(window: RefundWindow, cursor: string | null): Promise<ProviderRefundPage>;
+  /**
+   * Reconciliation: the provider's record of one refund, by provider refund id when known,
+   * else by our provider request id. Read only (unlike queryRefund, which may act, e.g.
+   * Lean's approve of a refund still CREATED).
+   */
+  lookupRefund?(ref: RefundReference): Promise<ProviderRefundLookup>;
 }
+
+/** A time window [from, to). */
+export interface RefundWindow {
+  from: Date;
+  to: Date;
+}
+
+/** What reconciliation knows about one of our submissions when it asks the provider. */
+export interface RefundReference {
+  providerRequestId: string;
+  providerRefundId: string | null;
+  paymentId: string;
+  /** The cached payment's provider data (Binance prepayId, Cobo merchant id). */
+  paymentData: Record<string, unknown>;
+}
+
+/** A refund as the provider records it, in our vocabulary (the adapter's own status mapping). */
+export interface ProviderRefundRecord {
+  providerRefundId: string | null;
+  /** Our provider request id as the provider echoes it (Cobo request_id, Lean external_reference, Binance refundRequestId). */
+  providerRequestId: string | null;
+  paymentId: string | null;
+  /** Mapped status: processing / requires_action while in flight, else the final status. */
+  status: RefundStatus;
+  providerStatus: string | null;
+  /** The refund's amount at the provider (decimal string), when it reports one. */
+  amount: string | null;
+  /** What reached the payer, for final outcomes where the provider says (Cobo: completed transactions). */
+  refundedAmount: string | null;
+  currency: string | null;
+  /** When the provider created it (null when it does not say or the value is unreadable). */
+  createdAt: Date | null;
+}
+
+export type ProviderRefundPage =
+  | { kind: 'page'; records: ProviderRefundRecord[]; nextCursor: string | null }
+  /** No trustworthy page (transport failure, 5xx, rate limit, paging not as asked): try again later. */
+  | { kind: 'error'; reason: string; retryAfterMs?: number };
+
+export type ProviderRefundLookup =
+  | { kind: 'found'; record: ProviderRefundRecord }
+  /** The provider confirms it has no such refund. */
+  | { kind: 'not_found' }
+  | { kind: 'error'; reason: string; retryAfterMs?: number };
 
 /** The parts of a create request adapters may check. */
 export interface CreateInput {

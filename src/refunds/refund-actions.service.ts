@@ -46,7 +46,7 @@ export class RefundActionsService {
   }
 
   private invalidState(row: RefundRow, action: string): Problem {
-    return new Problem('invalid_state', `A ${row.status} refund cannot be ${action}.`, { status: row.status });
+    return new Problem('invalid_state', `A ${row.status} refund cannot be ${action}.`, { refundStatus: row.status });
   }
 
   /** POST /v1/refunds/{id}/cancel: before any money moved, at the provider too where it holds the refund. */
@@ -60,7 +60,7 @@ export class RefundActionsService {
         const result = await this.act(provider, row, 'cancel', (cmd) => provider.cancelRefund!(cmd));
         if (result.outcome === 'refused') {
           throw new Problem('invalid_state', `${row.provider} refused to cancel: ${result.message ?? 'refund already in progress'}.`, {
-            status: row.status,
+            refundStatus: row.status,
           });
         }
         if (result.outcome === 'unknown') {
@@ -126,7 +126,7 @@ export class RefundActionsService {
     if (row.review_flagged_at) {
       // The provider may have paid after all: a human clears the flag before anyone pays again.
       throw new Problem('invalid_state', `The refund is flagged for review (${row.review_reason}); resolve the review first.`, {
-        status: row.status,
+        refundStatus: row.status,
       });
     }
     const provider = this.providers.get(row.provider);
@@ -198,7 +198,7 @@ export class RefundActionsService {
     await this.db.query(`INSERT INTO audit_events (actor, action, subject, detail) VALUES ($1, 'sync', $2, $3)`, [
       actorOf(auth),
       row.id,
-      { status: row.status },
+      { refundStatus: row.status },
     ]);
     if (['queued', 'processing', 'requires_action'].includes(row.status)) {
       await this.db.query(
@@ -225,7 +225,7 @@ export class RefundActionsService {
   /** POST /v1/refunds/{id}/review/resolve: a human looked at a flagged refund; audited. */
   async resolveReview(auth: AuthContext, id: string, comment: string): Promise<RefundJson> {
     const row = await this.load(auth, id);
-    if (!row.review_flagged_at) throw new Problem('invalid_state', 'The refund is not flagged for review.', { status: row.status });
+    if (!row.review_flagged_at) throw new Problem('invalid_state', 'The refund is not flagged for review.', { refundStatus: row.status });
     await this.db.transaction(async (tx) => {
       await tx.query(`UPDATE refunds SET review_reason = NULL, review_flagged_at = NULL, updated_at = now() WHERE id = $1`, [row.id]);
       await tx.query(`INSERT INTO audit_events (actor, action, subject, detail) VALUES ($1, 'review.resolve', $2, $3)`, [
@@ -249,7 +249,7 @@ export class RefundActionsService {
     const result = await this.act(provider, row, 'update', (cmd) => provider.updateRefundAddress!(cmd, toAddress));
     if (result.outcome === 'refused') {
       throw new Problem('invalid_state', `${row.provider} refused the address: ${result.message ?? 'refund not waiting'}.`, {
-        status: row.status,
+        refundStatus: row.status,
       });
     }
     if (result.outcome === 'unknown') {

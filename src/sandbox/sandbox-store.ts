@@ -205,13 +205,22 @@ export abstract class SandboxStoreBase implements OnModuleInit {
     readonly db: Database,
     ddl: readonly string[],
   ) {
-    this.createTables = onceUntilFailure(() =>
-      this.db.transaction(async (tx) => {
-        // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; the lock prevents it.
-        await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
-        for (const statement of ddl) await tx.query(statement);
-      }),
-    );
+    this.createTables = onceUntilFailure(async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.db.transaction(async (tx) => {
+            // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; the lock prevents it.
+            await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
+            for (const statement of ddl) await tx.query(statement);
+          });
+          return;
+        } catch (err) {
+          // `IF NOT EXISTS` DDL still takes table locks, which can deadlock with another
+          // process's emulator loop already using those tables: Postgres aborts one; try again.
+          if ((err as { code?: string }).code !== '40P01' || attempt >= 5) throw err;
+        }
+      }
+    });
   }
 
   /** Creates the tables once per process (idempotent across processes). */

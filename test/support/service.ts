@@ -68,6 +68,9 @@ export async function startService(label: string, env: Record<string, string> = 
   const app = (await createApp(cfg)) as INestApplication;
   await app.listen(port, '127.0.0.1');
   const db = new pg.Pool({ connectionString: databaseUrl, max: 5 });
+  // Tests that terminate backends (or drop the database) would otherwise crash the run
+  // through an idle client's unhandled 'error' event.
+  db.on('error', () => undefined);
   const url = `http://127.0.0.1:${port}`;
   return {
     url,

@@ -1,5 +1,16 @@
 import { Injectable } from '@nestjs/common';
-import type { PaymentLookup, ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../provider.js';
+import { LosslessNumber } from 'lossless-json';
+import { formatAmount, isDecimalString } from '../../common/money.js';
+import type {
+  PaymentLookup,
+  ProviderOutcome,
+  ProviderRefundLookup,
+  ProviderRefundRecord,
+  ProviderResult,
+  RefundCommand,
+  RefundProvider,
+  RefundReference,
+} from '../provider.js';
 import { BinanceCall, BinancePayClient } from './binance-pay.client.js';
 import {
   classifyOrderResponse,
@@ -46,6 +57,35 @@ export class BinancePayAdapter implements RefundProvider {
     return this.result('query', call, (env) => classifyQueryResponse(env, cmd.amount), false);
   }
 
+  /**
+   * Reconciliation: refund/query by our refundRequestId (Binance has no refund list). Read
+   * only; the status is mapped by the same classifier the worker uses.
+   */
+  async lookupRefund(ref: RefundReference): Promise<ProviderRefundLookup> {
+    const call = await this.client.post(PATHS.refundQuery, refundQueryBody(ref));
+    if (call.kind === 'no_answer') return { kind: 'error', reason: call.reason, retryAfterMs: call.retryAfterMs };
+    const env = call.envelope;
+    const data = env.data && typeof env.data === 'object' && !Array.isArray(env.data) ? (env.data as Record<string, unknown>) : {};
+    const theirAmount = decimal(data.refundAmount);
+    const outcome = classifyQueryResponse(env, theirAmount ?? '0');
+    if (outcome.kind === 'not_found') return { kind: 'not_found' };
+    if (outcome.kind === 'retry') return { kind: 'error', reason: outcome.reason, retryAfterMs: outcome.retryAfterMs };
+    if (outcome.kind === 'unknown') return { kind: 'error', reason: outcome.reason };
+    const record: ProviderRefundRecord = {
+      providerRefundId: outcome.update.providerRefundId ?? null,
+      providerRequestId: typeof data.refundRequestId === 'string' ? data.refundRequestId : ref.providerRequestId,
+      paymentId: typeof data.prepayId === 'string' ? data.prepayId : decimal(data.prepayId) ?? null,
+      status: outcome.status,
+      providerStatus: outcome.update.providerStatus ?? null,
+      amount: theirAmount ?? null,
+      refundedAmount: outcome.kind === 'final' ? (outcome.status === 'failed' ? '0' : (theirAmount ?? null)) : null,
+      // The query answer carries neither the currency nor a creation time.
+      currency: null,
+      createdAt: null,
+    };
+    return { kind: 'found', record };
+  }
+
   private result(
     operation: string,
     call: BinanceCall,
@@ -77,4 +117,9 @@ export class BinancePayAdapter implements RefundProvider {
       },
     };
   }
+}
+
+function decimal(v: unknown): string | undefined {
+  const text = typeof v === 'string' ? v : v instanceof LosslessNumber ? v.toString() : undefined;
+  return text !== undefined && isDecimalString(text) ? formatAmount(text) : undefined;
 }

@@ -1,15 +1,22 @@
 import { Injectable } from '@nestjs/common';
+import { formatAmount, isDecimalString } from '../../common/money.js';
 import type {
   CreateInput,
   PaymentLookup,
   ProviderActionResult,
   ProviderOutcome,
+  ProviderRefundLookup,
+  ProviderRefundPage,
+  ProviderRefundRecord,
   ProviderResult,
   RefundCommand,
   RefundProvider,
+  RefundReference,
+  RefundWindow,
 } from '../provider.js';
 import { CoboCall, CoboClient } from './cobo.client.js';
 import {
+  COBO_TOKENS,
   classifyCreateError,
   classifyQueryError,
   createBody,
@@ -97,6 +104,45 @@ export class CoboAdapter implements RefundProvider {
     return this.action('cancel', call, cmd.amount);
   }
 
+  /**
+   * Reconciliation: one page of `GET /payments/refunds` (providers.md §2.1), `limit` 50 and
+   * the `after` cursor of the previous page. Cobo's list has no time filter, so the window
+   * is not sent; the caller stops walking once it is past the window.
+   */
+  async listRefunds(_window: RefundWindow, cursor: string | null): Promise<ProviderRefundPage> {
+    const query = new URLSearchParams({ limit: String(LIST_PAGE_SIZE) });
+    if (cursor) query.set('after', cursor);
+    const call = await this.client.request('GET', '/payments/refunds', query);
+    if (call.kind === 'no_answer') return { kind: 'error', reason: call.reason, retryAfterMs: call.retryAfterMs };
+    if (!call.ok) return listError(call);
+    if (!Array.isArray(call.body.data)) return { kind: 'error', reason: 'list answer without data' };
+    const pagination = (call.body.pagination ?? {}) as { after?: unknown };
+    const after = typeof pagination.after === 'string' && pagination.after !== '' ? pagination.after : null;
+    return {
+      kind: 'page',
+      records: (call.body.data as Record<string, unknown>[]).map(coboRecord),
+      // A cursor that does not move would loop forever: end the walk instead.
+      nextCursor: after !== null && after !== cursor ? after : null,
+    };
+  }
+
+  /** Reconciliation: by refund id when known, else the documented `request_id` list filter. Read only. */
+  async lookupRefund(ref: RefundReference): Promise<ProviderRefundLookup> {
+    if (ref.providerRefundId) {
+      const call = await this.client.request('GET', `/payments/refunds/${encodeURIComponent(ref.providerRefundId)}`, null);
+      if (call.kind === 'no_answer') return { kind: 'error', reason: call.reason, retryAfterMs: call.retryAfterMs };
+      if (call.ok) return { kind: 'found', record: coboRecord(call.body) };
+      if (call.errorCode !== '2028' && call.httpStatus !== 404) return listError(call);
+      // Unknown by that id: ask by our request id too before concluding absence.
+    }
+    const call = await this.client.request('GET', '/payments/refunds', new URLSearchParams({ request_id: ref.providerRequestId }));
+    if (call.kind === 'no_answer') return { kind: 'error', reason: call.reason, retryAfterMs: call.retryAfterMs };
+    if (!call.ok) return listError(call);
+    if (!Array.isArray(call.body.data)) return { kind: 'error', reason: 'list answer without data' };
+    const mine = (call.body.data as Record<string, unknown>[]).filter((r) => r.request_id === ref.providerRequestId);
+    return mine.length ? { kind: 'found', record: coboRecord(mine[0]) } : { kind: 'not_found' };
+  }
+
   private action(operation: string, call: CoboCall, amount: string): ProviderActionResult {
     const record = {
       operation,
@@ -139,4 +185,40 @@ function toError(c: Extract<CoboCall, { kind: 'answer' }>) {
 
 function noCall(operation: string) {
   return { operation, httpStatus: null, providerCode: null, latencyMs: 0 };
+}
+
+/** Page size of reconciliation walks (Cobo allows 1 to 50). */
+const LIST_PAGE_SIZE = 50;
+
+function listError(c: Extract<CoboCall, { kind: 'answer' }>): ProviderRefundPage & { kind: 'error' } {
+  const outcome = classifyQueryError(toError(c));
+  return {
+    kind: 'error',
+    reason: outcome.kind === 'retry' || outcome.kind === 'unknown' ? outcome.reason : `Cobo ${c.errorCode ?? c.httpStatus}`,
+    ...(outcome.kind === 'retry' ? { retryAfterMs: outcome.retryAfterMs ?? 1_000 } : {}),
+  };
+}
+
+/** A Cobo Refund object as a reconciliation record, mapped with outcomeOfRefund (contract §3). */
+export function coboRecord(r: Record<string, unknown>): ProviderRefundRecord {
+  const text = typeof r.amount === 'string' || typeof r.amount === 'number' ? String(r.amount) : undefined;
+  const amount = text !== undefined && isDecimalString(text) ? formatAmount(text) : null;
+  const outcome = outcomeOfRefund(r, amount ?? '0');
+  const status = outcome.kind === 'pending' || outcome.kind === 'final' ? outcome.status : 'processing';
+  let refundedAmount: string | null = null;
+  if (outcome.kind === 'final') refundedAmount = outcome.status === 'failed' ? '0' : (outcome.update.refundedAmount ?? null);
+  // Refund timestamps are Unix seconds (providers.md §2.2).
+  const seconds = typeof r.created_timestamp === 'number' ? r.created_timestamp : Number(r.created_timestamp);
+  const tokenId = typeof r.token_id === 'string' ? r.token_id : undefined;
+  return {
+    providerRefundId: typeof r.refund_id === 'string' ? r.refund_id : null,
+    providerRequestId: typeof r.request_id === 'string' ? r.request_id : null,
+    paymentId: typeof r.order_id === 'string' ? r.order_id : null,
+    status,
+    providerStatus: typeof r.status === 'string' ? r.status : null,
+    amount,
+    refundedAmount,
+    currency: tokenId ? (COBO_TOKENS[tokenId] ?? tokenId) : null,
+    createdAt: Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000) : null,
+  };
 }

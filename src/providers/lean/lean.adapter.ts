@@ -1,5 +1,20 @@
 import { Injectable, Logger } from '@nestjs/common';
-import type { CallRecord, CreateInput, PaymentLookup, ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../provider.js';
+import { LosslessNumber } from 'lossless-json';
+import { formatAmount, isDecimalString } from '../../common/money.js';
+import type {
+  CallRecord,
+  CreateInput,
+  PaymentLookup,
+  ProviderOutcome,
+  ProviderRefundLookup,
+  ProviderRefundPage,
+  ProviderRefundRecord,
+  ProviderResult,
+  RefundCommand,
+  RefundProvider,
+  RefundReference,
+  RefundWindow,
+} from '../provider.js';
 import { LeanCall, LeanClient } from './lean.client.js';
 import { approveBody, classifyCreateError, createBody, outcomeOfRefund, paymentOf } from './lean.transformers.js';
 
@@ -110,6 +125,44 @@ export class LeanAdapter implements RefundProvider {
     return this.approveIfCreated(search.refund, cmd, search.record);
   }
 
+  /**
+   * Reconciliation: page `cursor` (a page number, 0 first) of `GET /payouts/refunds`
+   * (providers.md §3.3). Lean's list has no date filter, so the window is not sent. A page
+   * that does not echo the number and size asked for is not trusted (an error, retried).
+   */
+  async listRefunds(_window: RefundWindow, cursor: string | null): Promise<ProviderRefundPage> {
+    const page = cursor === null ? 0 : Number(cursor);
+    if (!Number.isSafeInteger(page) || page < 0) return { kind: 'error', reason: `bad page cursor ${cursor}` };
+    const call = await this.client.request('GET', '/payouts/refunds', new URLSearchParams({ size: String(PAGE_SIZE), page: String(page) }));
+    if (call.kind === 'no_answer') return { kind: 'error', reason: call.reason, retryAfterMs: call.retryAfterMs };
+    if (!call.ok) return { kind: 'error', reason: `list failed: Lean ${call.errorStatus ?? call.httpStatus}` };
+    const body = call.body as { content?: unknown; page?: Record<string, unknown> } | null;
+    if (!body || !Array.isArray(body.content)) return { kind: 'error', reason: 'list answer without content' };
+    const number = Number(String(body.page?.number));
+    const size = Number(String(body.page?.size));
+    const totalPages = Number(String(body.page?.total_pages));
+    if (number !== page || size !== PAGE_SIZE || !Number.isInteger(totalPages) || totalPages < 0) {
+      return { kind: 'error', reason: 'list paging not as asked' };
+    }
+    return {
+      kind: 'page',
+      records: (body.content as Record<string, unknown>[]).map(leanRecord),
+      nextCursor: page + 1 < totalPages ? String(page + 1) : null,
+    };
+  }
+
+  /**
+   * Reconciliation: the same complete search as queryRefund (absence only on evidence), but
+   * read only: a refund still CREATED is reported as it is, never approved from here.
+   */
+  async lookupRefund(ref: RefundReference): Promise<ProviderRefundLookup> {
+    const search = await this.find({ refundId: ref.providerRequestId, ...ref });
+    if (search.kind === 'found') return { kind: 'found', record: leanRecord(search.refund) };
+    if (search.kind === 'not_found') return { kind: 'not_found' };
+    const o = search.outcome;
+    return { kind: 'error', reason: o.kind === 'retry' || o.kind === 'unknown' ? o.reason : 'search inconclusive', ...(o.kind === 'retry' ? { retryAfterMs: o.retryAfterMs } : {}) };
+  }
+
   private async approveIfCreated(refund: Record<string, unknown>, cmd: RefundCommand, first: CallRecord): Promise<ProviderResult> {
     const current = outcomeOfRefund(refund, cmd);
     if (refund.status !== 'CREATED') return { outcome: current, call: first };
@@ -132,7 +185,7 @@ export class LeanAdapter implements RefundProvider {
    * completed answers `unknown` and is retried later, never `not_found`.
    */
   private async find(
-    cmd: RefundCommand,
+    cmd: Pick<RefundCommand, 'refundId' | 'paymentId' | 'providerRequestId' | 'providerRefundId'>,
   ): Promise<{ kind: 'found'; refund: Record<string, unknown>; record: CallRecord } | { kind: 'not_found' | 'unsure'; outcome: ProviderOutcome; record: CallRecord }> {
     let record: CallRecord = { operation: 'query', httpStatus: null, providerCode: null, latencyMs: 0 };
     let latency = 0;
@@ -167,7 +220,7 @@ export class LeanAdapter implements RefundProvider {
   }
 
   /** One match is ours; two refunds with our reference mean a duplicate that ops must see. */
-  private pick(matches: Record<string, unknown>[], cmd: RefundCommand, record: CallRecord) {
+  private pick(matches: Record<string, unknown>[], cmd: Pick<RefundCommand, 'refundId' | 'providerRefundId'>, record: CallRecord) {
     const byId = cmd.providerRefundId ? matches.filter((r) => r.refund_id === cmd.providerRefundId) : [];
     const distinct = new Set(matches.map((r) => String(r.refund_id)));
     if (byId.length === 1) return { kind: 'found' as const, refund: byId[0], record };
@@ -191,4 +244,35 @@ export class LeanAdapter implements RefundProvider {
       errorMessage: a ? a.message : (call as Extract<LeanCall, { kind: 'no_answer' }>).reason,
     };
   }
+}
+
+function text(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (v instanceof LosslessNumber) return v.toString();
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  return undefined;
+}
+
+/** A Lean refund object as a reconciliation record, mapped with outcomeOfRefund (contract §3). */
+export function leanRecord(r: Record<string, unknown>): ProviderRefundRecord {
+  const amountText = text(r.amount);
+  const amount = amountText !== undefined && isDecimalString(amountText) ? formatAmount(amountText) : null;
+  const reference = typeof r.external_reference === 'string' ? r.external_reference : null;
+  const outcome = outcomeOfRefund(r, { amount: amount ?? '0', reason: 'other', options: {}, providerRequestId: reference ?? '' });
+  const status = outcome.kind === 'pending' || outcome.kind === 'final' ? outcome.status : 'processing';
+  let refundedAmount: string | null = null;
+  if (outcome.kind === 'final') refundedAmount = outcome.status === 'failed' ? '0' : (outcome.update.refundedAmount ?? null);
+  // ISO 8601 UTC with microseconds (providers.md §3.4); Date keeps milliseconds.
+  const created = typeof r.created_at === 'string' ? new Date(r.created_at) : undefined;
+  return {
+    providerRefundId: typeof r.refund_id === 'string' ? r.refund_id : null,
+    providerRequestId: reference,
+    paymentId: typeof r.payment_id === 'string' ? r.payment_id.toLowerCase() : null,
+    status,
+    providerStatus: typeof r.status === 'string' ? r.status : null,
+    amount,
+    refundedAmount,
+    currency: typeof r.currency === 'string' ? r.currency : null,
+    createdAt: created && !Number.isNaN(created.getTime()) ? created : null,
+  };
 }

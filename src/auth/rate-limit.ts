@@ -1,0 +1,161 @@
+import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import type { Response } from 'express';
+import { Redis } from 'ioredis';
+import { Problem } from '../common/problem.js';
+import { AppConfig } from '../config/config.js';
+import { redisOptions } from '../processing/queues.js';
+
+/**
+ * GCRA (a token bucket kept as one timestamp, the "theoretical arrival time") in one Lua
+ * script, so the check and the update are atomic for every process sharing the Redis.
+ * Time is Redis's own clock (TIME), so processes with skewed clocks still agree.
+ *
+ * KEYS[1] the key's bucket; ARGV[1] ms between requests at the sustained rate (may be
+ * fractional); ARGV[2] bucket size (burst).
+ * Returns { allowed (1|0), remaining, retryAfterMs, resetMs (until the bucket is full) }.
+ */
+const GCRA_SCRIPT = `
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local tolerance = emission * burst
+local newTat = tat + emission
+local allowAt = newTat - tolerance
+if now < allowAt then
+  return { 0, 0, math.ceil(allowAt - now), math.ceil(tat - now) }
+end
+redis.call('SET', KEYS[1], tostring(newTat), 'PX', math.max(1, math.ceil(newTat - now)))
+return { 1, math.floor((now + tolerance - newTat) / emission), 0, math.ceil(newTat - now) }
+`;
+
+type RedisWithGcra = Redis & { gcra(key: string, emissionMs: string, burst: string): Promise<[number, number, number, number]> };
+
+export interface RateLimitDecision {
+  allowed: boolean;
+  limit: number;
+  remaining: number;
+  /** Seconds until the next request is allowed (0 when allowed). */
+  retryAfterSeconds: number;
+  /** Seconds until the bucket is full again. */
+  resetSeconds: number;
+}
+
+/** Logs "Redis unavailable, failing open" at most this often. */
+const OUTAGE_LOG_INTERVAL_MS = 30_000;
+/** A rate-limit check never holds a request up longer than this (then it fails open). */
+const COMMAND_TIMEOUT_MS = 500;
+
+/**
+ * Per-API-key rate limit (refunds-api.md §8 `rate_limited`), shared by every process on
+ * one Redis: RATE_LIMIT_PER_MINUTE requests per minute sustained, RATE_LIMIT_BURST back to
+ * back (default: one minute's budget). Keyed by the authenticated key's id (the bootstrap
+ * admin key included), so it runs after authentication; see ApiKeyGuard.
+ *
+ * When Redis cannot answer within COMMAND_TIMEOUT_MS the request is let through and the
+ * outage is logged: a limiter outage must not turn into an API outage (the API's own
+ * dependency checks answer 503 where Redis is really needed).
+ */
+@Injectable()
+export class RateLimiter implements OnModuleInit, OnModuleDestroy {
+  private readonly logger = new Logger('RateLimiter');
+  private redis?: RedisWithGcra;
+  private lastOutageLog = 0;
+  private readonly emissionMs: number;
+
+  constructor(private readonly cfg: AppConfig) {
+    this.emissionMs = cfg.rateLimit.perMinute > 0 ? 60_000 / cfg.rateLimit.perMinute : 0;
+  }
+
+  get enabled(): boolean {
+    return this.cfg.rateLimit.perMinute > 0 && this.cfg.role !== 'worker';
+  }
+
+  async onModuleInit(): Promise<void> {
+    if (!this.enabled) return;
+    const redis = new Redis({
+      ...redisOptions(this.cfg.redisUrl),
+      lazyConnect: true,
+      // Fail fast (and open) while Redis is away instead of queueing requests behind it.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      connectTimeout: 2_000,
+      connectionName: `${this.cfg.queuePrefix}:ratelimit`,
+    }) as RedisWithGcra;
+    redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_SCRIPT });
+    redis.on('error', (err: Error) => this.outage(err));
+    this.redis = redis;
+    try {
+      await redis.connect();
+    } catch (err) {
+      // Start anyway: ioredis keeps reconnecting, and until then requests pass (fail open).
+      this.outage(err);
+    }
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    const redis = this.redis;
+    this.redis = undefined;
+    if (!redis) return;
+    try {
+      await redis.quit();
+    } catch {
+      redis.disconnect();
+    }
+  }
+
+  /** Takes one request from the key's budget; undefined when limiting is off or Redis is away. */
+  async take(keyId: string): Promise<RateLimitDecision | undefined> {
+    if (!this.enabled || !this.redis) return undefined;
+    const burst = this.cfg.rateLimit.burst;
+    try {
+      const [allowed, remaining, retryAfterMs, resetMs] = await this.redis.gcra(
+        `${this.cfg.queuePrefix}:ratelimit:${keyId}`,
+        String(this.emissionMs),
+        String(burst),
+      );
+      return {
+        allowed: allowed === 1,
+        limit: burst,
+        remaining: Math.max(0, Math.min(burst, Number(remaining))),
+        retryAfterSeconds: Math.max(allowed === 1 ? 0 : 1, Math.ceil(Number(retryAfterMs) / 1000)),
+        resetSeconds: Math.max(0, Math.ceil(Number(resetMs) / 1000)),
+      };
+    } catch (err) {
+      this.outage(err);
+      return undefined;
+    }
+  }
+
+  /**
+   * Takes one request for the key, sets the RateLimit-* headers (IETF draft
+   * httpapi-ratelimit-headers) and throws 429 `rate_limited` (with Retry-After, set by
+   * ProblemFilter) when the budget is spent.
+   */
+  async enforce(keyId: string, res: Response | undefined): Promise<void> {
+    const d = await this.take(keyId);
+    if (!d) return;
+    if (res && !res.headersSent) {
+      const windowSeconds = Math.max(1, Math.round((60 * d.limit) / this.cfg.rateLimit.perMinute));
+      res.setHeader('RateLimit-Limit', String(d.limit));
+      res.setHeader('RateLimit-Remaining', String(d.remaining));
+      res.setHeader('RateLimit-Reset', String(d.resetSeconds));
+      res.setHeader('RateLimit-Policy', `${d.limit};w=${windowSeconds}`);
+    }
+    if (!d.allowed) {
+      throw new Problem('rate_limited', `Rate limit of ${this.cfg.rateLimit.perMinute} requests per minute for this API key exceeded; retry in ${d.retryAfterSeconds} s.`, {
+        retryAfterSeconds: d.retryAfterSeconds,
+      });
+    }
+  }
+
+  private outage(err: unknown): void {
+    const now = Date.now();
+    if (now - this.lastOutageLog < OUTAGE_LOG_INTERVAL_MS) return;
+    this.lastOutageLog = now;
+    this.logger.warn(`rate limiter cannot reach Redis, letting requests through: ${(err as Error)?.message ?? String(err)}`);
+  }
+}
