@@ -1,0 +1,112 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { RUN_DIR_ENV, onCleanup, pdeathsigPrefix, pollUntil, recordChild, tail } from './harness.js';
+import { freePort } from './ports.js';
+
+/** Sends one inline command over RESP and returns the first reply line (no client library retries). */
+export function redisCommand(port: number, command: string, timeoutMs = 2000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`redis ${command}: no answer in ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.on('connect', () => sock.write(`${command}\r\n`));
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\r\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        sock.end();
+        resolve(buf.slice(0, nl));
+      }
+    });
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/**
+ * A redis-server of our own on 127.0.0.1:<spare port>, no persistence (a restart comes
+ * back empty, like a crashed cache node without AOF). Killed with SIGKILL and started again
+ * on the same port by the Redis scenario.
+ */
+export class RedisServer {
+  private child?: ChildProcess;
+  readonly logFile: string;
+  starts = 0;
+
+  private constructor(
+    private readonly runDir: string,
+    readonly port: number,
+  ) {
+    this.logFile = path.join(runDir, 'redis.log');
+  }
+
+  static async create(runDir: string): Promise<RedisServer> {
+    const server = new RedisServer(runDir, await freePort());
+    onCleanup(
+      `redis ${server.port}`,
+      async () => server.kill(),
+      () => server.child?.pid && !server.child.killed && process.kill(server.child.pid, 'SIGKILL'),
+    );
+    return server;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get isRunning(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async start(): Promise<void> {
+    if (this.isRunning) return;
+    const fd = fs.openSync(this.logFile, 'a');
+    const argv = [
+      ...pdeathsigPrefix(),
+      'redis-server',
+      '--port', String(this.port),
+      '--bind', '127.0.0.1',
+      '--save', '',
+      '--appendonly', 'no',
+      '--dir', this.runDir,
+      '--daemonize', 'no',
+    ];
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ['ignore', fd, fd],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [RUN_DIR_ENV]: this.runDir },
+    });
+    fs.closeSync(fd);
+    this.child = child;
+    this.starts++;
+    if (child.pid) recordChild(this.runDir, child.pid);
+    const ok = await pollUntil(async () => (await redisCommand(this.port, 'PING', 500)) === '+PONG', 20_000, 100);
+    if (!ok) throw new Error(`redis-server on ${this.port} did not start:\n${tail(this.logFile)}`);
+  }
+
+  /** SIGKILL, and wait until the process is gone (the port is free again). */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || !this.isRunning) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  async flushAll(): Promise<void> {
+    const reply = await redisCommand(this.port, 'FLUSHALL');
+    if (reply !== '+OK') throw new Error(`FLUSHALL answered ${reply}`);
+  }
+
+  async dbSize(): Promise<number> {
+    const reply = await redisCommand(this.port, 'DBSIZE');
+    return Number(reply.replace(/^:/, ''));
+  }
+}
