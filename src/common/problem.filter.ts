@@ -9,7 +9,10 @@ function isDependencyOutage(err: unknown): boolean {
   if (code && ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '08000', '08003', '08006'].includes(code)) {
     return true;
   }
-  return /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|the database system is (starting up|shutting down)/i.test(
+  // TypeORM releases a transaction's query runner when Postgres drops its connection
+  // (e.g. 57P01 on a fast shutdown); later queries of that transaction then throw this.
+  if (err.name === 'QueryRunnerAlreadyReleasedError') return true;
+  return /not queryable|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|the database system is (starting up|shutting down)/i.test(
     err.message,
   );
 }

@@ -1,6 +1,19 @@
+import pg from 'pg';
 import { DataSource, DataSourceOptions } from 'typeorm';
 import { AppConfig } from '../config/config.js';
 import { MIGRATIONS } from './migrations.js';
+
+/**
+ * A pg client that always has an 'error' listener: pg emits 'error' when the server ends a
+ * session outside a query (57P01 on a fast shutdown), and with no listener at that moment
+ * the process died. Owners still see the error through their own listeners.
+ */
+class ListenedClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    this.on('error', () => undefined);
+  }
+}
 
 export function dataSourceOptions(cfg: Pick<AppConfig, 'databaseUrl' | 'dbPoolSize'>): DataSourceOptions {
   return {
@@ -20,6 +33,7 @@ export function dataSourceOptions(cfg: Pick<AppConfig, 'databaseUrl' | 'dbPoolSi
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
       application_name: 'refund-orchestrator',
+      Client: ListenedClient,
     },
   };
 }

@@ -1,6 +1,6 @@
 import { afterAll, expect, it, onTestFailed } from 'vitest';
 import { sleep } from './support/harness.js';
-import { checkInvariants, describeNonFinal, waitAllFinal } from './support/invariants.js';
+import { checkInvariants, describeNonFinal, violationKinds, waitAllFinal } from './support/invariants.js';
 import { LoadRecorder, createPayments, planRefunds, serverErrors, submitRefunds } from './support/load.js';
 import { Scenario, assertNoCrash, inFlightFaults, logTails, printSummary, setupScenario, teardownScenario } from './support/scenario.js';
 import type { ServiceProcess } from './support/service.js';
@@ -107,14 +107,14 @@ it('kill -9 of workers and of a combined process loses no refund and pays none t
     payments: payments.length,
     createRequests: plan.length,
     accepted: report.stats.accepted,
-    refused: recorder.histogram(),
+    answers: recorder.histogram(),
     kills: kills.map((k) => `${k.name}@${(k.atMs / 1000).toFixed(1)}s`).join(' '),
     loadAndRestartsDone: `${(loadDoneMs / 1000).toFixed(1)} s`,
     timeToAllFinalAfterLoad: finalMs === undefined ? 'not within 150 s' : `${(finalMs / 1000).toFixed(1)} s`,
     finalStatuses: report.stats.byStatus,
     providerRefunds: `${report.stats.providerRefunds} (${report.stats.providerPaid} paid)`,
     bootCrashes: bootCrashes.length,
-    violations: report.violations.length,
+    violations: violationKinds(report.violations),
   });
   if (report.violations.length) process.stdout.write(`violations:\n  ${report.violations.slice(0, 50).join('\n  ')}\n`);
 

@@ -1,7 +1,7 @@
 import { afterAll, expect, it, onTestFailed } from 'vitest';
 import { sleep } from './support/harness.js';
 import { http } from './support/http.js';
-import { checkInvariants, describeNonFinal, waitAllFinal } from './support/invariants.js';
+import { checkInvariants, describeNonFinal, violationKinds, waitAllFinal } from './support/invariants.js';
 import { LoadRecorder, createPayments, planRefunds, serverErrors, submitRefunds } from './support/load.js';
 import { Scenario, assertNoCrash, inFlightFaults, logTails, printSummary, setupScenario, teardownScenario } from './support/scenario.js';
 
@@ -108,7 +108,7 @@ it('FLUSHALL and a Redis outage lose no refund; the API keeps accepting durably'
     timeToAllFinalAfterLoad: finalMs === undefined ? 'not within 120 s' : `${(finalMs / 1000).toFixed(1)} s`,
     finalStatuses: report.stats.byStatus,
     providerRefunds: `${report.stats.providerRefunds} (${report.stats.providerPaid} paid)`,
-    violations: report.violations.length,
+    violations: violationKinds(report.violations),
   });
   if (report.violations.length) process.stdout.write(`violations:\n  ${report.violations.slice(0, 50).join('\n  ')}\n`);
 

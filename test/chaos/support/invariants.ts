@@ -133,6 +133,17 @@ interface RefundRow {
   review_reason: string | null;
 }
 
+/** "kind: n, ..." of a violation list (the text before the first colon), or 0. */
+export function violationKinds(violations: string[]): string | number {
+  if (violations.length === 0) return 0;
+  const counts: Record<string, number> = {};
+  for (const v of violations) {
+    const kind = v.split(':')[0]!;
+    counts[kind] = (counts[kind] ?? 0) + 1;
+  }
+  return `${violations.length} (${Object.entries(counts).map(([k, n]) => `${k} ${n}`).join(', ')})`;
+}
+
 /** Waits (bounded) until no refund is non-final; returns the ms it took, or undefined on timeout. */
 export async function waitAllFinal(db: pg.Pool, timeoutMs: number): Promise<number | undefined> {
   const started = Date.now();
