@@ -45,21 +45,31 @@ abstract class RefundJobHost extends WorkerHost implements OnApplicationBootstra
   }
 }
 
-@Processor('refunds-binance_pay')
+/**
+ * BullMQ's own job lock: a worker that dies (kill -9) leaves its active jobs locked until
+ * lockDuration ends, and the stalled check that hands them to another worker runs every
+ * stalledInterval. The defaults (30 s each) left refunds idle for up to a minute after a
+ * crash (measured 57.7 s in the chaos suite; 4.9 s with these). A job that a live but busy
+ * worker loses to the stalled check cannot pay twice: the refund row's lease (LEASE_MS)
+ * and the stored provider request id decide who may call the provider.
+ */
+const WORKER_OPTIONS = { lockDuration: 6_000, stalledInterval: 3_000 } as const;
+
+@Processor('refunds-binance_pay', WORKER_OPTIONS)
 export class BinancePayRefundProcessor extends RefundJobHost {
   constructor(steps: RefundWorkerService, cfg: AppConfig) {
     super(steps, cfg);
   }
 }
 
-@Processor('refunds-cobo')
+@Processor('refunds-cobo', WORKER_OPTIONS)
 export class CoboRefundProcessor extends RefundJobHost {
   constructor(steps: RefundWorkerService, cfg: AppConfig) {
     super(steps, cfg);
   }
 }
 
-@Processor('refunds-lean')
+@Processor('refunds-lean', WORKER_OPTIONS)
 export class LeanRefundProcessor extends RefundJobHost {
   constructor(steps: RefundWorkerService, cfg: AppConfig) {
     super(steps, cfg);

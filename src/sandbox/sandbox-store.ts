@@ -211,7 +211,16 @@ export abstract class SandboxStoreBase implements OnModuleInit {
           await this.db.transaction(async (tx) => {
             // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; the lock prevents it.
             await tx.query('SELECT pg_advisory_xact_lock($1)', [SANDBOX_DDL_LOCK]);
-            for (const statement of ddl) await tx.query(statement);
+            for (const statement of ddl) {
+              // CREATE INDEX IF NOT EXISTS locks its table before it sees the index exists,
+              // which deadlocks with another process's emulator loop; skip indexes that exist.
+              const index = /^CREATE INDEX IF NOT EXISTS (\w+) ON (\w+)\./.exec(statement);
+              if (index) {
+                const [row] = await tx.query<{ found: string | null }>('SELECT to_regclass($1) AS found', [`${index[2]}.${index[1]}`]);
+                if (row?.found) continue;
+              }
+              await tx.query(statement);
+            }
           });
           return;
         } catch (err) {
