@@ -167,6 +167,28 @@ describe('answers about superseded submissions', () => {
     expect(resolved.body.review).toBeNull();
   });
 
+  it('asks the provider about the previous submission before a retry, and refuses to pay twice when it paid after all', async () => {
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
+    await setFaults(svc, 'binance-pay', { refundFailRate: 1 });
+    let id: string;
+    try {
+      id = (await create({ provider: 'binance_pay', paymentId, amount: '4', currency: 'USDT' }).expect(202)).body.id;
+      expect((await until(id, ['failed', 'succeeded'])).failureCode).toBe('REFUND_FAIL');
+    } finally {
+      await setFaults(svc, 'binance-pay', { refundFailRate: 0 });
+    }
+    const { rows } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1`, [id]);
+    // Binance changed its mind and nobody has told us yet (its webhook is still on the way).
+    await svc.db.query(`UPDATE sandbox.binance_refunds SET status = 'REFUND_SUCCESS' WHERE refund_request_id = $1`, [rows[0].provider_request_id]);
+    const res = await svc.http().post(`/v1/refunds/${id}/retry`).set('Authorization', as(ops)).expect(409);
+    expect(res.body.code).toBe('invalid_state');
+    const r = await get(id);
+    expect(r.status).toBe('failed');
+    expect(r.review.reason).toMatch(/previous submission .* succeeded/);
+    const { rows: after } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1`, [id]);
+    expect(after[0].provider_request_id).toBe(rows[0].provider_request_id);
+  });
+
   it('holds a retried refund that takes Binance’s last slot until the others are final', async () => {
     const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
     await setFaults(svc, 'binance-pay', { refundFailRate: 1 });

@@ -142,6 +142,11 @@ export class RefundOutcomeService {
     );
   }
 
+  /** Puts a refund in front of a human (ops actions that find the provider disagreeing). */
+  async flagForReview(refundId: string, reason: string, actor: string): Promise<void> {
+    await this.db.transaction((tx) => this.flag(tx, refundId, reason, actor));
+  }
+
   private async flag(tx: Sql, refundId: string, reason: string, actor: string): Promise<'flagged'> {
     await tx.query(
       `UPDATE refunds SET review_reason = $2, review_flagged_at = now(), updated_at = now()

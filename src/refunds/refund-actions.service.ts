@@ -130,6 +130,7 @@ export class RefundActionsService {
       });
     }
     const provider = this.providers.get(row.provider);
+    await this.assertPreviousSubmissionUnpaid(auth, provider, row);
     const moved = await this.db.transaction(async (tx) => {
       const payment = await this.payments.lockForUpdate(tx, row.provider, row.payment_id);
       if (!payment) throw new Problem('payment_not_found', 'The refund’s payment is gone.');
@@ -156,6 +157,37 @@ export class RefundActionsService {
     if (!moved) throw this.invalidState(await this.load(auth, id), 'retried');
     await this.queue.enqueue(moved.provider, moved.id);
     return toRefundJson(moved);
+  }
+
+  /**
+   * A retry pays with a new provider request id, so before it, the provider is asked (read
+   * only) what became of the previous submission. A provider that changed its mind (a late
+   * success after a failure, as a delayed webhook would also report) must not get a second
+   * payout: the refund is flagged for review and the retry refused. A provider that cannot
+   * answer now gets a 503 (try again), never a blind second submission.
+   */
+  private async assertPreviousSubmissionUnpaid(auth: AuthContext, provider: RefundProvider, row: RefundRow): Promise<void> {
+    if (!row.provider_request_id || row.provider_state === 'not_sent' || !provider.lookupRefund) return;
+    const payment = await this.db.one<PaymentRow>(`SELECT * FROM payments WHERE provider = $1 AND payment_id = $2`, [
+      row.provider,
+      row.payment_id,
+    ]);
+    const found = await provider.lookupRefund({
+      providerRequestId: row.provider_request_id,
+      providerRefundId: row.provider_refund_id,
+      paymentId: row.payment_id,
+      paymentData: payment?.provider_data ?? {},
+    });
+    if (found.kind === 'not_found') return;
+    if (found.kind === 'error') {
+      throw new Problem('service_unavailable', `Could not confirm at ${row.provider} that the previous submission did not pay (${found.reason}); try again.`, {
+        retryAfterSeconds: Math.max(1, Math.ceil((found.retryAfterMs ?? 5_000) / 1000)),
+      });
+    }
+    if (found.record.status === 'failed' || found.record.status === 'canceled') return;
+    const reason = `before a retry, ${row.provider} reports the previous submission (${row.provider_request_id}) as ${found.record.status} (${found.record.providerStatus ?? 'no status'}) but the refund is failed`;
+    await this.outcomes.flagForReview(row.id, reason, actorOf(auth));
+    throw new Problem('invalid_state', `The refund is flagged for review (${reason}); resolve the review first.`, { refundStatus: row.status });
   }
 
   /** POST /v1/refunds/retry: failed refunds matching the filter, oldest failure first. */

@@ -13,10 +13,12 @@ import { Scenario, assertNoCrash, inFlightFaults, logTails, printSummary, setupS
 
 const PAYMENTS_PER_PROVIDER = Number(process.env.CHAOS_REDIS_PAYMENTS ?? 15);
 const REFUNDS_PER_PAYMENT = 5;
-const LOAD_SPREAD_MS = 30_000;
 const FLUSH_AT_MS = 5_000;
 const KILL_AT_MS = 12_000;
-const REDIS_DOWN_MS = Number(process.env.CHAOS_REDIS_DOWN_MS ?? 10_000);
+// The brief: Redis unreachable for 30 s while merchants keep creating refunds.
+const REDIS_DOWN_MS = Number(process.env.CHAOS_REDIS_DOWN_MS ?? 30_000);
+// Creates keep coming for the whole outage and a few seconds past it.
+const LOAD_SPREAD_MS = KILL_AT_MS + REDIS_DOWN_MS + 5_000;
 
 let s: Scenario | undefined;
 
