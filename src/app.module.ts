@@ -6,8 +6,10 @@ import { MerchantsModule } from './merchants/merchants.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { AppConfig } from './config/config.js';
 import { ConfigModule } from './config/config.module.js';
+import { ConsoleModule } from './console/console.module.js';
 import { DatabaseModule } from './database/database.module.js';
 import { HealthModule } from './health/health.module.js';
+import { McpModule } from './mcp/mcp.module.js';
 import { OpsModule } from './ops/ops.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
 import { ReconciliationModule } from './reconciliation/reconciliation.module.js';
@@ -54,8 +56,10 @@ export class AppModule {
               res.setHeader('X-Request-Id', id);
               return id;
             },
-            // Health probes and metrics scrapes every few seconds would drown the useful lines.
-            autoLogging: { ignore: (req) => /^\/(health|metrics)(\/|\?|$)/.test(req.url ?? '') },
+            // Health probes and metrics scrapes every few seconds would drown the useful lines; the
+            // sandbox emulators stand in for remote providers (2-3 calls per refund), whose requests
+            // are not ours to log (each adapter call is a refund_attempts row already).
+            autoLogging: { ignore: (req) => /^\/(health|metrics|sandbox)(\/|\?|$)/.test(req.url ?? '') },
             customProps: () => ({ role: cfg.role }),
             serializers: {
               req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
@@ -73,6 +77,9 @@ export class AppModule {
         ReconciliationModule.register({ workers }),
         ...(http ? [HealthModule, OpsModule] : []),
         ...(http ? [ReportsModule] : []),
+        // POST /mcp: the MCP server for agents (HTTP roles only).
+        ...(http ? [McpModule] : []),
+        ...(http ? [ConsoleModule] : []),
       ],
     };
   }

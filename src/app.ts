@@ -10,6 +10,7 @@ import { AppConfig } from './config/config.js';
 import { Problem } from './common/problem.js';
 import { ProblemFilter } from './common/problem.filter.js';
 import { StrictValidationPipe } from './common/validation.js';
+import { setupOpenApi } from './openapi/openapi.js';
 
 /** Largest JSON body accepted; refunds are small, anything bigger is abuse or a bug. */
 export const BODY_LIMIT = '64kb';
@@ -49,6 +50,8 @@ export function configureHttp(app: NestExpressApplication): void {
   app.useGlobalFilters(new ProblemFilter());
   app.useGlobalPipes(new StrictValidationPipe());
   app.enableShutdownHooks();
+  // GET /docs (Swagger UI) and /docs-json: HTTP roles only, public (ApiKeyGuard).
+  setupOpenApi(app);
 }
 
 /** Builds the service for cfg.role: an HTTP app (api, all) or a bare context (worker). */

@@ -77,6 +77,8 @@ const MATRIX: Row[] = [
   row('DELETE', '/v1/webhook-endpoints/:spareEndpointId',                       ['ok',     'hidden', 'denied', 'denied', 'denied']),
   row('GET',    '/v1/webhook-endpoints/:endpointId/deliveries',                 ['ok',     'hidden', 'ok',     'denied', 'ok']),
   row('POST',   '/v1/webhook-endpoints/:endpointId/deliveries/:deliveryId/redeliver', ['ok', 'hidden', 'ok',     'denied', 'ok']),
+  row('GET',    '/v1/me',                                                       ['ok',     'ok',     'ok',     'ok',     'ok']),
+  row('GET',    '/v1/queues',                                                   ['denied', 'denied', 'ok',     'denied', 'ok']),
   row('GET',    '/v1/reports/summary',                                          ['denied', 'denied', 'ok',     'ok',     'ok']),
   row('GET',    '/v1/reports/refunds.csv',                                      ['denied', 'denied', 'ok',     'ok',     'ok']),
   row('POST',   '/v1/reconciliations',                                          ['denied', 'denied', 'ok',     'ok',     'ok'], { body: () => ({ provider: 'binance_pay', from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date().toISOString() }) }),
@@ -85,7 +87,14 @@ const MATRIX: Row[] = [
 ];
 
 /** Routes outside /v1 that are public by design (each authenticates otherwise or serves no data). */
-const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/', '/metrics'];
+// /console: static files of the ops console (no data; it calls /v1 with the user's key).
+const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/', '/metrics', '/docs', '/console'];
+
+/**
+ * Routes outside /v1 behind the API key guard: the MCP endpoint (any role may connect; each
+ * tool applies its REST route's roles, tested in mcp.e2e.spec.ts).
+ */
+const AUTHENTICATED_NON_V1 = ['POST /mcp', 'GET /mcp', 'DELETE /mcp'];
 
 interface Fixtures {
   merchantId: string;
@@ -197,8 +206,23 @@ describe('authorization matrix', () => {
     const table = new Set(MATRIX.map((r) => `${r.method} ${normalise(r.path.replace(/\/binance_pay\//, '/:provider/'))}`));
     expect(v1.filter((r) => !table.has(r)), 'routes without a row in MATRIX').toEqual([]);
     expect([...table].filter((r) => !v1.includes(r)), 'rows for routes that do not exist').toEqual([]);
-    const others = registered.filter((r) => !r.split(' ')[1].startsWith('/v1/'));
+    const others = registered.filter((r) => !r.split(' ')[1].startsWith('/v1/') && !AUTHENTICATED_NON_V1.includes(r));
     expect(others.filter((r) => !PUBLIC_PREFIXES.some((p) => `${r.split(' ')[1]}/`.startsWith(p))), 'unexpected non-/v1 routes').toEqual([]);
+  });
+
+  it.each(AUTHENTICATED_NON_V1)('%s: 401 without a valid key, never 401/403 for any role', async (route) => {
+    const [method, path] = route.split(' ') as [Row['method'], string];
+    for (const key of [undefined, 'rk_merchant_unknownunknownunknownunknown', keys.revoked]) {
+      const res = await call(method, path, key);
+      expect(res.status, `${route} with ${key}`).toBe(401);
+      expect(res.body.code).toBe('unauthorized');
+    }
+    for (const caller of CALLERS) {
+      const res = await call(method, path, keys[caller], method === 'POST' ? { jsonrpc: '2.0', id: 1, method: 'tools/list' } : undefined, {
+        Accept: 'application/json, text/event-stream',
+      });
+      expect([401, 403], `${route} as ${caller}: ${res.status}`).not.toContain(res.status);
+    }
   });
 
   describe.each(MATRIX.map((r) => [`${r.method} ${r.path}`, r] as const))('%s', (_name, r) => {

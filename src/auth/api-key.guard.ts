@@ -11,10 +11,11 @@ import { ApiRole, AuthedRequest, ROLES_KEY } from './auth-context.js';
  * the provider's signature), the sandbox emulators (which check their own credentials) and
  * the Prometheus endpoint (public, or METRICS_TOKEN checked by MetricsController). The ops
  * dashboard (/ops/queues) is Express middleware with its own key check (src/ops), so this
- * guard never runs for it.
+ * guard never runs for it. /docs and /docs-json (the OpenAPI document, which holds no
+ * secrets) are plain Express routes too, listed here so they stay public whatever serves them.
  * Compared case-insensitively, as Express routes match.
  */
-const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/', '/metrics/'];
+const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/', '/metrics/', '/docs/', '/docs-json/'];
 
 function isPublic(path: string): boolean {
   const p = `${path.toLowerCase().replace(/\/+$/, '')}/`;

@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   provider_not_configured: { status: 422, title: 'Provider not configured' },
   invalid_state: { status: 409, title: 'Invalid state' },
   payload_too_large: { status: 413, title: 'Payload too large' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   rate_limited: { status: 429, title: 'Too many requests' },
   service_unavailable: { status: 503, title: 'Service unavailable' },

@@ -1,4 +1,5 @@
 import { Controller, Get, Req, Res } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { AppConfig } from '../config/config.js';
 import { METRICS_UNAUTHORIZED, metricsAccessAllowed } from './metrics-auth.js';
@@ -9,6 +10,7 @@ import { MetricsService } from './metrics.service.js';
  * public prefix in ApiKeyGuard: API keys are not for scrapers; METRICS_TOKEN, when set,
  * is checked here instead.
  */
+@ApiTags('Operations')
 @Controller('metrics')
 export class MetricsController {
   constructor(
@@ -17,6 +19,13 @@ export class MetricsController {
   ) {}
 
   @Get()
+  @ApiOperation({
+    summary: 'Prometheus metrics',
+    description: 'Public unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` (not an API key) is required.',
+  })
+  @ApiProduces('text/plain')
+  @ApiOkResponse({ description: 'Prometheus text format.', content: { 'text/plain': { schema: { type: 'string' }, example: 'refunds_created_total{provider="binance_pay",status="queued"} 3\n' } } })
+  @ApiUnauthorizedResponse({ description: 'METRICS_TOKEN is set and the request did not carry it.' })
   async scrape(@Req() req: Request, @Res() res: Response): Promise<void> {
     if (!metricsAccessAllowed(this.cfg.metrics.token, req.headers.authorization)) {
       res.status(METRICS_UNAUTHORIZED.status).set(METRICS_UNAUTHORIZED.headers).send(METRICS_UNAUTHORIZED.body);

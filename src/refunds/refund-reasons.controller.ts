@@ -1,5 +1,8 @@
 import { Controller, Get, Query } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { IsIn, IsOptional } from 'class-validator';
+import { ApiKeyAuth, ApiProblems } from '../openapi/problems.js';
+import { ref } from '../openapi/schemas.js';
 import { Roles } from '../auth/auth-context.js';
 import { Problem } from '../common/problem.js';
 import { LeanAdapter } from '../providers/lean/lean.adapter.js';
@@ -9,18 +12,24 @@ import { PROVIDERS, type ProviderName } from '../providers/provider.js';
 import { REFUND_REASONS } from './refund-status.js';
 
 export class RefundReasonsQuery {
+  @ApiPropertyOptional({ enum: PROVIDERS, description: 'lean: also fetch Lean’s own reason list.' })
   @IsOptional()
   @IsIn(PROVIDERS as unknown as string[])
   provider?: ProviderName;
 }
 
 /** GET /v1/refund-reasons: the unified reasons and what each provider receives for them. */
+@ApiTags('Refunds')
+@ApiKeyAuth()
 @Controller('v1/refund-reasons')
 export class RefundReasonsController {
   constructor(private readonly lean: LeanAdapter) {}
 
   @Get()
   @Roles('merchant', 'ops', 'finance')
+  @ApiOperation({ summary: 'Refund reasons', description: 'The unified reasons and what each provider receives for them.' })
+  @ApiOkResponse({ description: 'The reasons.', schema: ref('RefundReasons') })
+  @ApiProblems('validation_failed', 'provider_not_configured')
   async list(@Query() q: RefundReasonsQuery) {
     const unified = REFUND_REASONS.map((reason) => ({
       reason,

@@ -1,3 +1,4 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min, registerDecorator, ValidationOptions } from 'class-validator';
 import { webhookUrlProblem } from './webhook-http.js';
@@ -19,6 +20,7 @@ function IsWebhookUrl(options?: ValidationOptions) {
 }
 
 export class CreateWebhookEndpointDto {
+  @ApiProperty({ format: 'uri', maxLength: 2048, description: 'Absolute http(s) URL without credentials.', example: 'https://shop.example/hooks/refunds' })
   @IsString()
   @MaxLength(2048)
   @IsWebhookUrl()
@@ -27,12 +29,14 @@ export class CreateWebhookEndpointDto {
 
 export class ListWebhookEndpointsQuery {
   /** ops/admin only: one merchant's endpoints. */
+  @ApiPropertyOptional({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'ops, admin: one merchant’s endpoints.', example: 'M1001' })
   @IsOptional()
   @Matches(/^[A-Za-z0-9_.-]{1,64}$/)
   merchantId?: string;
 }
 
 export class ListDeliveriesQuery {
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 100, default: 20 })
   @IsOptional()
   @Type(() => Number)
   @IsInt()
