@@ -4,10 +4,12 @@ import { MerchantsService } from '../merchants/merchants.service.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/config.js';
 import { decimalPlaces, formatAmount, money } from '../common/money.js';
+import { KeyedGate } from '../common/keyed-gate.js';
 import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
 import { AuthContext, actorOf, merchantScope } from '../auth/auth-context.js';
 import { PaymentsService } from '../payments/payments.service.js';
+import type { PaymentRow } from '../payments/payment.row.js';
 import type { ProviderPayment, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
 import { RefundQueueService } from '../processing/refund-queue.service.js';
@@ -71,6 +73,9 @@ export class RefundsService {
     @Optional() private readonly metrics?: MetricsService,
   ) {}
 
+  /** Per-payment queue of this process's creates (see KeyedGate for why and its bounds). */
+  private readonly paymentGate = new KeyedGate(256, 5_000);
+
   /**
    * POST /v1/refunds. The refund row (status queued, due now) is committed before the
    * response, which makes the hand-off durable even if the enqueue that follows fails.
@@ -80,67 +85,140 @@ export class RefundsService {
     const hash = requestHash(rawBody);
 
     // A replay is answered from the row alone: no provider call, works while a provider is down.
-    const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
-    if (existing) return this.replay(existing, hash);
+    // Only the id is read first: nearly every create is new, and a whole row costs more to decode.
+    const seen = await this.db.one<{ id: string }>(`SELECT id FROM refunds WHERE merchant_id = $1 AND idempotency_key = $2`, [
+      merchantId,
+      idempotencyKey,
+    ]);
+    if (seen) {
+      const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+      if (existing) return this.replay(existing, hash);
+    }
 
     const provider = this.providers.get(dto.provider);
     this.validateForProvider(dto, provider);
     if (provider.normalizePaymentId) dto.paymentId = provider.normalizePaymentId(dto.paymentId);
 
-    const cached = await this.payments.findCached(dto.provider, dto.paymentId);
-    let fetched: ProviderPayment | undefined;
-    if (!cached) {
-      fetched = await this.payments.fetchFromProvider(dto.provider, dto.paymentId);
-      // Where the provider names the payment's merchant (Cobo), it must be this merchant's account.
-      if (fetched.providerMerchantId !== undefined) {
-        const account = await this.payments.providerAccount(merchantId, dto.provider);
-        if (fetched.providerMerchantId !== account) throw this.paymentNotFound(dto);
-      }
-    } else if (cached.merchant_id !== merchantId) {
-      throw this.paymentNotFound(dto);
-    }
+    // One create per payment at a time in this process (see KeyedGate): a burst on one payment
+    // waits here in memory instead of on pooled connections blocked by the payment row lock.
+    const result = await this.paymentGate.run(`${dto.provider}\u0000${dto.paymentId}`, () =>
+      this.lockedCreate(auth, merchantId, idempotencyKey, hash, dto, provider),
+    );
 
+    if ('replayOf' in result) return this.replay(result.replayOf!, hash);
+    if ('conflict' in result || 'uncached' in result) {
+      const winner = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+      if (!winner) throw new Problem('service_unavailable', 'Please retry the request.');
+      return this.replay(winner, hash);
+    }
+    const row = result.created!;
+    this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
+    if (row.status === 'queued') await this.queue.enqueue(row.provider, row.id);
+    return { refund: toRefundJson(row), replayed: false };
+  }
+
+  /**
+   * Usually the payment is cached: the transaction locks it straight away. A payment
+   * referenced for the first time is looked up at the provider (outside any transaction),
+   * then inserted and locked by a second transaction.
+   */
+  private async lockedCreate(
+    auth: AuthContext,
+    merchantId: string,
+    idempotencyKey: string,
+    hash: string,
+    dto: CreateRefundDto,
+    provider: RefundProvider,
+  ): ReturnType<RefundsService['insertRefund']> {
+    const result = await this.insertRefund(auth, idempotencyKey, hash, dto, provider, undefined);
+    if (!('uncached' in result)) return result;
+    const fetched = await this.payments.fetchFromProvider(dto.provider, dto.paymentId);
+    // Where the provider names the payment's merchant (Cobo), it must be this merchant's account.
+    if (fetched.providerMerchantId !== undefined) {
+      const account = await this.payments.providerAccount(merchantId, dto.provider);
+      if (fetched.providerMerchantId !== account) throw this.paymentNotFound(dto);
+    }
+    return this.insertRefund(auth, idempotencyKey, hash, dto, provider, fetched);
+  }
+
+  /**
+   * The create transaction: lock the payment row (every create and retry on the payment is
+   * serialised by it, so the guard sees all of them), check, insert the refund and its event.
+   * With `fetched` undefined and no cached payment, it answers `uncached` and writes nothing.
+   */
+  private insertRefund(
+    auth: AuthContext,
+    idempotencyKey: string,
+    hash: string,
+    dto: CreateRefundDto,
+    provider: RefundProvider,
+    fetched: ProviderPayment | undefined,
+  ): Promise<{ created: RefundRow } | { replayOf: RefundRow } | { conflict: true } | { uncached: true }> {
+    const merchantId = auth.merchantId!;
     const id = randomUUID();
-    const result = await this.db.transaction(async (tx) => {
+    return this.db.transaction(async (tx) => {
       if (fetched) {
         if (!fetched.refundable) {
           throw new Problem('payment_not_refundable', `The payment is ${fetched.providerStatus} at ${dto.provider}.`);
         }
         await this.payments.insertIfAbsent(tx, dto.provider, merchantId, fetched);
       }
-      // Serialises every create (and retry) on this payment: the guard below sees all of them.
-      const payment = await this.payments.lockForUpdate(tx, dto.provider, dto.paymentId);
-      if (!payment || payment.merchant_id !== merchantId) throw this.paymentNotFound(dto);
-
-      // A concurrent request with the same key may have committed while we waited for the lock.
-      const raced = await this.findByIdempotencyKey(tx, merchantId, idempotencyKey);
-      if (raced) return { replayOf: raced };
-
-      if (payment.provider_data.refundable === false) {
-        throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
-      }
-      const mismatch = provider.checkPayment?.(
-        { paymentId: dto.paymentId, amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
-        payment.provider_data,
+      // The lock comes first, in a statement of its own: under READ COMMITTED each later
+      // statement takes a new snapshot, so the sums below see every create that held the lock
+      // before us (one statement that locked and summed would sum from its own older snapshot).
+      // The merchant's approval threshold comes with it (one statement fewer per create).
+      const [locked] = await tx.query<PaymentRow & { approval_threshold: string | null }>(
+        `SELECT p.*, (SELECT m.approval_thresholds->>$3 FROM merchants m WHERE m.id = $4) AS approval_threshold
+           FROM payments p WHERE p.provider = $1 AND p.payment_id = $2 FOR UPDATE OF p`,
+        [dto.provider, dto.paymentId, dto.currency, merchantId],
       );
-      if (mismatch) throw new Problem('currency_mismatch', mismatch, { paymentCurrency: payment.currency });
-      if (payment.currency !== dto.currency) {
-        throw new Problem('currency_mismatch', `The payment is in ${payment.currency}, not ${dto.currency}.`, {
-          paymentCurrency: payment.currency,
-        });
+      if (!locked && !fetched) return { uncached: true as const };
+      const { approval_threshold: threshold = null, ...paymentRow } = locked ?? {};
+      const payment = locked ? (paymentRow as PaymentRow) : undefined;
+      try {
+        if (!payment || payment.merchant_id !== merchantId) throw this.paymentNotFound(dto);
+        if (payment.provider_data.refundable === false) {
+          throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
+        }
+        const mismatch = provider.checkPayment?.(
+          { paymentId: dto.paymentId, amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
+          payment.provider_data,
+        );
+        if (mismatch) throw new Problem('currency_mismatch', mismatch, { paymentCurrency: payment.currency });
+        if (payment.currency !== dto.currency) {
+          throw new Problem('currency_mismatch', `The payment is in ${payment.currency}, not ${dto.currency}.`, {
+            paymentCurrency: payment.currency,
+          });
+        }
+        await this.payments.assertFits(tx, provider, payment, dto.amount);
+      } catch (err) {
+        // A concurrent request with the same key may have committed while we waited for the
+        // lock (its amount then counts in the guard above): it is that request's answer, not
+        // a refusal. Looked up only when a check fails; otherwise the insert's ON CONFLICT
+        // below detects it, one statement fewer on every create.
+        if (err instanceof Problem) {
+          const raced = await this.findByIdempotencyKey(tx, merchantId, idempotencyKey);
+          if (raced) return { replayOf: raced };
+        }
+        throw err;
       }
-      await this.payments.assertFits(tx, provider, payment, dto.amount);
-      const threshold = await this.merchants.approvalThreshold(tx, merchantId, dto.currency);
       // At or above the merchant's threshold, an ops approval comes first (contract §6).
       const status = threshold !== null && money(dto.amount).gte(threshold) ? 'pending_approval' : 'queued';
 
+      // The refund, its creation event and the event's outbox entry in one statement: the same
+      // rows RefundStateService.created() writes (keep the two in step), one round trip fewer.
       const [row] = await tx.query<RefundRow>(
-        `INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
-                              metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $14, $7, $8, $9, $10, $11, $12, $13,
-                 CASE WHEN $14 = 'queued' THEN now() END)
-         ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-         RETURNING *`,
+        `WITH r AS (
+           INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
+                                metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $14, $7, $8, $9, $10, $11, $12, $13,
+                   CASE WHEN $14 = 'queued' THEN now() END)
+           ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+           RETURNING *),
+         e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
+               SELECT id, NULL::text, status, $15::text, '{}'::jsonb FROM r RETURNING id),
+         o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)
+         SELECT * FROM r`,
         [
           id,
           merchantId,
@@ -156,24 +234,13 @@ export class RefundsService {
           hash,
           auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
           status,
+          actorOf(auth),
         ],
       );
-      // Same key used concurrently for another payment: that request won.
+      // Same key used concurrently (committed while we waited for the lock, or for another payment): that request won.
       if (!row) return { conflict: true as const };
-      await this.state.created(tx, row.id, row.status, actorOf(auth));
       return { created: row };
     });
-
-    if ('replayOf' in result) return this.replay(result.replayOf!, hash);
-    if ('conflict' in result) {
-      const winner = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
-      if (!winner) throw new Problem('service_unavailable', 'Please retry the request.');
-      return this.replay(winner, hash);
-    }
-    const row = result.created!;
-    this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
-    if (row.status === 'queued') await this.queue.enqueue(row.provider, row.id);
-    return { refund: toRefundJson(row), replayed: false };
   }
 
   private replay(row: RefundRow, hash: string): CreateResult {

@@ -36,6 +36,9 @@ export interface Answer {
   status: number | 'network';
   code?: string;
   ms: number;
+  /** The request's Idempotency-Key, and the refund id a 2xx named. */
+  key?: string;
+  id?: string;
 }
 
 /**
@@ -182,7 +185,8 @@ export async function submitRefunds(plan: RefundRequest[], opts: SubmitOptions):
           timeoutMs: 15_000,
         });
         const code = typeof res.body === 'object' && res.body ? (res.body.code as string | undefined) : undefined;
-        opts.recorder.answers.push({ at: t0, phase, target, status: res.status, code, ms: res.ms });
+        const id = res.status === 202 || res.status === 200 ? (res.body.id as string) : undefined;
+        opts.recorder.answers.push({ at: t0, phase, target, status: res.status, code, ms: res.ms, key: req.key, id });
         if (res.status === 202 || res.status === 200) {
           opts.recorder.outcomes.set(req.key, { req, outcome: { kind: 'accepted', id: res.body.id as string, status: res.status } });
           return;
@@ -194,7 +198,7 @@ export async function submitRefunds(plan: RefundRequest[], opts: SubmitOptions):
         lastError = `${res.status} ${code ?? ''}`;
       } catch (err) {
         if (!(err instanceof NetworkError)) throw err;
-        opts.recorder.answers.push({ at: t0, phase, target, status: 'network', ms: Date.now() - t0 });
+        opts.recorder.answers.push({ at: t0, phase, target, status: 'network', ms: Date.now() - t0, key: req.key });
         lastError = err.message;
       }
       target = opts.fallback;
