@@ -11,8 +11,9 @@ import { Scenario, assertNoCrash, logTails, printSummary, setFaults, setupScenar
 
 // Concurrency across processes: three api processes (all serving the API and the emulators)
 // and one worker, on a Postgres and Redis of the scenario's own.
-//  1. over-refund race: CHAOS_RACE_CREATES creates on ONE payment per provider, all at once,
-//     spread round-robin over the three api processes; amounts sum to about 2.5x the payment;
+//  1. over-refund races, all creates at once, round-robin over the three api processes:
+//     hot, CHAOS_RACE_CREATES creates on ONE payment per provider (amounts sum to about 2.5x
+//     the payment); wide, 6 large creates on each of CHAOS_WIDE_PAYMENTS payments per provider;
 //  2. idempotency race: each of CHAOS_IDEM_KEYS keys sent CHAOS_IDEM_COPIES times at once
 //     (same body) over the three processes: one refund per key, every answer names it;
 //  3. ops retry racing a late success webhook: Binance refunds that failed (REFUND_FAIL)
@@ -20,12 +21,15 @@ import { Scenario, assertNoCrash, logTails, printSummary, setFaults, setupScenar
 //     webhook of the old submission lands on another. Nothing may pay a second time.
 // Then the whole-system invariants (test/chaos/support/invariants.ts).
 //
-// The suite must be able to fail: the second test runs phase 1 against a mutant build with
-// the payment row lock (SELECT ... FOR UPDATE) removed and expects over-refunds.
+// The suite must be able to fail: the second test runs the wide race against a mutant build
+// with the payment row lock (SELECT ... FOR UPDATE) removed and expects over-refunds.
 
 // Per payment: Binance allows 10 refunds per order, so fewer there.
 const RACE_CREATES = Number(process.env.CHAOS_RACE_CREATES ?? 150);
 const RACE_CREATES_BINANCE = Math.min(RACE_CREATES, 40);
+const WIDE_PAYMENTS = Number(process.env.CHAOS_WIDE_PAYMENTS ?? 6);
+/** Per wide-race payment: two per api process, arriving together. */
+const WIDE_CREATES = 6;
 const IDEM_KEYS = Number(process.env.CHAOS_IDEM_KEYS ?? 20);
 const IDEM_COPIES = Number(process.env.CHAOS_IDEM_COPIES ?? 12);
 const RETRY_RACES = Number(process.env.CHAOS_RETRY_RACES ?? 12);
@@ -78,18 +82,47 @@ async function startScenario(label: string): Promise<Scenario> {
 
 const apiUrls = (sc: Scenario) => sc.processes.filter((p) => p.role === 'api').map((p) => p.url);
 
-/** Phase 1: every create on one payment per provider at once, over the api processes. */
-async function overRefundRace(sc: Scenario, recorder: LoadRecorder): Promise<{ payments: Payment[]; plan: RefundRequest[] }> {
-  const payments = await createPayments(sc.api.url, 1, PAYMENT_AMOUNT);
+/**
+ * Phase 1 races, all creates of a race sent at once, round-robin over the api processes:
+ * - hot: CHAOS_RACE_CREATES small creates (0.50-3.00) on ONE payment per provider;
+ * - wide: CHAOS_WIDE_PAYMENTS payments per provider, 6 large creates (25.00-60.00) each, so
+ *   only two or three fit and the very first creates on each payment (one per process)
+ *   overlap: the case that needs the database row lock, not just one process's own order.
+ */
+async function overRefundRace(
+  sc: Scenario,
+  recorder: LoadRecorder,
+  kind: 'hot' | 'wide',
+): Promise<{ payments: Payment[]; plan: RefundRequest[] }> {
+  const payments = await createPayments(sc.api.url, kind === 'hot' ? 1 : WIDE_PAYMENTS, PAYMENT_AMOUNT);
+  const urls = apiUrls(sc);
+  if (kind === 'wide') {
+    // One small refund per payment first, on every process, so the race itself does not start
+    // with the provider lookups of uncached payments (which serialise on the payments insert).
+    const warm = payments.flatMap((p) => urls.map(() => {
+      const amount = '1.00';
+      return { key: `warm-${randomUUID()}`, provider: p.provider, paymentId: p.paymentId, amount, body: createBody(p, amount) };
+    }));
+    recorder.phase = 'warmup';
+    await submitRefunds(warm, {
+      target: (_req, i) => urls[i % urls.length],
+      fallback: sc.api.url,
+      merchantKey: sc.merchantKey,
+      recorder,
+      spreadMs: 0,
+      concurrency: 6,
+      deadline: Date.now() + 60_000,
+    });
+  }
   const plan: RefundRequest[] = [];
   for (const p of payments) {
-    for (let i = 0; i < (p.provider === 'binance_pay' ? RACE_CREATES_BINANCE : RACE_CREATES); i++) {
-      const amount = amountBetween(0.5, 3);
-      plan.push({ key: `race-${randomUUID()}`, provider: p.provider, paymentId: p.paymentId, amount, body: createBody(p, amount) });
+    const n = kind === 'wide' ? WIDE_CREATES : p.provider === 'binance_pay' ? RACE_CREATES_BINANCE : RACE_CREATES;
+    for (let i = 0; i < n; i++) {
+      const amount = kind === 'wide' ? amountBetween(25, 60) : amountBetween(0.5, 3);
+      plan.push({ key: `${kind}-${randomUUID()}`, provider: p.provider, paymentId: p.paymentId, amount, body: createBody(p, amount) });
     }
   }
-  const urls = apiUrls(sc);
-  recorder.phase = 'race';
+  recorder.phase = `race_${kind}`;
   await submitRefunds(plan, {
     target: (_req, i) => urls[i % urls.length],
     fallback: sc.api.url,
@@ -122,10 +155,13 @@ it('concurrent creates, idempotent replays and ops retries racing webhooks, acro
   const started = Date.now();
 
   // --- 1. over-refund race -----------------------------------------------------------------
-  const race = await overRefundRace(sc, recorder);
+  const hot = await overRefundRace(sc, recorder, 'hot');
+  progress(started, `hot race answered: ${JSON.stringify(recorder.histogram('race_hot'))}`);
+  const wide = await overRefundRace(sc, recorder, 'wide');
+  progress(started, `wide race answered: ${JSON.stringify(recorder.histogram('race_wide'))}`);
+  const race = { payments: [...hot.payments, ...wide.payments], plan: [...hot.plan, ...wide.plan] };
   const racePerPayment = acceptedPerPayment(recorder, race.payments);
   const raceMs = Date.now() - started;
-  progress(started, `race answered: ${JSON.stringify(recorder.histogram('race'))}`);
   // Let the race's refunds finish before the next phase, so each phase's figures are its own.
   const raceFinalMs = await waitAllFinal(sc.db, 90_000);
 
@@ -269,9 +305,15 @@ it('concurrent creates, idempotent replays and ops retries racing webhooks, acro
   printSummary('concurrency: three api processes', {
     seed: sc.seed,
     raceCreates: race.plan.length,
-    raceAnswers: recorder.histogram('race'),
-    raceAcceptedPerPayment: racePerPayment,
-    raceLatency: recorder.latencies('race'),
+    hotRaceCreates: hot.plan.length,
+    hotRaceAnswers: recorder.histogram('race_hot'),
+    hotRaceAcceptedPerPayment: acceptedPerPayment(recorder, hot.payments),
+    hotRaceLatency: recorder.latencies('race_hot'),
+    wideRaceCreates: wide.plan.length,
+    wideRacePayments: wide.payments.length,
+    wideRaceAnswers: recorder.histogram('race_wide'),
+    wideRaceAcceptedPerPaymentMax: Math.max(...Object.values(acceptedPerPayment(recorder, wide.payments)).map((v) => v.accepted)),
+    wideRaceLatency: recorder.latencies('race_wide'),
     raceTookMs: raceMs,
     raceTimeToAllFinal: raceFinalMs === undefined ? 'not within 90 s' : `${(raceFinalMs / 1000).toFixed(1)} s`,
     idempotencyRequests: copies.length,
@@ -299,7 +341,7 @@ it('concurrent creates, idempotent replays and ops retries racing webhooks, acro
   expect(recorder.byKind('unanswered').map((r) => r.key)).toEqual([]);
   expect(sc.processes.flatMap((p) => p.unexpectedExits)).toEqual([]);
   // Binance allows 10 refunds per order: never more accepted than that.
-  const binance = Object.entries(racePerPayment).find(([k]) => k.startsWith('binance_pay/'))!;
+  const binance = Object.entries(acceptedPerPayment(recorder, hot.payments)).find(([k]) => k.startsWith('binance_pay/'))!;
   expect(binance[1].accepted).toBeLessThanOrEqual(10);
 });
 
@@ -308,21 +350,23 @@ it('fails against a build without the payment row lock (the suite can catch an o
     process.stdout.write(`\nseed ${s?.seed}\n${logTails(s)}\n`);
   });
   await teardownScenario();
-  const entry = mutantEntry('no-payment-lock', 'src/payments/payments.service.js', [
-    ['WHERE provider = $1 AND payment_id = $2 FOR UPDATE', 'WHERE provider = $1 AND payment_id = $2'],
+  // The row lock of the create path and of ops retries (payments.lockForUpdate).
+  const entry = mutantEntry('no-payment-lock', [
+    { file: 'src/refunds/refunds.service.js', from: 'p.payment_id = $2 FOR UPDATE OF p', to: 'p.payment_id = $2' },
+    { file: 'src/payments/payments.service.js', from: 'payment_id = $2 FOR UPDATE', to: 'payment_id = $2' },
   ]);
   const previous = process.env.CHAOS_SERVICE_ENTRY;
   process.env.CHAOS_SERVICE_ENTRY = entry;
   try {
     const sc = await startScenario('concurrency-mutant');
     const recorder = new LoadRecorder();
-    const race = await overRefundRace(sc, recorder);
+    const race = await overRefundRace(sc, recorder, 'wide');
     const perPayment = acceptedPerPayment(recorder, race.payments);
     const over = Object.entries(perPayment).filter(([, v]) => v.overBy !== '0.00');
     printSummary('concurrency mutant: payment row lock removed', {
       raceCreates: race.plan.length,
-      raceAnswers: recorder.histogram('race'),
-      acceptedPerPayment: perPayment,
+      raceAnswers: recorder.histogram('race_wide'),
+      overRefunds: Object.fromEntries(over.map(([k, v]) => [k, v.overBy])),
       overRefundedPayments: over.length,
     });
     // Without the lock, concurrent creates each see the same reserved total: the guard the
