@@ -33,6 +33,31 @@ export const REDACTED_PATHS = [
   '*.clientSecret',
 ];
 
+/** Query parameters whose values are never logged: a client that puts a key in a URL must not leak it into our logs. */
+const SECRET_QUERY_PARAM = /key|token|secret|passw|signature|auth|credential|session/i;
+
+/** The request URL for logs, with the values of secret-looking query parameters redacted. */
+export function redactUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const query = url
+    .slice(q + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const name = eq < 0 ? pair : pair.slice(0, eq);
+      let decoded = name;
+      try {
+        decoded = decodeURIComponent(name);
+      } catch {
+        // a malformed name is logged as sent
+      }
+      return eq >= 0 && SECRET_QUERY_PARAM.test(decoded) ? `${name}=[redacted]` : pair;
+    })
+    .join('&');
+  return `${url.slice(0, q)}?${query}`;
+}
+
 /**
  * The whole service, composed for a role: `api` mounts HTTP only, `worker` runs queue
  * workers and the sweeper only, `all` both (refunds-api.md §1).
@@ -62,7 +87,7 @@ export class AppModule {
             autoLogging: { ignore: (req) => /^\/(health|metrics|sandbox)(\/|\?|$)/.test(req.url ?? '') },
             customProps: () => ({ role: cfg.role }),
             serializers: {
-              req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
+              req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
             },
           },
         }),
