@@ -37,7 +37,7 @@ async function events(id: string): Promise<Array<{ to: string; actor: string }>>
 }
 
 /** A refund notification as Binance sends it, signed with the sandbox's webhook key. */
-async function signedWebhook(requestId: string, prepayId: string, bizStatus: string) {
+async function signedWebhook(requestId: string, prepayId: string, bizStatus: string, timestamp = String(Date.now())) {
   const merchant = await svc.app.get(SandboxCredentials).binancePayMerchant();
   const bizId = `1${randomBytes(8).readBigUInt64BE().toString().padStart(18, '0').slice(0, 18)}`;
   const inner = JSON.stringify({
@@ -48,7 +48,6 @@ async function signedWebhook(requestId: string, prepayId: string, bizStatus: str
   });
   // bizId as a bare 19-digit number, as Binance sends it.
   const body = `{"bizType":"PAY_REFUND","bizId":${bizId},"bizIdStr":"${bizId}","bizStatus":"${bizStatus}","data":${JSON.stringify(inner)}}`;
-  const timestamp = String(Date.now());
   const nonce = randomBytes(16).toString('hex');
   return {
     body,
@@ -119,6 +118,31 @@ describe('Binance Pay webhooks', () => {
     expect(final.status).toBe('succeeded');
     expect(final.refundedAmount).toBe('1');
     expect(await events(id)).toHaveLength(after.length);
+  });
+
+  it('refuses genuine but stale or future-dated webhooks (replays) with 401 and changes nothing', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const id = await createRefund(paymentId, '1');
+    const requestId = await requestIdOf(id);
+    const before = await events(id);
+    // Signed with Binance's real key over the real timestamp: only the time is wrong.
+    for (const at of [Date.now() - 6 * 60_000, Date.now() + 6 * 60_000]) {
+      const res = await post(await signedWebhook(requestId, paymentId, 'REFUND_SUCCESS', String(at))).expect(401);
+      expect(res.body).toMatchObject({ code: 'unauthorized', reason: 'webhook_timestamp_out_of_window' });
+      expect(res.body.detail).toMatch(/BinancePay-Timestamp is \d+ s (old|in the future)/);
+    }
+    const unreadable = await post(await signedWebhook(requestId, paymentId, 'REFUND_SUCCESS', 'yesterday')).expect(401);
+    expect(unreadable.body.reason).toBe('webhook_timestamp_invalid');
+    expect((await refund(id)).status).toBe('processing');
+    expect(await events(id)).toHaveLength(before.length);
+
+    // Inside the window (4 minutes old) it is accepted; a replay of it within the window is harmless.
+    const recent = await signedWebhook(requestId, paymentId, 'REFUND_SUCCESS', String(Date.now() - 4 * 60_000));
+    await post(recent).expect(200);
+    await post(recent).expect(200);
+    expect((await refund(id)).status).toBe('succeeded');
+    expect(await events(id)).toHaveLength(before.length + 1);
   });
 
   it('acknowledges a signed webhook for a refund it does not know without inventing one', async () => {

@@ -261,6 +261,65 @@ describe('Cobo input rules', () => {
 });
 
 describe('Cobo webhooks', () => {
+  it('waits out Cobo’s Retry-After on 429 before asking again, then finishes with one refund at Cobo', async () => {
+    const paymentId = await coboPayment('10.00');
+    // The first refund caches the payment (the create itself asks Cobo nothing afterwards).
+    await until(m1, (await create(m1, coboBody(paymentId, '1', { toAddress: 'TXra1' })).expect(202)).body.id, ['succeeded']);
+    await setFaults(svc, 'cobo', { rateLimitRate: 1, rateLimitRetryAfterSeconds: 2 });
+    let id: string;
+    try {
+      id = (await create(m1, coboBody(paymentId, '2', { toAddress: 'TXra2' })).expect(202)).body.id;
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_attempts WHERE refund_id = $1 AND outcome = 'retry'`, [id]);
+        return rows[0].n >= 2;
+      }, 15_000, 'two rate-limited calls');
+    } finally {
+      await setFaults(svc, 'cobo', { rateLimitRate: 0, rateLimitRetryAfterSeconds: 1 });
+    }
+    expect((await until(m1, id!, ['succeeded', 'failed'])).status).toBe('succeeded');
+    const { rows: calls } = await svc.db.query(
+      `SELECT outcome, created_at, completed_at FROM refund_attempts WHERE refund_id = $1 ORDER BY number`,
+      [id!],
+    );
+    // Polls start 100 ms apart in these tests; after a 429 the next call waits the 2 s Cobo asked for.
+    for (let i = 1; i < calls.length; i++) {
+      if (calls[i - 1].outcome !== 'retry') continue;
+      expect(calls[i].created_at.getTime() - calls[i - 1].completed_at.getTime()).toBeGreaterThanOrEqual(1_950);
+    }
+    expect((await providerRefunds(paymentId)).filter((r) => r.to_address === 'TXra2')).toHaveLength(1);
+  });
+
+  it('ignores a late "Pending" webhook once Cobo said "Processing" (reordered webhooks never go backwards)', async () => {
+    const paymentId = await coboPayment('10.00');
+    await setFaults(svc, 'cobo', { processAfterMs: 0, settleAfterMs: 600_000 });
+    try {
+      const res = await create(m1, coboBody(paymentId, '3', { toAddress: 'TXlate2' })).expect(202);
+      const processing = await waitFor(async () => {
+        const r = await get(m1, res.body.id);
+        return r.providerStatus === 'Processing' ? r : undefined;
+      }, 15_000, 'Cobo Processing');
+      const { rows } = await svc.db.query(`SELECT provider_request_id FROM refunds WHERE id = $1`, [res.body.id]);
+      const emu = await svc.app.get(SandboxCredentials).coboEmulator();
+      const body = JSON.stringify({
+        event_id: randomUUID(),
+        type: 'payment.refund.status.updated',
+        created_timestamp: Date.now() - 2_000,
+        data: { data_type: 'PaymentRefund', refund_id: processing.providerRefundId, request_id: rows[0].provider_request_id, status: 'Pending', amount: '3', token_id: 'TRON_USDT', to_address: 'TXlate2', transactions: [] },
+      });
+      const ts = String(Date.now());
+      const headers = { 'Content-Type': 'application/json', 'Biz-Timestamp': ts, 'Biz-Resp-Signature': signCoboResponse(emu.emulatorSeed, body, ts) };
+      // Read at once (polls would restore a regression within half a second), a few times over.
+      for (let i = 0; i < 3; i++) {
+        await svc.http().post('/webhooks/cobo').set(headers).send(body).expect(200);
+        const { rows: now } = await svc.db.query(`SELECT status, provider_status FROM refunds WHERE id = $1`, [res.body.id]);
+        expect(now[0]).toEqual({ status: 'processing', provider_status: 'Processing' });
+      }
+      expect((await get(m1, res.body.id)).providerDetails.transactions).toEqual(processing.providerDetails.transactions);
+    } finally {
+      await setFaults(svc, 'cobo', { processAfterMs: 100, settleAfterMs: 200 });
+    }
+  });
+
   it('refuses forged webhooks with 401 and changes nothing', async () => {
     const paymentId = await coboPayment('10.00');
     await setFaults(svc, 'cobo', { settleAfterMs: 600_000 });
@@ -284,8 +343,24 @@ describe('Cobo webhooks', () => {
       const realSig = signCoboResponse(emu.emulatorSeed, body, ts);
       await svc.http().post('/webhooks/cobo').set({ 'Content-Type': 'application/json', 'Biz-Timestamp': ts, 'Biz-Resp-Signature': realSig }).send(body.replace('"5"', '"4"')).expect(401);
       expect((await get(m1, res.body.id)).status).toBe('processing');
-      // The genuine one is applied.
+      // Genuine, but replayed long after (or dated ahead): refused for its signed Biz-Timestamp.
+      for (const at of [Date.now() - 6 * 60_000, Date.now() + 6 * 60_000]) {
+        const old = String(at);
+        const replay = await svc
+          .http()
+          .post('/webhooks/cobo')
+          .set({ 'Content-Type': 'application/json', 'Biz-Timestamp': old, 'Biz-Resp-Signature': signCoboResponse(emu.emulatorSeed, body, old) })
+          .send(body)
+          .expect(401);
+        expect(replay.body).toMatchObject({ code: 'unauthorized', reason: 'webhook_timestamp_out_of_window' });
+      }
+      expect((await get(m1, res.body.id)).status).toBe('processing');
+      // The genuine one is applied; the same again within the window changes nothing.
       await svc.http().post('/webhooks/cobo').set({ 'Content-Type': 'application/json', 'Biz-Timestamp': ts, 'Biz-Resp-Signature': realSig }).send(body).expect(200);
+      const { rows: n } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_events WHERE refund_id = $1`, [res.body.id]);
+      await svc.http().post('/webhooks/cobo').set({ 'Content-Type': 'application/json', 'Biz-Timestamp': ts, 'Biz-Resp-Signature': realSig }).send(body).expect(200);
+      const { rows: again } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_events WHERE refund_id = $1`, [res.body.id]);
+      expect(again[0].n).toBe(n[0].n);
       expect((await get(m1, res.body.id)).status).toBe('succeeded');
     } finally {
       await setFaults(svc, 'cobo', { settleAfterMs: 200 });

@@ -111,6 +111,59 @@ describe('Lean refunds end to end', () => {
     expect(records.filter((r) => r.external_reference === done.providerDetails.externalReference)).toHaveLength(1);
   });
 
+  it('trusts "not listed" only ABSENCE_GRACE_MS after a lost create ENDED: a late commit is found, not doubled', async () => {
+    const paymentId = await leanPayment('30.00');
+    // The first refund caches the payment and is left to finish.
+    const first = (await create({ provider: 'lean', paymentId, amount: '1', currency: 'AED' }).expect(202)).body.id;
+    await until(first, ['succeeded', 'failed']);
+    // Lean stalls on the payment: our create reaches it and waits there past PROVIDER_TIMEOUT_MS
+    // (2 s), so its outcome is unknown, and it commits only once the stall ends.
+    const stall = await svc.db.connect();
+    let id: string;
+    try {
+      await stall.query('BEGIN');
+      await stall.query('SELECT 1 FROM sandbox.lean_payments WHERE id = $1 FOR UPDATE', [paymentId]);
+      id = (await create({ provider: 'lean', paymentId, amount: '2', currency: 'AED' }).expect(202)).body.id;
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT outcome FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`, [id]);
+        return rows[0]?.outcome === 'unknown';
+      }, 15_000, 'create timed out');
+      // Shorter than ABSENCE_GRACE_MS (1 s): a list read now must not count as proof of absence.
+      await new Promise((r) => setTimeout(r, 400));
+    } finally {
+      await stall.query('ROLLBACK').catch(() => undefined);
+      stall.release();
+    }
+    const done = await until(id!, ['succeeded', 'failed']);
+    expect(done.status).toBe('succeeded');
+    const mine = (await atLean(paymentId)).filter((r) => r.external_reference === done.providerDetails.externalReference);
+    expect(mine).toHaveLength(1);
+    const { rows: creates } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`, [id!]);
+    expect(creates[0].n).toBe(1);
+  });
+
+  it('takes a spoiled answer to a create (cut short, cut off, not JSON) as unknown: found by the search, never sent twice', async () => {
+    const paymentId = await leanPayment('40.00');
+    const first = (await create({ provider: 'lean', paymentId, amount: '1', currency: 'AED' }).expect(202)).body.id;
+    await until(first, ['succeeded', 'failed']);
+    await setFaults(svc, 'lean', { malformedResponseRate: 1 });
+    let id: string;
+    try {
+      id = (await create({ provider: 'lean', paymentId, amount: '3', currency: 'AED' }).expect(202)).body.id;
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT outcome FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`, [id]);
+        return rows[0]?.outcome === 'unknown';
+      }, 15_000, 'spoiled create answer');
+    } finally {
+      await setFaults(svc, 'lean', { malformedResponseRate: 0 });
+    }
+    const done = await until(id!, ['succeeded', 'failed']);
+    expect(done.status).toBe('succeeded');
+    expect((await atLean(paymentId)).filter((r) => r.external_reference === done.providerDetails.externalReference)).toHaveLength(1);
+    const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`, [id!]);
+    expect(rows[0].n).toBe(1);
+  });
+
   it('re-sends a create that never reached Lean only after a complete search found nothing', async () => {
     const paymentId = await leanPayment('20.00');
     await create({ provider: 'lean', paymentId, amount: '1', currency: 'AED' }).expect(202);
@@ -217,7 +270,12 @@ describe('Lean webhooks', () => {
     const paymentId = await leanPayment('10.00');
     const id = (await create({ provider: 'lean', paymentId, amount: '1', currency: 'AED' }).expect(202)).body.id;
     const done = await until(id, ['succeeded', 'failed']);
-    const body = JSON.stringify({ type: 'refund.completed', payload: { refund_id: done.providerRefundId, status: 'REJECTED' }, event_id: randomUUID() });
+    const body = JSON.stringify({
+      type: 'refund.completed',
+      payload: { refund_id: done.providerRefundId, status: 'REJECTED' },
+      timestamp: new Date().toISOString(),
+      event_id: randomUUID(),
+    });
     const forged = `sha512=${createHmac('sha512', 'not-the-secret').update(body).digest('hex')}`;
     await svc.http().post('/webhooks/lean').set({ 'Content-Type': 'application/json', 'lean-signature': forged }).send(body).expect(401);
     await svc.http().post('/webhooks/lean').set({ 'Content-Type': 'application/json' }).send(body).expect(401);
@@ -226,5 +284,21 @@ describe('Lean webhooks', () => {
     await svc.http().post('/webhooks/lean').set({ 'Content-Type': 'application/json', 'lean-signature': genuine }).send(body).expect(200);
     // The webhook's payload is a hint, not the truth: the refund stays as Lean really has it.
     expect((await get(id)).status).toBe('succeeded');
+  });
+
+  it('refuses genuine events that are too old, dated ahead or undated (replays) with 401', async () => {
+    const { webhookSecret } = await svc.app.get(LeanSandboxCredentials).lean();
+    const send = (timestamp: unknown) => {
+      const body = JSON.stringify({ type: 'refund.approved', payload: { refund_id: randomUUID() }, timestamp, event_id: randomUUID() });
+      const signature = `sha512=${createHmac('sha512', webhookSecret).update(body).digest('hex')}`;
+      return svc.http().post('/webhooks/lean').set({ 'Content-Type': 'application/json', 'lean-signature': signature }).send(body);
+    };
+    // Lean keeps the event time on retries (up to 258 minutes): 5 hours old is still a retry.
+    await send(new Date(Date.now() - 5 * 3_600_000).toISOString()).expect(200);
+    const stale = await send(new Date(Date.now() - 7 * 3_600_000).toISOString()).expect(401);
+    expect(stale.body).toMatchObject({ code: 'unauthorized', reason: 'webhook_timestamp_out_of_window' });
+    expect((await send(new Date(Date.now() + 10 * 60_000).toISOString()).expect(401)).body.reason).toBe('webhook_timestamp_out_of_window');
+    expect((await send(undefined).expect(401)).body.reason).toBe('webhook_timestamp_invalid');
+    expect((await send('2026-01-01').expect(401)).body.reason).toBe('webhook_timestamp_invalid');
   });
 });

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { INestApplication, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { LosslessNumber, isLosslessNumber, parse, stringify } from 'lossless-json';
+import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
 import { ConfigModule } from '../src/config/config.module.js';
@@ -50,6 +51,7 @@ interface Answer {
   status: number;
   text: string;
   contentType: string | undefined;
+  headers: http.IncomingHttpHeaders;
 }
 
 /** Plain node:http, one connection per call, so a dropped connection surfaces as "socket hang up". */
@@ -67,7 +69,12 @@ function request(base: string, method: string, path: string, body?: string, head
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
         res.on('end', () =>
-          resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString('utf8'), contentType: res.headers['content-type'] }),
+          resolve({
+            status: res.statusCode!,
+            text: Buffer.concat(chunks).toString('utf8'),
+            contentType: res.headers['content-type'],
+            headers: res.headers,
+          }),
         );
       },
     );
@@ -473,7 +480,19 @@ describe('Binance Pay emulator: faults', () => {
       duplicateMismatch: 'return_existing',
       insufficientBalance: false,
     });
-    for (const bad of [{ nope: 1 }, { errorRate: 1.5 }, { latencyMs: -1 }, { latencyMs: '5' }, { duplicateMismatch: 'x' }, [1]]) {
+    for (const bad of [
+      { nope: 1 },
+      { errorRate: 1.5 },
+      { latencyMs: -1 },
+      { latencyMs: '5' },
+      { duplicateMismatch: 'x' },
+      { malformedResponseRate: 2 },
+      { rateLimitRate: -0.1 },
+      { rateLimitRetryAfterSeconds: 1.5 },
+      { rateLimitRetryAfterSeconds: 3_601 },
+      { webhookJitterMs: -1 },
+      [1],
+    ]) {
       const res = await control('PUT', '/sandbox/binance-pay/faults', bad);
       expect(res.status, JSON.stringify(bad)).toBe(400);
       expect(typeof res.body.error).toBe('string');
@@ -525,6 +544,47 @@ describe('Binance Pay emulator: faults', () => {
     // Recovery path: the query finds it, and a resend is a duplicate.
     expect((await queryRefund(id)).json.data.refundRequestId).toBe(id);
     expect((await refund(id, prepayId, '4')).json.data.duplicateRequest).toBe('Y');
+  });
+
+  it('answers 429 with Retry-After at rateLimitRate, before doing anything, and counts it', async () => {
+    const prepayId = await payment('10');
+    await control('DELETE', '/sandbox/binance-pay/faults/injected');
+    await control('PUT', '/sandbox/binance-pay/faults', { rateLimitRate: 1, rateLimitRetryAfterSeconds: 3 });
+    const res = await refund(rid('limited'), prepayId, '1');
+    expect([res.status, res.headers['retry-after'], res.json.status, res.json.code]).toEqual([429, '3', 'FAIL', '400000']);
+    expect(await emulatorRefunds(prepayId)).toEqual([]);
+    await waitFor('counted', async () => (await control('GET', '/sandbox/binance-pay/faults/injected', undefined, b)).body.rate_limited === 1);
+  });
+
+  it('commits, then spoils the answer: cut short, cut off mid-body, or not JSON', async () => {
+    const prepayId = await payment('10');
+    const id = rid('spoiled');
+    await control('DELETE', '/sandbox/binance-pay/faults/injected');
+    await control('PUT', '/sandbox/binance-pay/faults', { malformedResponseRate: 1 });
+    const mode = async (call: Promise<BinanceAnswer>): Promise<string> => {
+      try {
+        const res = await call;
+        expect(res.status).toBe(200);
+        expect(() => JSON.parse(res.text)).toThrow();
+        return res.text.startsWith('<html>') ? 'not_json' : 'truncated';
+      } catch (err) {
+        expect((err as Error).message).toMatch(/aborted|ECONNRESET|socket hang up/);
+        return 'cut_off';
+      }
+    };
+    await mode(refund(id, prepayId, '4'));
+    // The work was done and committed all the same.
+    expect(await emulatorRefunds(prepayId)).toEqual([expect.objectContaining({ refundRequestId: id, refundAmount: '4.00000000' })]);
+    const seen = new Set<string>();
+    let calls = 1;
+    for (; calls < 60 && seen.size < 3; calls++) seen.add(await mode(binance('certificates', '{}')));
+    expect([...seen].sort()).toEqual(['cut_off', 'not_json', 'truncated']);
+    await waitFor('counted', async () => {
+      const n = (await control('GET', '/sandbox/binance-pay/faults/injected')).body;
+      return (n.malformed_truncated ?? 0) + (n.malformed_cut_off ?? 0) + (n.malformed_not_json ?? 0) === calls;
+    });
+    await control('PUT', '/sandbox/binance-pay/faults', { malformedResponseRate: 0 });
+    expect((await queryRefund(id)).json.data.refundRequestId).toBe(id);
   });
 
   it('fails refunds at refundFailRate and releases their amount', async () => {
@@ -598,6 +658,29 @@ describe('Binance Pay emulator: webhooks', () => {
     // Two serving processes, one delivery: nothing more arrives.
     await new Promise((r) => setTimeout(r, 700));
     expect(hooks.filter((h) => h.path === path)).toHaveLength(2);
+  });
+
+  it('delays each webhook copy by webhookDelayMs plus its own 0..webhookJitterMs, so they can overtake each other', async () => {
+    await control('PUT', '/sandbox/binance-pay/faults', { webhookDelayMs: 60_000, webhookJitterMs: 5_000, duplicateWebhookRate: 1 });
+    const path = `/hook/${rid('jitter')}`;
+    const prepayId = await payment('10');
+    for (let i = 0; i < 3; i++) await refund(rid('jit'), prepayId, '1', { webhookUrl: `${receiverUrl}${path}` });
+    const db = new pg.Client({ connectionString: dbUrl });
+    await db.connect();
+    try {
+      const delays = await waitFor('six queued webhooks', async () => {
+        const { rows } = await db.query(
+          `SELECT extract(epoch FROM next_attempt_at - created_at) * 1000 AS ms FROM sandbox.binance_webhooks
+            WHERE prepay_id = $1 AND status = 'PENDING'`,
+          [prepayId],
+        );
+        return rows.length === 6 && rows.map((r) => Number(r.ms));
+      });
+      for (const ms of delays) expect(ms >= 60_000 && ms <= 65_000, String(ms)).toBe(true);
+      expect(new Set(delays).size).toBeGreaterThan(1);
+    } finally {
+      await db.end();
+    }
   });
 
   it('sends REFUND_REJECTED for failed refunds, and applies the drop and duplicate faults', async () => {

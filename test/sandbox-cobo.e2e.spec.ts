@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { INestApplication, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
 import { ConfigModule } from '../src/config/config.module.js';
@@ -644,6 +645,10 @@ describe('Cobo emulator: faults', () => {
       { partialCompletedRatio: 1 },
       { duplicateRequestId: 'x' },
       { webhookUrl: 'ftp://x' },
+      { malformedResponseRate: -1 },
+      { rateLimitRate: 2 },
+      { rateLimitRetryAfterSeconds: '1' },
+      { webhookJitterMs: 3_600_001 },
       [1],
     ]) {
       const res = await control('PUT', '/sandbox/cobo/faults', bad);
@@ -667,6 +672,47 @@ describe('Cobo emulator: faults', () => {
     expect(forged.status).toBe(200);
     expect(forged.headers['biz-resp-signature']).toMatch(/^[0-9a-f]{128}$/);
     expect(forged.signed).toBe(false);
+  });
+
+  it('answers 429 (2026) with Retry-After and without a signature at rateLimitRate, before doing anything', async () => {
+    const orderId = await payment('10');
+    await control('DELETE', '/sandbox/cobo/faults/injected');
+    await control('PUT', '/sandbox/cobo/faults', { rateLimitRate: 1, rateLimitRetryAfterSeconds: 2 });
+    const res = await cobo('POST', '/payments/refunds', { body: refundBody(orderId, '1'), allowBadSignature: true });
+    expect(res.status).toBe(429);
+    expect(res.headers['retry-after']).toBe('2');
+    expect(res.json.error_code).toBe(2026);
+    // Like the gateway answers Cobo's Python SDK accepts unsigned (providers.md §2.4).
+    expect(res.headers['biz-resp-signature']).toBeUndefined();
+    expect(await records(orderId)).toEqual([]);
+    await waitFor('counted', async () => (await control('GET', '/sandbox/cobo/faults/injected', undefined, b)).body.rate_limited === 1);
+  });
+
+  it('commits, then spoils the answer (cut short, cut off, not JSON); a spoiled body never verifies as JSON', async () => {
+    const orderId = await payment('10');
+    await control('DELETE', '/sandbox/cobo/faults/injected');
+    await control('PUT', '/sandbox/cobo/faults', { malformedResponseRate: 1 });
+    const mode = async (call: Promise<CoboAnswer>): Promise<string> => {
+      try {
+        const res = await call;
+        expect(res.json).toBeUndefined();
+        return res.text.startsWith('<html>') ? 'not_json' : 'truncated';
+      } catch (err) {
+        expect((err as Error).message).toMatch(/aborted|ECONNRESET|socket hang up/);
+        return 'cut_off';
+      }
+    };
+    const body = refundBody(orderId, '4');
+    await mode(cobo('POST', '/payments/refunds', { body, allowBadSignature: true }));
+    expect(await records(orderId)).toEqual([expect.objectContaining({ request_id: body.request_id, amount: '4' })]);
+    const seen = new Set<string>();
+    let calls = 1;
+    for (; calls < 60 && seen.size < 3; calls++) seen.add(await mode(cobo('GET', '/payments/refunds', { allowBadSignature: true })));
+    expect([...seen].sort()).toEqual(['cut_off', 'not_json', 'truncated']);
+    await waitFor('counted', async () => {
+      const n = (await control('GET', '/sandbox/cobo/faults/injected')).body;
+      return (n.malformed_truncated ?? 0) + (n.malformed_cut_off ?? 0) + (n.malformed_not_json ?? 0) === calls;
+    });
   });
 
   it('answers 500 (signed 2000) before doing anything at the error rate', async () => {
@@ -735,6 +781,38 @@ describe('Cobo emulator: webhooks', () => {
     // Two serving processes, one delivery each: nothing more arrives.
     await new Promise((r) => setTimeout(r, 500));
     expect(hooks.filter((h) => h.path === path && h.json.data.refund_id === id)).toHaveLength(4);
+  });
+
+  it('delays each webhook copy by webhookDelayMs plus its own 0..webhookJitterMs, so statuses can overtake each other', async () => {
+    const path = `/hook/${rid('jitter')}`;
+    await control('PUT', '/sandbox/cobo/faults', {
+      webhookUrl: `${receiverUrl}${path}`,
+      webhookDelayMs: 60_000,
+      webhookJitterMs: 5_000,
+      duplicateWebhookRate: 1,
+      processAfterMs: 0,
+      settleAfterMs: 100,
+    });
+    const orderId = await payment('20');
+    const created = await createRefund(refundBody(orderId, '3'));
+    await until(created.json.refund_id, ['Completed']);
+    const db = new pg.Client({ connectionString: dbUrl });
+    await db.connect();
+    try {
+      const { rows } = await db.query(
+        `SELECT refund_status, extract(epoch FROM next_attempt_at - created_at) * 1000 AS ms FROM sandbox.cobo_webhooks
+          WHERE refund_id = $1 AND status = 'PENDING'`,
+        [created.json.refund_id],
+      );
+      // Every status change (at least two here), two copies each, each with its own delay.
+      expect(rows.length).toBeGreaterThanOrEqual(4);
+      expect(rows.length % 2).toBe(0);
+      const delays = rows.map((r) => Number(r.ms));
+      for (const ms of delays) expect(ms >= 60_000 && ms <= 65_000, String(ms)).toBe(true);
+      expect(new Set(delays).size).toBeGreaterThan(1);
+    } finally {
+      await db.end();
+    }
   });
 
   it('applies the drop and duplicate faults', async () => {

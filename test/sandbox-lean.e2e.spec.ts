@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { DynamicModule, Global, INestApplication, Inject, Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
 import { ConfigModule } from '../src/config/config.module.js';
@@ -660,7 +661,9 @@ describe('Lean emulator: faults', () => {
       errorRate: 0,
       timeoutAfterCommitRate: 0,
       timeoutAfterCommitDelayMs: 0,
+      malformedResponseRate: 0,
       rateLimitRate: 0,
+      rateLimitRetryAfterSeconds: 1,
       tokenTtlSeconds: 3599,
       settleAfterMs: 1000,
       failRate: 0,
@@ -672,6 +675,7 @@ describe('Lean emulator: faults', () => {
       dropWebhookRate: 0,
       duplicateWebhookRate: 0,
       webhookDelayMs: 0,
+      webhookJitterMs: 0,
     });
     for (const bad of [
       { nope: 1 },
@@ -684,6 +688,9 @@ describe('Lean emulator: faults', () => {
       { partialBatch: 'yes' },
       { webhookUrl: 'ftp://example.com/x' },
       { eventPrefix: 'Refund' },
+      { malformedResponseRate: 1.01 },
+      { rateLimitRetryAfterSeconds: -1 },
+      { webhookJitterMs: 0.5 },
       [1],
     ]) {
       const res = await control('PUT', '/faults', bad);
@@ -705,9 +712,62 @@ describe('Lean emulator: faults', () => {
     const limited = await create([item(paymentId, '1')]);
     expectLeanError(limited, 429, 'RATE_LIMIT_EXCEEDED');
     expect(limited.headers['retry-after']).toBe('1');
+    await faults({ rateLimitRetryAfterSeconds: 7 });
+    expect((await create([item(paymentId, '1')])).headers['retry-after']).toBe('7');
     expect(await records(paymentId)).toEqual([]);
     // Control endpoints are not affected.
     expect((await control('GET', '/faults')).status).toBe(200);
+  });
+
+  it('commits, then spoils the answer (cut short, cut off, not JSON); listing finds the refund', async () => {
+    const paymentId = await payment('10');
+    const ext = ref('spoiled');
+    await control('DELETE', '/faults/injected');
+    await faults({ malformedResponseRate: 1 });
+    const mode = async (call: Promise<Answer>): Promise<string> => {
+      try {
+        const res = await call;
+        expect(res.json).toBeUndefined();
+        return res.text.startsWith('<html>') ? 'not_json' : 'truncated';
+      } catch (err) {
+        expect((err as Error).message).toMatch(/aborted|ECONNRESET|socket hang up/);
+        return 'cut_off';
+      }
+    };
+    await mode(create([item(paymentId, '4', { external_reference: ext })]));
+    const seen = new Set<string>();
+    let calls = 1;
+    for (; calls < 60 && seen.size < 3; calls++) seen.add(await mode(api('GET', '/payouts/refunds/reasons')));
+    expect([...seen].sort()).toEqual(['cut_off', 'not_json', 'truncated']);
+    await faults({ malformedResponseRate: 0 });
+    expect(await records(paymentId)).toEqual([expect.objectContaining({ external_reference: ext, amount: '4.00', status: 'CREATED' })]);
+    await waitFor('counted', async () => {
+      const n = (await control('GET', '/faults/injected')).json;
+      return (n.malformed_truncated ?? 0) + (n.malformed_cut_off ?? 0) + (n.malformed_not_json ?? 0) === calls;
+    });
+  });
+
+  it('delays each webhook copy by webhookDelayMs plus its own 0..webhookJitterMs', async () => {
+    const path = `/hook/${ref('jitter')}`;
+    await faults({ webhookUrl: `${receiverUrl}${path}`, webhookDelayMs: 60_000, webhookJitterMs: 5_000, duplicateWebhookRate: 1 });
+    const paymentId = await payment('20');
+    for (let i = 0; i < 3; i++) await create([item(paymentId, '1')]);
+    const db = new pg.Client({ connectionString: dbUrl });
+    await db.connect();
+    try {
+      const { rows } = await db.query(
+        `SELECT extract(epoch FROM next_attempt_at - created_at) * 1000 AS ms FROM sandbox.lean_webhooks
+          WHERE payment_id = $1 AND status = 'PENDING'`,
+        [paymentId],
+      );
+      expect(rows).toHaveLength(6);
+      const delays = rows.map((r) => Number(r.ms));
+      // created_at is clock_timestamp(), a little later than the transaction's now().
+      for (const ms of delays) expect(ms >= 59_900 && ms <= 65_000, String(ms)).toBe(true);
+      expect(new Set(delays.map((d) => Math.round(d / 50))).size).toBeGreaterThan(1);
+    } finally {
+      await db.end();
+    }
   });
 
   it('commits, then drops the connection unanswered (timeout after commit); listing finds the refund', async () => {
@@ -748,12 +808,16 @@ describe('Lean emulator: webhooks', () => {
       expect(verify({ ...hook, body: hook.body.replace('7.25', '7.26') })).toBe(false);
     }
     const events = received.map((h) => JSON.parse(h.body));
-    // The first delivery (refund.created) was answered 500 and retried with the same event.
-    const created = events.filter((e) => e.type === 'refund.created');
-    expect(created).toHaveLength(2);
-    expect(created[0].event_id).toBe(created[1].event_id);
-    const rawCreated = received.filter((h) => JSON.parse(h.body).type === 'refund.created').map((h) => h.body);
-    expect(rawCreated[1]).toBe(rawCreated[0]);
+    // The first delivery to arrive (created and approved may be sent together, in either
+    // order) was answered 500 and retried: the same event, byte for byte.
+    const bodiesByEvent = new Map<string, string[]>();
+    for (const h of received) {
+      const id = JSON.parse(h.body).event_id as string;
+      bodiesByEvent.set(id, [...(bodiesByEvent.get(id) ?? []), h.body]);
+    }
+    const retried = [...bodiesByEvent.values()].filter((bodies) => bodies.length === 2);
+    expect(retried).toHaveLength(1);
+    expect(retried[0]![1]).toBe(retried[0]![0]);
     expect(new Set(events.map((e) => e.type))).toEqual(new Set(['refund.created', 'refund.approved', 'refund.completed']));
     const completed = events.find((e) => e.type === 'refund.completed');
     expect(completed).toEqual({

@@ -38,8 +38,14 @@ export class RefundOutcomeService {
     providerRequestId: string | null,
   ): Promise<'final' | 'updated' | 'unchanged' | 'flagged'> {
     return this.db.transaction(async (tx) => {
-      const [cur] = await tx.query<{ status: string; has_address: boolean; cancel_asked: boolean; provider_request_id: string | null }>(
-        `SELECT status, provider_request_id, provider_options ? 'toAddress' AS has_address,
+      const [cur] = await tx.query<{
+        status: string;
+        has_address: boolean;
+        cancel_asked: boolean;
+        provider_request_id: string | null;
+        provider_status: string | null;
+      }>(
+        `SELECT status, provider_request_id, provider_status, provider_options ? 'toAddress' AS has_address,
                 EXISTS (SELECT 1 FROM refund_attempts a WHERE a.refund_id = r.id AND a.operation = 'cancel') AS cancel_asked
            FROM refunds r WHERE id = $1 FOR UPDATE`,
         [refundId],
@@ -85,6 +91,10 @@ export class RefundOutcomeService {
             patch: { ...patch, next_check_at: new Date(), check_count: 0 },
           });
           return moved ? 'updated' : 'unchanged';
+        }
+        if (cur.provider_status && outcome.update.supersededBy?.includes(cur.provider_status)) {
+          // A late or reordered answer (Cobo "Pending" after "Processing"): keep the newer facts.
+          return 'unchanged';
         }
         await this.state.update(tx, refundId, ['processing'], patch);
         return 'updated';

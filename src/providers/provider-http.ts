@@ -5,6 +5,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { firstValueFrom } from 'rxjs';
 import { AppConfig } from '../config/config.js';
+import type { PaymentLookup } from './provider.js';
 
 export interface HttpAnswer {
   ok: true;
@@ -76,6 +77,29 @@ export class ProviderHttp {
       };
     }
   }
+}
+
+/** Attempts of one payment lookup (the first included) before the create answers 503. */
+export const LOOKUP_ATTEMPTS = 3;
+/** Longest wait between lookup attempts; a longer Retry-After ends the attempts (it is honoured, not shortened). */
+export const LOOKUP_MAX_WAIT_MS = 2_000;
+
+/**
+ * A payment lookup, asked again (at most LOOKUP_ATTEMPTS in all) while the answer is a
+ * transient no-answer: a lookup is read-only, so repeating it is always safe, and a
+ * merchant's create should not fail with 503 because one answer was lost, cut off or
+ * rate limited. Waits 200 ms, then 400 ms, or the provider's Retry-After when it says more.
+ */
+export async function lookupWithRetries(lookup: () => Promise<PaymentLookup>): Promise<PaymentLookup> {
+  let result = await lookup();
+  for (let attempt = 1; attempt < LOOKUP_ATTEMPTS; attempt++) {
+    if (result.kind !== 'unavailable' || !result.transient) return result;
+    const wait = Math.max(100 * 2 ** attempt, result.retryAfterMs ?? 0);
+    if (wait > LOOKUP_MAX_WAIT_MS) return result;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    result = await lookup();
+  }
+  return result;
 }
 
 /** Parses Retry-After (seconds or HTTP date) into milliseconds. */

@@ -31,8 +31,12 @@ export interface ProviderPayment {
 export type PaymentLookup =
   | { kind: 'found'; payment: ProviderPayment }
   | { kind: 'not_found' }
-  /** The provider could not be asked (down, timeout): the caller answers 503, not 404. */
-  | { kind: 'unavailable'; reason: string };
+  /**
+   * The provider could not be asked (down, timeout): the caller answers 503, not 404.
+   * `transient`: no usable answer (transport failure, 5xx, 429, unparseable), so asking again
+   * soon may work; `retryAfterMs`: the provider's Retry-After.
+   */
+  | { kind: 'unavailable'; reason: string; transient?: boolean; retryAfterMs?: number };
 
 /** Everything an adapter needs to send one refund. */
 export interface RefundCommand {
@@ -96,6 +100,12 @@ export interface ProviderUpdate {
   failureMessage?: string;
   /** Merged into the refund's providerDetails. */
   details?: Record<string, unknown>;
+  /**
+   * For non-final answers: provider statuses that come later in the refund's life than this
+   * one. A refund already holding one of them ignores this answer (it is a late or reordered
+   * webhook), so its provider status and details never go backwards.
+   */
+  supersededBy?: readonly string[];
 }
 
 /** One provider call, as recorded in refund_attempts. */

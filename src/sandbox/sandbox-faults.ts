@@ -94,6 +94,15 @@ export function resolveFaults<T extends object>(
   return out as T;
 }
 
+/**
+ * Delay before a webhook's first delivery attempt: the fixed `webhookDelayMs` plus a random
+ * 0..`webhookJitterMs`, drawn per webhook (per copy of a duplicate), so later statuses can
+ * overtake earlier ones.
+ */
+export function webhookDelay(faults: { webhookDelayMs: number; webhookJitterMs: number }): number {
+  return faults.webhookDelayMs + Math.floor(Math.random() * (faults.webhookJitterMs + 1));
+}
+
 /** Math.random is fine here: fault rates decide test behaviour, never amounts or secrets. */
 export function chance(rate: number): boolean {
   return rate > 0 && Math.random() < rate;

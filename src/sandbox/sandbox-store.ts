@@ -1,4 +1,4 @@
-import { Injectable, OnModuleInit } from '@nestjs/common';
+import { Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { Database } from '../database/database.js';
 
 /**
@@ -13,6 +13,8 @@ import { Database } from '../database/database.js';
  * the Lean emulator's (lean.store.ts) included.
  */
 const SANDBOX_DDL_LOCK = 7_263_202;
+/** How often counted fault injections are written to sandbox.fault_injections. */
+const COUNT_FLUSH_MS = 250;
 
 /** Idempotent DDL, run in order under the lock. Add a provider's tables here. */
 const SANDBOX_DDL: readonly string[] = [
@@ -30,6 +32,13 @@ const SANDBOX_DDL: readonly string[] = [
      updated_at timestamptz NOT NULL DEFAULT now()
    )`,
 
+  // Faults injected, counted per provider and kind (GET /sandbox/<provider>/faults/injected).
+  `CREATE TABLE IF NOT EXISTS sandbox.fault_injections (
+     provider text NOT NULL,
+     kind     text NOT NULL,
+     n        bigint NOT NULL DEFAULT 0,
+     PRIMARY KEY (provider, kind)
+   )`,
   // --- Binance Pay -----------------------------------------------------------------------
   `CREATE TABLE IF NOT EXISTS sandbox.binance_orders (
      prepay_id          text PRIMARY KEY,
@@ -198,7 +207,7 @@ export interface SandboxRow {
  * What the emulators' stores share: their DDL, run once per process under the advisory lock
  * (idempotent across processes), and JSON rows of generated credentials and of fault settings.
  */
-export abstract class SandboxStoreBase implements OnModuleInit {
+export abstract class SandboxStoreBase implements OnModuleInit, OnModuleDestroy {
   private readonly createTables: () => Promise<void>;
 
   protected constructor(
@@ -280,6 +289,65 @@ export abstract class SandboxStoreBase implements OnModuleInit {
 
   protected async deleteRow(row: SandboxRow): Promise<void> {
     await this.db.query(`DELETE FROM ${row.table} WHERE ${row.key} = $1`, [row.value]);
+  }
+
+  /** Injected-fault counts not written yet, by provider and kind. */
+  private readonly pendingCounts = new Map<string, { provider: string; kind: string; n: number }>();
+  private countTimer?: NodeJS.Timeout;
+
+  /**
+   * Counts one injected fault. Best effort and never awaited by callers: counts are summed
+   * in memory and written every COUNT_FLUSH_MS (one upsert per kind, not one per call, so
+   * counting stays off the hot path); a count that cannot be written is lost, never an
+   * error in the emulated call.
+   */
+  countInjection(provider: string, kind: string, n = 1): void {
+    if (n <= 0) return;
+    const key = `${provider}\u0000${kind}`;
+    const entry = this.pendingCounts.get(key);
+    if (entry) entry.n += n;
+    else this.pendingCounts.set(key, { provider, kind, n });
+    this.countTimer ??= setTimeout(() => void this.flushCounts(), COUNT_FLUSH_MS).unref();
+  }
+
+  private async flushCounts(): Promise<void> {
+    this.countTimer = undefined;
+    const batch = [...this.pendingCounts.values()];
+    this.pendingCounts.clear();
+    for (const { provider, kind, n } of batch) {
+      try {
+        await this.db.query(
+          `INSERT INTO sandbox.fault_injections (provider, kind, n) VALUES ($1, $2, $3)
+           ON CONFLICT (provider, kind) DO UPDATE SET n = sandbox.fault_injections.n + EXCLUDED.n`,
+          [provider, kind, n],
+        );
+      } catch {
+        // Database down or closing: the count is lost, nothing else.
+      }
+    }
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    clearTimeout(this.countTimer);
+    await this.flushCounts();
+  }
+
+  /** `{ kind: n }` of the provider's injected faults (this process's latest counts included; others' within COUNT_FLUSH_MS). */
+  async injections(provider: string): Promise<Record<string, number>> {
+    await this.ready();
+    clearTimeout(this.countTimer);
+    await this.flushCounts();
+    const rows = await this.db.query<{ kind: string; n: string }>(
+      `SELECT kind, n::text FROM sandbox.fault_injections WHERE provider = $1 ORDER BY kind`,
+      [provider],
+    );
+    return Object.fromEntries(rows.map((r) => [r.kind, Number(r.n)]));
+  }
+
+  async resetInjections(provider: string): Promise<void> {
+    await this.ready();
+    for (const [key, entry] of this.pendingCounts) if (entry.provider === provider) this.pendingCounts.delete(key);
+    await this.db.query(`DELETE FROM sandbox.fault_injections WHERE provider = $1`, [provider]);
   }
 }
 

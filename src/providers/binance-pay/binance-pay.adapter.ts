@@ -11,6 +11,7 @@ import type {
   RefundProvider,
   RefundReference,
 } from '../provider.js';
+import { lookupWithRetries } from '../provider-http.js';
 import { BinanceCall, BinancePayClient } from './binance-pay.client.js';
 import {
   classifyOrderResponse,
@@ -41,10 +42,16 @@ export class BinancePayAdapter implements RefundProvider {
     return this.client.isEnabled();
   }
 
-  async lookupPayment(paymentId: string): Promise<PaymentLookup> {
-    const call = await this.client.post(PATHS.orderQuery, orderQueryBody(paymentId));
-    if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason };
-    return classifyOrderResponse(call.envelope, paymentId);
+  lookupPayment(paymentId: string): Promise<PaymentLookup> {
+    return lookupWithRetries(async () => {
+      const call = await this.client.post(PATHS.orderQuery, orderQueryBody(paymentId));
+      if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason, transient: true, retryAfterMs: call.retryAfterMs };
+      const result = classifyOrderResponse(call.envelope, paymentId);
+      // UNKNOWN_ERROR ("retry later") or a SUCCESS without the order: worth asking again.
+      return result.kind === 'unavailable' && (call.envelope.code === '400000' || call.envelope.status === 'SUCCESS')
+        ? { ...result, transient: true }
+        : result;
+    });
   }
 
   async submitRefund(cmd: RefundCommand): Promise<ProviderResult> {

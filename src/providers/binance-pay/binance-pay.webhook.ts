@@ -1,7 +1,11 @@
 import { Controller, Headers, HttpCode, Injectable, Logger, Post, Req } from '@nestjs/common';
+import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
+import { ApiProblems } from '../../openapi/problems.js';
 import { parse } from 'lossless-json';
 import { Problem } from '../../common/problem.js';
+import { AppConfig } from '../../config/config.js';
+import { assertWithinWindow } from '../webhook-window.js';
 import { Database } from '../../database/database.js';
 import { RefundOutcomeService } from '../../processing/refund-outcome.service.js';
 import type { RefundRow } from '../../refunds/refund.row.js';
@@ -49,9 +53,12 @@ export class BinancePayCertificates {
 
 /**
  * POST /webhooks/binance-pay. Verified over the raw bytes with Binance's RSA certificate;
- * anything unverifiable is refused with 401 and changes nothing. A verified notification
- * is applied exactly like a poll result, so duplicates and late arrivals are harmless.
+ * anything unverifiable is refused with 401 and changes nothing, and so is a webhook whose
+ * signed BinancePay-Timestamp (fresh on every delivery attempt) is further from our clock
+ * than PROVIDER_WEBHOOK_TOLERANCE_MS (a replay). A verified notification is applied exactly
+ * like a poll result, so duplicates within the window and late arrivals are harmless.
  */
+@ApiTags('Provider webhooks')
 @Controller('webhooks')
 export class BinancePayWebhookController {
   private readonly logger = new Logger('BinancePayWebhook');
@@ -61,10 +68,22 @@ export class BinancePayWebhookController {
     private readonly client: BinancePayClient,
     private readonly db: Database,
     private readonly outcomes: RefundOutcomeService,
+    private readonly cfg: AppConfig,
   ) {}
 
   @Post('binance-pay')
   @HttpCode(200)
+  @ApiOperation({
+    summary: 'Binance Pay notifications (called by Binance)',
+    description: 'Verified over the raw body bytes with Binance’s RSA certificate; PAY_REFUND notifications are applied like a poll result (idempotent, any order), others acknowledged. No API key: the signature authenticates.',
+  })
+  @ApiHeader({ name: 'BinancePay-Certificate-SN', required: true })
+  @ApiHeader({ name: 'BinancePay-Nonce', required: true })
+  @ApiHeader({ name: 'BinancePay-Timestamp', required: true })
+  @ApiHeader({ name: 'BinancePay-Signature', required: true })
+  @ApiBody({ schema: { type: 'object', additionalProperties: true, example: { bizType: 'PAY_REFUND', bizId: '29383937493038367292', bizStatus: 'REFUND_SUCCESS', data: '{"merchantTradeNo":"…","refundInfo":{…}}' } } })
+  @ApiOkResponse({ description: 'Acknowledged.', schema: { type: 'object', example: { returnCode: 'SUCCESS', returnMessage: null } } })
+  @ApiProblems('unauthorized')
   async receive(
     @Req() req: Request & { rawBody?: Buffer },
     @Headers('binancepay-certificate-sn') serial?: string,
@@ -76,6 +95,9 @@ export class BinancePayWebhookController {
     if (!raw || !serial || !nonce || !timestamp || !signature || !this.client.isEnabled()) {
       throw new Problem('unauthorized', 'Missing Binance Pay signature headers.');
     }
+    const tolerance = this.cfg.providerWebhooks.toleranceMs;
+    // Before the signature: cheap, and a replayed genuine webhook is refused for what it is.
+    assertWithinWindow('Binance Pay', 'BinancePay-Timestamp', timestamp, { pastMs: tolerance, futureMs: tolerance });
     const publicKey = await this.certs.publicKey(serial);
     if (!publicKey || !verifyBinanceWebhook(publicKey, timestamp, nonce, raw, signature)) {
       this.logger.warn({ serial }, 'rejected a Binance Pay webhook with an invalid signature');

@@ -14,6 +14,7 @@ import type {
   RefundReference,
   RefundWindow,
 } from '../provider.js';
+import { lookupWithRetries } from '../provider-http.js';
 import { CoboCall, CoboClient } from './cobo.client.js';
 import {
   COBO_TOKENS,
@@ -49,12 +50,17 @@ export class CoboAdapter implements RefundProvider {
     return undefined;
   }
 
-  async lookupPayment(paymentId: string): Promise<PaymentLookup> {
+  lookupPayment(paymentId: string): Promise<PaymentLookup> {
+    return lookupWithRetries(() => this.lookupPaymentOnce(paymentId));
+  }
+
+  private async lookupPaymentOnce(paymentId: string): Promise<PaymentLookup> {
     const call = await this.client.request('GET', `/payments/orders/${encodeURIComponent(paymentId)}`, null);
-    if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason };
+    if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason, transient: true, retryAfterMs: call.retryAfterMs };
     if (!call.ok) {
       if (call.errorCode === '2028' || call.httpStatus === 404) return { kind: 'not_found' };
-      return { kind: 'unavailable', reason: `order lookup failed: Cobo ${call.errorCode ?? call.httpStatus}` };
+      const transient = call.httpStatus >= 500 || call.httpStatus === 429;
+      return { kind: 'unavailable', reason: `order lookup failed: Cobo ${call.errorCode ?? call.httpStatus}`, transient, retryAfterMs: call.retryAfterMs };
     }
     const payment = paymentOfOrder(call.body, paymentId);
     return payment ? { kind: 'found', payment } : { kind: 'unavailable', reason: 'order answer lacks token, amount or status' };
@@ -180,7 +186,7 @@ export class CoboAdapter implements RefundProvider {
 }
 
 function toError(c: Extract<CoboCall, { kind: 'answer' }>) {
-  return { httpStatus: c.httpStatus, errorCode: c.errorCode, message: c.message };
+  return { httpStatus: c.httpStatus, errorCode: c.errorCode, message: c.message, retryAfterMs: c.retryAfterMs };
 }
 
 function noCall(operation: string) {

@@ -13,7 +13,17 @@ export interface CoboCredentials {
 
 export type CoboCall =
   /** A signed, verified answer. `ok` = 2xx. */
-  | { kind: 'answer'; ok: boolean; httpStatus: number; body: Record<string, unknown>; errorCode?: string; message?: string; latencyMs: number }
+  | {
+      kind: 'answer';
+      ok: boolean;
+      httpStatus: number;
+      body: Record<string, unknown>;
+      errorCode?: string;
+      message?: string;
+      /** Retry-After of an error answer (a signed 429), in ms. */
+      retryAfterMs?: number;
+      latencyMs: number;
+    }
   /** No trustworthy answer: transport failure, 5xx without body, missing or wrong signature, not JSON. */
   | { kind: 'no_answer'; reason: string; httpStatus: number | null; notSent: boolean; retryAfterMs?: number; latencyMs: number };
 
@@ -107,6 +117,7 @@ export class CoboClient {
       body: obj,
       errorCode,
       message: typeof obj.error_message === 'string' ? obj.error_message : undefined,
+      ...(!ok && res.headers['retry-after'] !== undefined ? { retryAfterMs: retryAfterMs(res.headers['retry-after']) } : {}),
       latencyMs: res.latencyMs,
     };
   }

@@ -122,6 +122,17 @@ describe('Cobo transformers', () => {
     expect(classifyQueryError({ httpStatus: 404, errorCode: '2028' }).kind).toBe('unknown');
   });
 
+  it('honours Retry-After of a signed rate-limit answer (1 s without one)', () => {
+    expect(classifyCreateError({ httpStatus: 429, errorCode: '2026', retryAfterMs: 5_000 })).toMatchObject({ kind: 'retry', retryAfterMs: 5_000 });
+    expect(classifyQueryError({ httpStatus: 400, errorCode: '2010', retryAfterMs: 2_000 })).toMatchObject({ kind: 'retry', retryAfterMs: 2_000 });
+    expect(classifyCreateError({ httpStatus: 429 })).toMatchObject({ kind: 'retry', retryAfterMs: 1_000 });
+  });
+
+  it('marks "Pending" as older than "Processing", so a late webhook cannot undo it', () => {
+    expect(outcomeOfRefund(refund({ status: 'Pending' }), '12.5')).toMatchObject({ kind: 'pending', update: { supersededBy: ['Processing'] } });
+    expect((outcomeOfRefund(refund({ status: 'Processing' }), '12.5') as { update: { supersededBy?: unknown } }).update.supersededBy).toBeUndefined();
+  });
+
   it('reads a pay-in order; only Completed is refundable', () => {
     const order = { order_id: 'O1', merchant_id: 'M1001', token_id: 'ETH_USDC', chain_id: 'ETH', payable_amount: '50', received_token_amount: '50.00', status: 'Completed' };
     expect(paymentOfOrder(order, 'O1')).toMatchObject({ amount: '50', currency: 'USDC', refundable: true, providerMerchantId: 'M1001' });

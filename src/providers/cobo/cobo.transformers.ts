@@ -151,6 +151,8 @@ export function outcomeOfRefund(refund: Record<string, unknown>, ourAmount: stri
     case 'PendingConfirmation':
       return { kind: 'pending', status: 'requires_action', update };
     case 'Pending':
+      // Webhooks may arrive out of order: a late "Pending" must not undo "Processing".
+      return { kind: 'pending', status: 'processing', update: { ...update, supersededBy: ['Processing'] } };
     case 'Processing':
       return { kind: 'pending', status: 'processing', update };
     case 'Completed':
@@ -186,6 +188,13 @@ export interface CoboError {
   httpStatus: number;
   errorCode?: string;
   message?: string;
+  /** The answer's Retry-After, in ms (rate limits). */
+  retryAfterMs?: number;
+}
+
+/** A rate-limit answer: retry the same call, no sooner than Retry-After says (1 s without one). */
+function rateLimited(e: CoboError, code: string): ProviderOutcome {
+  return { kind: 'retry', reason: `Cobo rate limit ${code}`, retryAfterMs: e.retryAfterMs ?? 1_000 };
 }
 
 const AUTH_CODES = new Set(['2022', '2023', '2024', '2025']);
@@ -194,7 +203,7 @@ const RATE_CODES = new Set(['2010', '2026']);
 /** Classifies an error answer to the create call. */
 export function classifyCreateError(e: CoboError): ProviderOutcome {
   const code = e.errorCode ?? `HTTP_${e.httpStatus}`;
-  if (e.httpStatus === 429 || RATE_CODES.has(code)) return { kind: 'retry', reason: `Cobo rate limit ${code}` };
+  if (e.httpStatus === 429 || RATE_CODES.has(code)) return rateLimited(e, code);
   if (e.httpStatus >= 500) return { kind: 'unknown', reason: `Cobo HTTP ${e.httpStatus} ${code}` };
   // The request id exists already: an earlier create landed. Resolve by lookup, never a new id.
   if (code === '2040') return { kind: 'unknown', reason: 'duplicate request_id: an earlier create landed' };
@@ -208,7 +217,7 @@ export function classifyCreateError(e: CoboError): ProviderOutcome {
 /** Classifies an error answer to a lookup (get or list): never conclusive about the refund. */
 export function classifyQueryError(e: CoboError): ProviderOutcome {
   const code = e.errorCode ?? `HTTP_${e.httpStatus}`;
-  if (e.httpStatus === 429 || RATE_CODES.has(code)) return { kind: 'retry', reason: `Cobo rate limit ${code}` };
+  if (e.httpStatus === 429 || RATE_CODES.has(code)) return rateLimited(e, code);
   return { kind: 'unknown', reason: `query failed: Cobo ${code}` };
 }
 

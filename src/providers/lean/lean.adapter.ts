@@ -15,6 +15,7 @@ import type {
   RefundReference,
   RefundWindow,
 } from '../provider.js';
+import { lookupWithRetries } from '../provider-http.js';
 import { LeanCall, LeanClient } from './lean.client.js';
 import { approveBody, classifyCreateError, createBody, outcomeOfRefund, paymentOf } from './lean.transformers.js';
 
@@ -90,9 +91,13 @@ export class LeanAdapter implements RefundProvider {
     return errors;
   }
 
-  async lookupPayment(paymentId: string): Promise<PaymentLookup> {
+  lookupPayment(paymentId: string): Promise<PaymentLookup> {
+    return lookupWithRetries(() => this.lookupPaymentOnce(paymentId));
+  }
+
+  private async lookupPaymentOnce(paymentId: string): Promise<PaymentLookup> {
     const call = await this.client.request('GET', `/payments/v1/${encodeURIComponent(paymentId)}`, null);
-    if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason };
+    if (call.kind === 'no_answer') return { kind: 'unavailable', reason: call.reason, transient: true, retryAfterMs: call.retryAfterMs };
     if (!call.ok) {
       if (call.httpStatus === 404 || call.errorStatus === 'NOT_FOUND' || call.errorStatus === 'INVALID_URL') return { kind: 'not_found' };
       if (call.httpStatus === 400 && call.errorStatus === 'INVALID_PARAMETERS') return { kind: 'not_found' };

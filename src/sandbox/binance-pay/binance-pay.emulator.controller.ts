@@ -40,10 +40,20 @@ export class BinancePayMerchantHttp {
     const arrivedAt = Date.now();
     return serveEmulatorCall<BinancePayFaults>(req, {
       faults: () => this.emulator.faults(),
-      refusal: (faults) =>
-        chance(faults.errorRate)
-          ? { status: 500, text: failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Sandbox: injected server error.') }
-          : undefined,
+      refusal: (faults) => {
+        if (chance(faults.errorRate)) {
+          return { fault: 'server_error', status: 500, text: failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Sandbox: injected server error.') };
+        }
+        if (chance(faults.rateLimitRate)) {
+          return {
+            fault: 'rate_limited',
+            status: 429,
+            text: failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Sandbox: injected rate limit, too many requests; retry later.'),
+            headers: { 'Retry-After': String(faults.rateLimitRetryAfterSeconds) },
+          };
+        }
+        return undefined;
+      },
       work: async (faults) => {
         const raw = req.rawBody ? req.rawBody.toString('utf8') : '';
         const merchant = await this.credentials.binancePayMerchant();
@@ -64,6 +74,7 @@ export class BinancePayMerchantHttp {
         return { status: 500, text: failEnvelope(BinanceCode.UNKNOWN_ERROR, 'Unknown error, please retry later.') };
       },
       send: (answer) => sendAnswer(res, answer),
+      injected: (kind) => this.emulator.countInjection(kind),
     });
   }
 

@@ -5,7 +5,7 @@ import { money } from '../../common/money.js';
 import { Sql } from '../../database/database.js';
 import { binanceCertSerial } from '../../providers/binance-pay/binance-pay.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
-import { chance } from '../sandbox-faults.js';
+import { chance, webhookDelay } from '../sandbox-faults.js';
 import { CreateSandboxPayment, SandboxPayment, SandboxPaymentEmulator } from '../sandbox-payment-emulator.js';
 import { SandboxStore, isUniqueViolation } from '../sandbox-store.js';
 import { BinancePayFaults, parseBinancePayFaultPatch, resolveBinancePayFaults } from './binance-pay.faults.js';
@@ -117,6 +117,20 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   async resetFaults(): Promise<BinancePayFaults> {
     await this.store.resetFaults(BINANCE_PAY_PROVIDER);
     return this.faults();
+  }
+
+  /** Faults injected so far, by kind (every process serving the emulator counts into Postgres). */
+  injected(): Promise<Record<string, number>> {
+    return this.store.injections(BINANCE_PAY_PROVIDER);
+  }
+
+  resetInjected(): Promise<void> {
+    return this.store.resetInjections(BINANCE_PAY_PROVIDER);
+  }
+
+  /** Counts an injected fault (best effort, not awaited). */
+  countInjection(kind: string, n = 1): void {
+    this.store.countInjection(BINANCE_PAY_PROVIDER, kind, n);
   }
 
   // --- seeded payments ---------------------------------------------------------------------
@@ -394,6 +408,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
     // Dropped webhooks keep a row (never sent) so tests can see the fault was applied.
     const dropped = chance(faults.dropWebhookRate);
     const copies = dropped ? 1 : chance(faults.duplicateWebhookRate) ? 2 : 1;
+    this.countWebhookFaults(faults, dropped, copies);
     for (let i = 0; i < copies; i++) {
       await tx.query(
         `INSERT INTO sandbox.binance_webhooks
@@ -407,10 +422,17 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
           bizStatus,
           body,
           dropped ? 'DROPPED' : 'PENDING',
-          faults.webhookDelayMs,
+          webhookDelay(faults),
         ],
       );
     }
+  }
+
+  private countWebhookFaults(faults: BinancePayFaults, dropped: boolean, copies: number): void {
+    if (dropped) this.countInjection('webhook_dropped');
+    if (copies > 1) this.countInjection('webhook_duplicated');
+    if (!dropped && faults.webhookDelayMs > 0) this.countInjection('webhook_delayed', copies);
+    if (!dropped && faults.webhookJitterMs > 0) this.countInjection('webhook_jittered', copies);
   }
 
   // --- snapshots ---------------------------------------------------------------------------

@@ -87,8 +87,20 @@ export class CoboApiHttp {
     const arrivedAt = Date.now();
     return serveEmulatorCall<CoboFaults>(req, {
       faults: () => this.emulator.faults(),
-      refusal: (faults) =>
-        chance(faults.errorRate) ? { status: 500, text: errorBody(CoboCode.INTERNAL, 'Sandbox: injected server error.') } : undefined,
+      refusal: (faults) => {
+        if (chance(faults.errorRate)) {
+          return { fault: 'server_error', status: 500, text: errorBody(CoboCode.INTERNAL, 'Sandbox: injected server error.') };
+        }
+        if (chance(faults.rateLimitRate)) {
+          return {
+            fault: 'rate_limited',
+            status: 429,
+            text: errorBody(CoboCode.TOO_MANY_REQUESTS, 'Sandbox: injected rate limit, too many requests.'),
+            headers: { 'Retry-After': String(faults.rateLimitRetryAfterSeconds) },
+          };
+        }
+        return undefined;
+      },
       work: async (faults) => {
         const raw = await readRawBody(req);
         const { path, query } = splitUrl(req.originalUrl);
@@ -117,7 +129,8 @@ export class CoboApiHttp {
         this.logger.error(`API call failed: ${(err as Error)?.stack ?? String(err)}`);
         return { status: 500, text: errorBody(CoboCode.INTERNAL, 'Internal error, please retry later.') };
       },
-      send: ({ status, text }, faults) => this.send(res, status, text, faults),
+      send: ({ status, text, headers }, faults) => this.send(res, status, text, faults, headers),
+      injected: (kind) => this.emulator.countInjection(kind),
     });
   }
 
@@ -134,14 +147,29 @@ export class CoboApiHttp {
     await this.send(res, 400, errorBody(CoboCode.BAD_PARAMETER, 'Request body too large.'), faults);
   }
 
-  /** Sends `text` byte for byte, signed over exactly those bytes unless a fault says otherwise. */
-  private async send(res: Response, status: number, text: string, faults: CoboFaults | undefined): Promise<void> {
-    if (!faults || !chance(faults.unsignedResponseRate)) {
+  /**
+   * Sends `text` byte for byte, signed over exactly those bytes unless a fault says otherwise.
+   * A 429 goes out unsigned: rate limiting is the gateway's answer, which Cobo's Python SDK
+   * accepts without Biz-Resp-Signature (providers.md §2.4).
+   */
+  private async send(
+    res: Response,
+    status: number,
+    text: string,
+    faults: CoboFaults | undefined,
+    headers: Record<string, string> = {},
+  ): Promise<void> {
+    for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+    const unsigned = status === 429 || (faults !== undefined && chance(faults.unsignedResponseRate));
+    if (unsigned && status !== 429) this.emulator.countInjection('unsigned_response');
+    if (!unsigned) {
       try {
         const keys = await this.credentials.coboEmulator();
         const timestamp = String(Date.now());
         // A wrong signature: valid hex of the right length, over other bytes.
-        const signed = faults && chance(faults.badSignatureRate) ? `${text} ` : text;
+        const badlySigned = faults !== undefined && chance(faults.badSignatureRate);
+        if (badlySigned) this.emulator.countInjection('bad_signature');
+        const signed = badlySigned ? `${text} ` : text;
         res.setHeader('Biz-Timestamp', timestamp);
         res.setHeader('Biz-Resp-Signature', signCoboResponse(keys.emulatorSeed, signed, timestamp));
       } catch (err) {

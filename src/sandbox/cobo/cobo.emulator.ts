@@ -2,7 +2,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { Money, formatAmount, money } from '../../common/money.js';
 import { Sql } from '../../database/database.js';
-import { chance } from '../sandbox-faults.js';
+import { chance, webhookDelay } from '../sandbox-faults.js';
 import { SandboxBadRequest } from '../sandbox-http.js';
 import { CreateSandboxPayment, SandboxPayment, SandboxPaymentEmulator } from '../sandbox-payment-emulator.js';
 import { SandboxStore, isUniqueViolation } from '../sandbox-store.js';
@@ -147,6 +147,20 @@ export class CoboEmulator implements SandboxPaymentEmulator {
   async resetFaults(): Promise<CoboFaults> {
     await this.store.resetFaults(COBO_PROVIDER);
     return this.faults();
+  }
+
+  /** Faults injected so far, by kind (every process serving the emulator counts into Postgres). */
+  injected(): Promise<Record<string, number>> {
+    return this.store.injections(COBO_PROVIDER);
+  }
+
+  resetInjected(): Promise<void> {
+    return this.store.resetInjections(COBO_PROVIDER);
+  }
+
+  /** Counts an injected fault (best effort, not awaited). */
+  countInjection(kind: string, n = 1): void {
+    this.store.countInjection(COBO_PROVIDER, kind, n);
   }
 
   // --- seeded pay-in orders ------------------------------------------------------------------
@@ -529,6 +543,10 @@ export class CoboEmulator implements SandboxPaymentEmulator {
     // Dropped webhooks keep a row (never sent) so tests can see the fault was applied.
     const dropped = chance(faults.dropWebhookRate);
     const copies = dropped ? 1 : chance(faults.duplicateWebhookRate) ? 2 : 1;
+    if (dropped) this.countInjection('webhook_dropped');
+    if (copies > 1) this.countInjection('webhook_duplicated');
+    if (!dropped && faults.webhookDelayMs > 0) this.countInjection('webhook_delayed', copies);
+    if (!dropped && faults.webhookJitterMs > 0) this.countInjection('webhook_jittered', copies);
     const eventId = randomUUID();
     const data = JSON.stringify(refundView(refund));
     for (let i = 0; i < copies; i++) {
@@ -545,7 +563,7 @@ export class CoboEmulator implements SandboxPaymentEmulator {
           data,
           changedAtMs,
           dropped ? 'DROPPED' : 'PENDING',
-          faults.webhookDelayMs,
+          webhookDelay(faults),
         ],
       );
     }

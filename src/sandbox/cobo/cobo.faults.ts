@@ -14,6 +14,19 @@ export interface CoboFaults {
   timeoutAfterCommitRate: number;
   /** Wait between the commit and dropping the connection. */
   timeoutAfterCommitDelayMs: number;
+  /**
+   * Share of calls that do their work and commit, then answer a spoiled body: cut short, cut
+   * off mid-body (full length announced, connection dropped) or not JSON at all (sandbox-http.ts).
+   */
+  malformedResponseRate: number;
+  /**
+   * Share of API calls answered HTTP 429 with `Retry-After` before anything is done: body
+   * `{"error_code":2026,...}` (2026 "too many requests", providers.md §2.6), and unsigned,
+   * like the gateway answers the Python SDK accepts without Biz-Resp-Signature (§2.4).
+   */
+  rateLimitRate: number;
+  /** The `Retry-After` (seconds) of those 429 answers. */
+  rateLimitRetryAfterSeconds: number;
   /** Share of API answers sent without Biz-Timestamp / Biz-Resp-Signature. */
   unsignedResponseRate: number;
   /** Share of API answers sent with a Biz-Resp-Signature that does not verify. */
@@ -42,6 +55,11 @@ export interface CoboFaults {
   duplicateWebhookRate: number;
   /** Delay before the first delivery attempt of a webhook. */
   webhookDelayMs: number;
+  /**
+   * Up to this much more delay, drawn per webhook (and per copy of a duplicated one), so
+   * webhooks overtake each other: an earlier status (Pending) may arrive after a later one.
+   */
+  webhookJitterMs: number;
 }
 
 export const COBO_FAULT_DEFAULTS: Readonly<CoboFaults> = Object.freeze({
@@ -49,6 +67,9 @@ export const COBO_FAULT_DEFAULTS: Readonly<CoboFaults> = Object.freeze({
   errorRate: 0,
   timeoutAfterCommitRate: 0,
   timeoutAfterCommitDelayMs: 0,
+  malformedResponseRate: 0,
+  rateLimitRate: 0,
+  rateLimitRetryAfterSeconds: 1,
   unsignedResponseRate: 0,
   badSignatureRate: 0,
   nonceWindowMs: 300_000,
@@ -63,6 +84,7 @@ export const COBO_FAULT_DEFAULTS: Readonly<CoboFaults> = Object.freeze({
   dropWebhookRate: 0,
   duplicateWebhookRate: 0,
   webhookDelayMs: 0,
+  webhookJitterMs: 0,
 });
 
 const HOUR_MS = 3_600_000;
@@ -71,6 +93,9 @@ const RULES: Record<keyof CoboFaults, FaultRule> = {
   errorRate: { kind: 'rate' },
   timeoutAfterCommitRate: { kind: 'rate' },
   timeoutAfterCommitDelayMs: { kind: 'ms', max: 120_000 },
+  malformedResponseRate: { kind: 'rate' },
+  rateLimitRate: { kind: 'rate' },
+  rateLimitRetryAfterSeconds: { kind: 'int', min: 0, max: 3_600, unit: 'seconds' },
   unsignedResponseRate: { kind: 'rate' },
   badSignatureRate: { kind: 'rate' },
   nonceWindowMs: { kind: 'ms', max: 24 * HOUR_MS },
@@ -85,6 +110,7 @@ const RULES: Record<keyof CoboFaults, FaultRule> = {
   dropWebhookRate: { kind: 'rate' },
   duplicateWebhookRate: { kind: 'rate' },
   webhookDelayMs: { kind: 'ms', max: HOUR_MS },
+  webhookJitterMs: { kind: 'ms', max: HOUR_MS },
 };
 
 /** Validates a partial update; throws FaultValidationError (sandbox-faults.ts) naming the key. */

@@ -18,6 +18,7 @@ export const CoboCode = {
   SIGNATURE_FAILED: 2023,
   API_KEY_FAILED: 2024,
   NOT_FOUND: 2028,
+  TOO_MANY_REQUESTS: 2026,
   INVALID_STATUS: 2029,
   DUPLICATE_KEY: 2040,
   // Payments-specific codes are [UNKNOWN] (providers.md §2.6): 12002 is the emulator's own

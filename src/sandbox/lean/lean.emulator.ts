@@ -3,7 +3,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Money, formatFixed, money } from '../../common/money.js';
 import { AppConfig } from '../../config/config.js';
 import { Sql } from '../../database/database.js';
-import { chance } from '../sandbox-faults.js';
+import { chance, webhookDelay } from '../sandbox-faults.js';
 import { SandboxControlError } from '../sandbox-http.js';
 import { LeanSandboxCredentials } from './lean.credentials.js';
 import { LEAN_FAULT_DEFAULTS, LeanFaults, parseLeanFaultPatch, resolveLeanFaults } from './lean.faults.js';
@@ -154,6 +154,20 @@ export class LeanSandboxEmulator {
   async resetFaults(): Promise<LeanFaults> {
     await this.store.resetFaults();
     return this.faults();
+  }
+
+  /** Faults injected so far, by kind (every process serving the emulator counts into Postgres). */
+  injected(): Promise<Record<string, number>> {
+    return this.store.injections('lean');
+  }
+
+  resetInjected(): Promise<void> {
+    return this.store.resetInjections('lean');
+  }
+
+  /** Counts an injected fault (best effort, not awaited). */
+  countInjection(kind: string, n = 1): void {
+    this.store.countInjection('lean', kind, n);
   }
 
   // --- OAuth2 ------------------------------------------------------------------------------
@@ -504,6 +518,10 @@ export class LeanSandboxEmulator {
       // a duplicate is a second delivery of the same event (same event_id).
       const dropped = chance(faults.dropWebhookRate);
       const copies = !dropped && chance(faults.duplicateWebhookRate) ? 2 : 1;
+      if (dropped) this.countInjection('webhook_dropped');
+      if (copies > 1) this.countInjection('webhook_duplicated');
+      if (!dropped && faults.webhookDelayMs > 0) this.countInjection('webhook_delayed', copies);
+      if (!dropped && faults.webhookJitterMs > 0) this.countInjection('webhook_jittered', copies);
       for (let i = 0; i < copies; i++) {
         await tx.query(
           `INSERT INTO sandbox.lean_webhooks (event_id, refund_id, payment_id, type, url, body, status, next_attempt_at)
@@ -516,7 +534,7 @@ export class LeanSandboxEmulator {
             faults.webhookUrl,
             body,
             dropped ? 'DROPPED' : 'PENDING',
-            faults.webhookDelayMs,
+            webhookDelay(faults),
           ],
         );
       }

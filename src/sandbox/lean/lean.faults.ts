@@ -14,8 +14,15 @@ export interface LeanFaults {
   timeoutAfterCommitRate: number;
   /** Wait between the commit and dropping the connection. */
   timeoutAfterCommitDelayMs: number;
-  /** Share of API/token calls answered 429 RATE_LIMIT_EXCEEDED (Retry-After: 1) before anything is done. */
+  /**
+   * Share of calls that do their work and commit, then answer a spoiled body: cut short, cut
+   * off mid-body (full length announced, connection dropped) or not JSON at all (sandbox-http.ts).
+   */
+  malformedResponseRate: number;
+  /** Share of API/token calls answered 429 RATE_LIMIT_EXCEEDED with `Retry-After` before anything is done. */
   rateLimitRate: number;
+  /** The `Retry-After` (seconds) of those 429 answers. */
+  rateLimitRetryAfterSeconds: number;
   /** Lifetime of issued access tokens (Lean: 3599 s). */
   tokenTtlSeconds: number;
   /** Time an APPROVED refund takes to reach its final status. */
@@ -38,6 +45,11 @@ export interface LeanFaults {
   duplicateWebhookRate: number;
   /** Delay before the first delivery attempt of a webhook. */
   webhookDelayMs: number;
+  /**
+   * Up to this much more delay, drawn per webhook (and per copy of a duplicated one), so
+   * webhooks overtake each other: an earlier status may arrive after a later one.
+   */
+  webhookJitterMs: number;
 }
 
 export const LEAN_FAULT_DEFAULTS: Readonly<LeanFaults> = Object.freeze({
@@ -45,7 +57,9 @@ export const LEAN_FAULT_DEFAULTS: Readonly<LeanFaults> = Object.freeze({
   errorRate: 0,
   timeoutAfterCommitRate: 0,
   timeoutAfterCommitDelayMs: 0,
+  malformedResponseRate: 0,
   rateLimitRate: 0,
+  rateLimitRetryAfterSeconds: 1,
   tokenTtlSeconds: 3599,
   settleAfterMs: 1_000,
   failRate: 0,
@@ -57,6 +71,7 @@ export const LEAN_FAULT_DEFAULTS: Readonly<LeanFaults> = Object.freeze({
   dropWebhookRate: 0,
   duplicateWebhookRate: 0,
   webhookDelayMs: 0,
+  webhookJitterMs: 0,
 });
 
 /**
@@ -93,7 +108,9 @@ const RULES: Record<keyof LeanFaults, FaultRule> = {
   errorRate: { kind: 'rate' },
   timeoutAfterCommitRate: { kind: 'rate' },
   timeoutAfterCommitDelayMs: { kind: 'ms', max: 120_000 },
+  malformedResponseRate: { kind: 'rate' },
   rateLimitRate: { kind: 'rate' },
+  rateLimitRetryAfterSeconds: { kind: 'int', min: 0, max: 3_600, unit: 'seconds' },
   tokenTtlSeconds: { kind: 'int', min: 1, max: 86_400, unit: 'seconds' },
   settleAfterMs: { kind: 'ms', max: 24 * HOUR_MS },
   failRate: { kind: 'rate' },
@@ -105,6 +122,7 @@ const RULES: Record<keyof LeanFaults, FaultRule> = {
   dropWebhookRate: { kind: 'rate' },
   duplicateWebhookRate: { kind: 'rate' },
   webhookDelayMs: { kind: 'ms', max: HOUR_MS },
+  webhookJitterMs: { kind: 'ms', max: HOUR_MS },
 };
 
 /** Validates a partial update; throws FaultValidationError (sandbox-faults.ts) naming the key. */

@@ -65,10 +65,13 @@ export class LeanSandboxHttp {
     return serveEmulatorCall<LeanFaults>(req, {
       faults: () => this.emulator.faults(),
       refusal: (faults) => {
-        if (chance(faults.errorRate)) return leanErrorAnswer('INTERNAL_SERVER_ERROR', 'Sandbox: injected server error');
+        if (chance(faults.errorRate)) {
+          return { fault: 'server_error', ...leanErrorAnswer('INTERNAL_SERVER_ERROR', 'Sandbox: injected server error') };
+        }
         if (chance(faults.rateLimitRate)) {
-          const limited = leanErrorAnswer('RATE_LIMIT_EXCEEDED', 'Sandbox: injected rate limit, retry after 1 second');
-          return { ...limited, headers: { 'Retry-After': '1' } };
+          const seconds = faults.rateLimitRetryAfterSeconds;
+          const limited = leanErrorAnswer('RATE_LIMIT_EXCEEDED', `Sandbox: injected rate limit, retry after ${seconds} seconds`);
+          return { fault: 'rate_limited', ...limited, headers: { 'Retry-After': String(seconds) } };
         }
         return undefined;
       },
@@ -87,6 +90,7 @@ export class LeanSandboxHttp {
         return { status: 500, text: leanErrorBody('INTERNAL_SERVER_ERROR', 'Internal server error') };
       },
       send: (answer) => sendAnswer(res, answer),
+      injected: (kind) => this.emulator.countInjection(kind),
     });
   }
 

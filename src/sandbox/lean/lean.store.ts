@@ -35,6 +35,13 @@ const LEAN_DDL: readonly string[] = [
      settings   jsonb NOT NULL DEFAULT '{}'::jsonb,
      updated_at timestamptz NOT NULL DEFAULT now()
    )`,
+  // Faults injected, per provider and kind: the same table as SandboxStore's (whichever store starts first creates it).
+  `CREATE TABLE IF NOT EXISTS sandbox.fault_injections (
+     provider text NOT NULL,
+     kind     text NOT NULL,
+     n        bigint NOT NULL DEFAULT 0,
+     PRIMARY KEY (provider, kind)
+   )`,
   // Every access token issued (tests prove tokens are reused by counting them).
   `CREATE TABLE IF NOT EXISTS sandbox.lean_tokens (
      jti        uuid PRIMARY KEY,

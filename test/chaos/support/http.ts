@@ -12,15 +12,16 @@ export class NetworkError extends Error {}
 export async function http(
   method: string,
   url: string,
-  opts: { headers?: Record<string, string>; body?: unknown; timeoutMs?: number } = {},
+  opts: { headers?: Record<string, string>; body?: unknown; timeoutMs?: number; /** Sent as is (JSON text), instead of `body`. */ rawBody?: string } = {},
 ): Promise<HttpResult> {
   const started = Date.now();
   let res: Response;
+  const hasBody = opts.body !== undefined || opts.rawBody !== undefined;
   try {
     res = await fetch(url, {
       method,
-      headers: { ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}), ...opts.headers },
-      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+      headers: { ...(hasBody ? { 'content-type': 'application/json' } : {}), ...opts.headers },
+      body: opts.rawBody ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined),
       signal: AbortSignal.timeout(opts.timeoutMs ?? 15_000),
     });
   } catch (err) {
