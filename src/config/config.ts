@@ -56,6 +56,21 @@ export class AppConfig {
   processing!: ProcessingConfig;
   metrics!: MetricsConfig;
   rateLimit!: RateLimitConfig;
+  providerWebhooks!: ProviderWebhookConfig;
+}
+
+/** Replay protection of the providers' webhooks (the receivers in src/providers, one per provider). */
+export interface ProviderWebhookConfig {
+  /**
+   * Largest distance between a webhook's signed timestamp and our clock, either way
+   * (Binance BinancePay-Timestamp, Cobo Biz-Timestamp: fresh on every delivery attempt).
+   */
+  toleranceMs: number;
+  /**
+   * Lean signs only the body, whose `timestamp` is the event's time and stays the same on
+   * every retry (Lean retries for up to 258 minutes): the oldest event accepted.
+   */
+  leanMaxAgeMs: number;
 }
 
 /** Per-API-key request budget, shared across processes through Redis (src/auth/rate-limit.ts). */
@@ -217,7 +232,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 
   cfg.processing = {
     providerTimeoutMs: int(env, 'PROVIDER_TIMEOUT_MS', 10_000, 100, 120_000),
-    concurrency: int(env, 'WORKER_CONCURRENCY', 64, 1, 5_000),
+    concurrency: int(env, 'WORKER_CONCURRENCY', 256, 1, 5_000),
     pollInitialDelayMs: int(env, 'POLL_INITIAL_DELAY_MS', 1_000, 10, 3_600_000),
     pollMaxDelayMs: int(env, 'POLL_MAX_DELAY_MS', 60_000, 10, 86_400_000),
     leaseMs: int(env, 'LEASE_MS', 60_000, 1_000, 3_600_000),
@@ -259,6 +274,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   cfg.publicUrlExplicit = optional(env, 'PUBLIC_URL') !== undefined;
   const perMinute = int(env, 'RATE_LIMIT_PER_MINUTE', 600, 0, 1_000_000);
   cfg.rateLimit = { perMinute, burst: int(env, 'RATE_LIMIT_BURST', Math.max(perMinute, 1), 1, 1_000_000) };
+  cfg.providerWebhooks = {
+    toleranceMs: int(env, 'PROVIDER_WEBHOOK_TOLERANCE_MS', 300_000, 1_000, 86_400_000),
+    leanMaxAgeMs: int(env, 'LEAN_WEBHOOK_MAX_AGE_MS', 6 * 3_600_000, 1_000, 7 * 86_400_000),
+  };
   return cfg;
 }
 

@@ -11,6 +11,7 @@ import { RefundPatch, RefundStateService } from '../refunds/refund-state.service
 import { AttemptsService } from './attempts.service.js';
 import { pendingPatch, RefundOutcomeService } from './refund-outcome.service.js';
 import type { RefundRow } from '../refunds/refund.row.js';
+import type { RefundStatus } from '../refunds/refund-status.js';
 
 /** What the job should do after a step: nothing more, or come back at a time. */
 /** How long a last-slot refund waits before looking again at the refunds in flight. */
@@ -41,6 +42,8 @@ export function newProviderRequestId(): string {
 export class RefundWorkerService {
   private readonly logger = new Logger('RefundWorker');
   private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  /** Refunds whose lease this process released while rescheduling (see updateAndRelease()), with a count per refund. */
+  private readonly released = new Map<string, number>();
 
   constructor(
     private readonly db: Database,
@@ -52,29 +55,43 @@ export class RefundWorkerService {
   ) {}
 
   async step(refundId: string): Promise<StepResult> {
-    const row = await this.claim(refundId);
-    if (!row) return this.whenClaimable(refundId);
+    const claimed = await this.claim(refundId);
+    if (!claimed) return this.whenClaimable(refundId);
     try {
-      return await this.advance(row);
+      return await this.advance(claimed.row, claimed.payment);
     } finally {
-      await this.db.query(`UPDATE refunds SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`, [
-        refundId,
-        this.owner,
-      ]);
+      // A step that ends by rescheduling released the lease in that same statement.
+      const n = this.released.get(refundId) ?? 0;
+      if (n > 1) this.released.set(refundId, n - 1);
+      else this.released.delete(refundId);
+      if (n === 0) {
+        await this.db.query(`UPDATE refunds SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`, [
+          refundId,
+          this.owner,
+        ]);
+      }
     }
   }
 
-  private async claim(refundId: string): Promise<RefundRow | undefined> {
-    return this.db.one<RefundRow>(
-      `UPDATE refunds
-          SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000)
-        WHERE id = $1
-          AND status IN ('queued', 'processing', 'requires_action')
-          AND (lease_until IS NULL OR lease_until < now())
-          AND (next_check_at IS NULL OR next_check_at <= now() + interval '50 milliseconds')
-        RETURNING *`,
+  /** Leases the refund and reads its payment's provider data, in one statement. */
+  private async claim(refundId: string): Promise<{ row: RefundRow; payment: PaymentRow | undefined } | undefined> {
+    const found = await this.db.one<RefundRow & { payment_provider_data: PaymentRow['provider_data'] | null }>(
+      `WITH c AS (
+         UPDATE refunds
+            SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000)
+          WHERE id = $1
+            AND status IN ('queued', 'processing', 'requires_action')
+            AND (lease_until IS NULL OR lease_until < now())
+            AND (next_check_at IS NULL OR next_check_at <= now() + interval '50 milliseconds')
+          RETURNING *)
+       SELECT c.*, p.provider_data AS payment_provider_data
+         FROM c LEFT JOIN payments p ON p.provider = c.provider AND p.payment_id = c.payment_id`,
       [refundId, this.owner, this.cfg.processing.leaseMs],
     );
+    if (!found) return undefined;
+    const { payment_provider_data: data, ...row } = found;
+    // Only the payment's provider data is used from here on (command()).
+    return { row, payment: data === null ? undefined : ({ provider_data: data } as PaymentRow) };
   }
 
   /** The refund could not be claimed: finished, leased by another worker, or not due yet. */
@@ -89,17 +106,13 @@ export class RefundWorkerService {
     return { done: false, at: new Date(at) };
   }
 
-  private async advance(row: RefundRow): Promise<StepResult> {
+  private async advance(row: RefundRow, payment: PaymentRow | undefined): Promise<StepResult> {
     const provider = this.providers.find(row.provider);
     if (!provider || !provider.isEnabled()) {
       // Credentials removed after the refund was accepted: keep it, check again later.
       this.logger.warn({ refundId: row.id, provider: row.provider }, 'provider not configured; refund waits');
       return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' });
     }
-    const payment = await this.db.one<PaymentRow>(`SELECT * FROM payments WHERE provider = $1 AND payment_id = $2`, [
-      row.provider,
-      row.payment_id,
-    ]);
     if (row.status === 'queued') {
       if (provider.lastRefundTakesRemainder && provider.maxRefundsPerPayment !== undefined) {
         const gate = await this.lastSlotGate(row, provider.maxRefundsPerPayment);
@@ -125,9 +138,13 @@ export class RefundWorkerService {
     // processing
     const cmd = this.command(row, payment);
     if (!provider.createIsIdempotent) {
+      // When the last create call ENDED (or, still in flight or cut short by a crash, the latest
+      // it could end): the provider may act on a create until the moment we gave up on it, so
+      // the absence grace counts from there, not from when the call started.
       const [last] = await this.db.query<{ at: Date | null }>(
-        `SELECT max(created_at) AS at FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`,
-        [row.id],
+        `SELECT max(COALESCE(completed_at, created_at + make_interval(secs => $2::double precision / 1000))) AS at
+           FROM refund_attempts WHERE refund_id = $1 AND operation = 'create'`,
+        [row.id, this.cfg.processing.providerTimeoutMs],
       );
       cmd.lastCreateAt = last?.at ?? null;
     }
@@ -142,9 +159,11 @@ export class RefundWorkerService {
       }
       return this.apply(row, o);
     }
+    // The list the query reads is no older than this: absence is judged from here.
+    const queriedAt = Date.now();
     const query = await this.call(provider, row, 'query', cmd);
     if (query.outcome.kind === 'not_found') {
-      const sinceCreate = cmd.lastCreateAt ? Date.now() - cmd.lastCreateAt.getTime() : Infinity;
+      const sinceCreate = cmd.lastCreateAt ? queriedAt - cmd.lastCreateAt.getTime() : Infinity;
       if (!provider.createIsIdempotent && sinceCreate < this.cfg.processing.absenceGraceMs) {
         // No idempotency at this provider: a create sent moments ago may not be listed yet.
         return this.reschedule(row, { kind: 'retry', reason: 'too soon to trust absence', retryAfterMs: this.cfg.processing.absenceGraceMs - sinceCreate });
@@ -167,16 +186,37 @@ export class RefundWorkerService {
    * amount is exactly the remainder then.
    */
   private async lastSlotGate(row: RefundRow, max: number): Promise<'ok' | 'wait' | 'mismatch'> {
+    // Far from the limit (nearly always), one unlocked count settles it. It is the count the
+    // locked look makes: the payment lock orders that look only against creates and ops
+    // retries on the payment, and neither can make this refund the last slot (the guard under
+    // that lock caps the slots; refunds they queue come after this one), while the step to
+    // processing comes after the lock is released in either case. Near the limit, the locked look.
+    const [quick] = await this.db.query<{ slots: number }>(this.slotsSql(), [row.provider, row.payment_id, row.id, row.status_changed_at]);
+    if (quick && quick.slots + 1 < max) return 'ok';
     return this.db.transaction(async (tx) => {
       const [payment] = await tx.query<{ amount: string }>(
         `SELECT amount FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
         [row.provider, row.payment_id],
       );
-      // Slots are taken in the order refunds are queued for sending (creation, approval or ops
-      // retry): this refund is the last one only if every other slot went before it. Each ops
-      // retry of a refund the provider had acknowledged left one more used slot behind.
-      const [others] = await tx.query<{ slots: number; active: number; refunded: string }>(
-        `SELECT (COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action', 'succeeded', 'partially_succeeded')
+      const [others] = await tx.query<{ slots: number; active: number; refunded: string }>(this.slotsSql(), [
+        row.provider,
+        row.payment_id,
+        row.id,
+        row.status_changed_at,
+      ]);
+      if (!payment || others.slots + 1 < max) return 'ok';
+      if (others.active > 0) return 'wait';
+      return money(payment.amount).minus(others.refunded).eq(row.amount) ? 'ok' : 'mismatch';
+    });
+  }
+
+  /**
+   * Slots are taken in the order refunds are queued for sending (creation, approval or ops
+   * retry): this refund is the last one only if every other slot went before it. Each ops
+   * retry of a refund the provider had acknowledged left one more used slot behind.
+   */
+  private slotsSql(): string {
+    return `SELECT (COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action', 'succeeded', 'partially_succeeded')
                                      OR (status = 'failed' AND provider_state = 'acknowledged')
                                      OR (status = 'queued' AND (status_changed_at, id) < ($4::timestamptz, $3::uuid)))
                  + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
@@ -186,13 +226,7 @@ export class RefundWorkerService {
                                     OR (status = 'queued' AND (status_changed_at, id) < ($4::timestamptz, $3::uuid)))::int AS active,
                 COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
                                   WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded
-           FROM refunds WHERE provider = $1 AND payment_id = $2 AND id <> $3`,
-        [row.provider, row.payment_id, row.id, row.status_changed_at],
-      );
-      if (!payment || others.slots + 1 < max) return 'ok';
-      if (others.active > 0) return 'wait';
-      return money(payment.amount).minus(others.refunded).eq(row.amount) ? 'ok' : 'mismatch';
-    });
+           FROM refunds WHERE provider = $1 AND payment_id = $2 AND id <> $3`;
   }
 
   /** The last-slot refund no longer equals the remainder: fail it before anything is sent. */
@@ -276,8 +310,39 @@ export class RefundWorkerService {
     }
     if (outcome.kind === 'pending') Object.assign(patch, pendingPatch(outcome));
     const status = row.status === 'requires_action' ? 'requires_action' : 'processing';
-    const updated = await this.state.update(this.db, row.id, [status], patch);
+    const updated = await this.updateAndRelease(row.id, status, patch);
     return updated ? { done: false, at } : this.whenClaimable(row.id);
+  }
+
+  /**
+   * RefundStateService.update (provider facts and the next check, no status change) plus the
+   * release of this worker's lease, in one statement instead of two: the step is over.
+   */
+  private async updateAndRelease(refundId: string, status: RefundStatus, patch: RefundPatch): Promise<boolean> {
+    const known = new Set(['provider_refund_id', 'provider_status', 'provider_state', 'next_check_at', 'check_count', 'provider_details']);
+    if (Object.keys(patch).some((k) => !known.has(k) && patch[k as keyof RefundPatch] !== undefined)) {
+      // A patch field this statement does not write: the general update, and the release in step().
+      return (await this.state.update(this.db, refundId, [status], patch)) !== null;
+    }
+    const params: unknown[] = [refundId, status, this.owner];
+    const sets = [
+      `updated_at = now()`,
+      `lease_until = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_until END`,
+      `lease_owner = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_owner END`,
+    ];
+    for (const col of ['provider_refund_id', 'provider_status', 'provider_state', 'next_check_at', 'check_count'] as const) {
+      if (patch[col] === undefined) continue;
+      params.push(patch[col]);
+      sets.push(`${col} = $${params.length}`);
+    }
+    if (patch.provider_details && Object.keys(patch.provider_details).length > 0) {
+      params.push(patch.provider_details);
+      sets.push(`provider_details = provider_details || $${params.length}::jsonb`);
+    }
+    const rows = await this.db.query(`UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING id`, params);
+    // The lease went with this statement whether or not the status still matched.
+    this.released.set(refundId, (this.released.get(refundId) ?? 0) + 1);
+    return rows.length > 0;
   }
 }
 
