@@ -27,11 +27,13 @@ export class BinancePayCertificates {
   constructor(private readonly client: BinancePayClient) {}
 
   async publicKey(serial: string): Promise<string | undefined> {
-    if (!this.certs.has(serial) && Date.now() - this.lastFetch > CERT_REFRESH_MIN_MS) {
-      // One fetch at a time however many webhooks arrive together.
-      this.inflight ??= this.refresh().finally(() => (this.inflight = undefined));
-      await this.inflight;
+    if (this.certs.has(serial)) return this.certs.get(serial);
+    // One fetch at a time however many webhooks arrive together; a webhook that arrives while
+    // a fetch is running waits for it (the chaos suite caught those answered 401 before).
+    if (!this.inflight && Date.now() - this.lastFetch > CERT_REFRESH_MIN_MS) {
+      this.inflight = this.refresh().finally(() => (this.inflight = undefined));
     }
+    if (this.inflight) await this.inflight;
     return this.certs.get(serial);
   }
 
