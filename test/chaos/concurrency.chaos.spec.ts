@@ -93,8 +93,9 @@ async function overRefundRace(
   sc: Scenario,
   recorder: LoadRecorder,
   kind: 'hot' | 'wide',
+  widePayments = WIDE_PAYMENTS,
 ): Promise<{ payments: Payment[]; plan: RefundRequest[] }> {
-  const payments = await createPayments(sc.api.url, kind === 'hot' ? 1 : WIDE_PAYMENTS, PAYMENT_AMOUNT);
+  const payments = await createPayments(sc.api.url, kind === 'hot' ? 1 : widePayments, PAYMENT_AMOUNT);
   const urls = apiUrls(sc);
   if (kind === 'wide') {
     // One small refund per payment first, on every process, so the race itself does not start
@@ -363,7 +364,9 @@ it('fails against a build without the payment row lock (the suite can catch an o
   try {
     const sc = await startScenario('concurrency-mutant');
     const recorder = new LoadRecorder();
-    const race = await overRefundRace(sc, recorder, 'wide');
+    // Twice the payments of the real run: each has about a one-in-three chance of showing
+    // the over-refund, and the check must not depend on luck.
+    const race = await overRefundRace(sc, recorder, 'wide', 2 * WIDE_PAYMENTS);
     const perPayment = acceptedPerPayment(recorder, race.payments);
     const over = Object.entries(perPayment).filter(([, v]) => v.overBy !== '0.00');
     printSummary('concurrency mutant: payment row lock removed', {
