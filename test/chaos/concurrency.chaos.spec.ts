@@ -364,9 +364,9 @@ it('fails against a build without the payment row lock (the suite can catch an o
   try {
     const sc = await startScenario('concurrency-mutant');
     const recorder = new LoadRecorder();
-    // Twice the payments of the real run: each has about a one-in-three chance of showing
+    // Three times the payments of the real run: each has a one-in-three to one-in-ten chance of showing
     // the over-refund, and the check must not depend on luck.
-    const race = await overRefundRace(sc, recorder, 'wide', 2 * WIDE_PAYMENTS);
+    const race = await overRefundRace(sc, recorder, 'wide', 3 * WIDE_PAYMENTS);
     const perPayment = acceptedPerPayment(recorder, race.payments);
     const over = Object.entries(perPayment).filter(([, v]) => v.overBy !== '0.00');
     printSummary('concurrency mutant: payment row lock removed', {
