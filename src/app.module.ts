@@ -82,7 +82,7 @@ export class AppModule {
               return id;
             },
             // Health probes and metrics scrapes every few seconds would drown the useful lines; the
-            // sandbox emulators stand in for remote providers (2-3 calls per refund), whose requests
+            // sandbox emulators stand in for remote providers (2 calls per refund), whose requests
             // are not ours to log (each adapter call is a refund_attempts row already).
             autoLogging: { ignore: (req) => /^\/(health|metrics|sandbox)(\/|\?|$)/.test(req.url ?? '') },
             customProps: () => ({ role: cfg.role }),

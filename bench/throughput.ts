@@ -1,0 +1,838 @@
+// `npm run bench`: refund throughput against baselines on the same machine (issue 8). Not a test.
+//
+// Everything runs on 127.0.0.1 and is started (and removed) by this process, with the chaos
+// suite's helpers (test/chaos/support): a Postgres cluster of its own (pg_stat_statements
+// preloaded; the database is created here and goes with the cluster), a redis-server of its
+// own, and the service built into dist/bench (`node dist/bench/src/main.js`): one ROLE=api
+// process, which also serves the sandbox emulators (SANDBOX=true), and one ROLE=worker process,
+// each with its own QUEUE_PREFIX-scoped keys. Measured in one run, in this order:
+//
+//   A  baseline: the bare database work of a refund creation from this process through pg
+//      at BENCH_CONCURRENCY (64) connections: BEGIN; lock the payment row (FOR UPDATE);
+//      INSERT the refund row (the real refunds table, its indexes and constraints); UPDATE
+//      the payment's reserved total; COMMIT;
+//   B  baseline: bare BullMQ throughput, no-op jobs added (one add per job, 64 at once) and
+//      processed (a Worker, concurrency 64) on the same Redis;
+//   ingest: POST /v1/refunds with autocannon at 64 connections, unique Idempotency-Keys,
+//      spread over many payments (worker process stopped, so the figure is the API's own);
+//   end to end: N refunds posted at 64 connections with the worker running, emulator latency
+//      0 ms and then 200 ms (settleAfterMs 0): refunds/s from the first created_at to the
+//      last completed_at, and time to final (completed_at - created_at) from the database;
+//   peak RSS of the service processes (VmRSS sampled every 100 ms, and VmHWM).
+//
+// Prints a table; writes bench/results/throughput-<timestamp>.json and bench/results/latest.json.
+// Ctrl-C, a failure or BENCH_TIMEOUT_MS stop every process and remove the cluster.
+//
+// Environment (defaults in brackets):
+//   BENCH_CONCURRENCY [64]          connections of baseline A, ingest and the end-to-end posts
+//   BENCH_BASELINE_SECONDS [10]     baseline A duration (after 2 s of warm-up)
+//   BENCH_BULLMQ_JOBS [20000]       baseline B jobs
+//   BENCH_INGEST_REQUESTS [20000]   ingest requests (8 per payment, after one warm-up refund each)
+//   BENCH_E2E_REFUNDS [5000]        refunds per end-to-end run
+//   BENCH_E2E_LATENCIES [0,200]     emulator latencies (ms) of the end-to-end runs
+//   BENCH_E2E_TIMEOUT_MS [120000]   how long one end-to-end run may take to finish
+//   BENCH_TIMEOUT_MS [900000]       the whole run
+//   BENCH_SERVICE_ENV               extra service environment, e.g. "WORKER_CONCURRENCY=64 DB_POOL_SIZE=20"
+//   BENCH_CPU_PROF=1                CPU profiles of the service per phase (bench/results/profiles-<ts>/)
+//   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
+//   BENCH_SERVICE_BUILD             another build of the service to measure (a directory holding src/ and
+//                                   migrations/ as tsc -p bench/tsconfig.json writes them), e.g. an older commit's
+//   BENCH_NO_LATEST=1               do not overwrite bench/results/latest.json
+//   BENCH_KEEP_LOGS=1               keep the service logs (always kept after a failure) in bench/results/logs-<ts>/
+import autocannon from 'autocannon';
+import { Queue, Worker } from 'bullmq';
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+// Compiled to dist/bench/bench/throughput.js; the service beside it at dist/bench/src/main.js.
+const REPO_ROOT = path.resolve(here, '../../..');
+const BUILT = path.resolve(here, '..');
+
+const { makeRunDir, onCleanup, pollUntil, runCleanups, sleep, sweepLeftovers } = await import('../test/chaos/support/harness.js');
+const { PgCluster, pgCtlSync } = await import('../test/chaos/support/postgres.js');
+const { RedisServer } = await import('../test/chaos/support/redis.js');
+const { serviceProcess } = await import('../test/chaos/support/service.js');
+const { freePort } = await import('../test/chaos/support/ports.js');
+const { expectStatus, mapLimit } = await import('../test/chaos/support/http.js');
+const { createMerchantKey } = await import('../test/chaos/support/load.js');
+type ServiceProcess = Awaited<ReturnType<typeof serviceProcess>>;
+
+const env = process.env;
+const num = (name: string, fallback: number) => (env[name] && /^\d+$/.test(env[name]!) ? Number(env[name]) : fallback);
+const CONCURRENCY = num('BENCH_CONCURRENCY', 64);
+const BASELINE_SECONDS = num('BENCH_BASELINE_SECONDS', 10);
+const BULLMQ_JOBS = num('BENCH_BULLMQ_JOBS', 20_000);
+const INGEST_REQUESTS = num('BENCH_INGEST_REQUESTS', 20_000);
+const E2E_REFUNDS = num('BENCH_E2E_REFUNDS', 5_000);
+const E2E_LATENCIES = (env.BENCH_E2E_LATENCIES ?? '0,200').split(',').map((s) => Number(s.trim())).filter((n) => Number.isFinite(n));
+const E2E_TIMEOUT_MS = num('BENCH_E2E_TIMEOUT_MS', 120_000);
+const TIMEOUT_MS = num('BENCH_TIMEOUT_MS', 15 * 60_000);
+const CPU_PROF = env.BENCH_CPU_PROF === '1';
+/** Refunds per payment in the measured phases (Binance allows 10; the 10th must be the exact remainder). */
+const PER_PAYMENT = 8;
+const MERCHANT = 'M1001';
+const TARGETS = { ingestRatio: 0.5, ingestP99Ms: 50, ingestErrors: 0, e2eRatio: 0.25, e2eSlowPerSecond: 1_000, rssMb: 300 };
+
+const log = (msg: string) => process.stdout.write(`[bench] ${msg}\n`);
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+const loadAvg = () => os.loadavg().map((x) => round(x, 2));
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+// ---------------------------------------------------------------------------------- memory
+
+function procKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Peak VmRSS per named process while a phase runs (sampled every 100 ms). */
+class RssSampler {
+  private readonly peaks = new Map<string, number>();
+  private timer?: NodeJS.Timeout;
+  constructor(private readonly procs: () => Array<{ name: string; pid?: number }>) {}
+  start(): void {
+    this.peaks.clear();
+    const sample = () => {
+      for (const p of this.procs()) {
+        if (!p.pid) continue;
+        const kb = procKb(p.pid, 'VmRSS');
+        if (Number.isFinite(kb)) this.peaks.set(p.name, Math.max(this.peaks.get(p.name) ?? 0, kb));
+      }
+    };
+    sample();
+    this.timer = setInterval(sample, 100);
+  }
+  stop(): Record<string, number> {
+    clearInterval(this.timer);
+    return Object.fromEntries([...this.peaks].map(([k, kb]) => [k, round(kb / 1024)]));
+  }
+}
+
+/** Heap figures from a process's Prometheus /metrics (prom-client defaults), in MB. */
+async function heapMb(url: string): Promise<Record<string, number> | undefined> {
+  try {
+    const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const text = await res.text();
+    const pick = (name: string) => {
+      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text);
+      return m ? round(Number(m[1]) / 2 ** 20) : NaN;
+    };
+    return {
+      rss: pick('process_resident_memory_bytes'),
+      heapTotal: pick('nodejs_heap_size_total_bytes'),
+      heapUsed: pick('nodejs_heap_size_used_bytes'),
+      external: pick('nodejs_external_memory_bytes'),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+// ------------------------------------------------------------------------------------- cpu
+
+const TICK_MS = 10; // USER_HZ = 100 on Linux
+
+/** utime + stime (+ the reaped children's, with children=true) of a process, in ms. */
+function cpuMs(pid: number, children = false): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14-17 of stat(5) are f[11..14] after pid, comm and state
+    const own = Number(f[11]) + Number(f[12]);
+    return (children ? own + Number(f[13]) + Number(f[14]) : own) * TICK_MS;
+  } catch {
+    return 0;
+  }
+}
+
+/** A Postgres cluster's CPU: the postmaster with its exited backends, plus the live ones. */
+function postgresCpuMs(postmasterPid: number): number {
+  let total = cpuMs(postmasterPid, true);
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === postmasterPid) total += cpuMs(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return total;
+}
+
+/** CPU ms used by each component between start() and stop(). */
+class CpuMeter {
+  private before: Record<string, number> = {};
+  constructor(private readonly read: () => Record<string, number>) {}
+  start(): void {
+    this.before = this.read();
+  }
+  stop(): Record<string, number> {
+    const after = this.read();
+    return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, Math.round(v - (this.before[k] ?? 0))]));
+  }
+}
+
+// -------------------------------------------------------------------------------- postgres
+
+async function statements(db: pg.Pool, enabled: boolean): Promise<unknown[]> {
+  if (!enabled) return [];
+  const { rows } = await db.query(
+    `SELECT calls::int, round(total_exec_time::numeric, 1)::float AS total_ms, round(mean_exec_time::numeric, 3)::float AS mean_ms,
+            rows::int, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query
+       FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      ORDER BY total_exec_time DESC LIMIT 25`,
+  );
+  return rows;
+}
+
+async function resetStatements(db: pg.Pool, enabled: boolean): Promise<void> {
+  if (enabled) await db.query(`SELECT pg_stat_statements_reset()`);
+}
+
+async function totalCalls(db: pg.Pool, enabled: boolean): Promise<number> {
+  if (!enabled) return NaN;
+  const { rows } = await db.query(
+    `SELECT COALESCE(sum(calls), 0)::int AS n FROM pg_stat_statements
+      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND query NOT ILIKE '%pg_stat_statements%'`,
+  );
+  return rows[0].n as number;
+}
+
+// ------------------------------------------------------------------------------ baseline A
+
+interface Baseline {
+  perSecond: number;
+  transactions: number;
+  seconds: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** BEGIN; SELECT ... FOR UPDATE; INSERT INTO refunds; UPDATE reserved; COMMIT at CONCURRENCY connections. */
+async function baselineA(url: string, meter?: { start(): void; stop(): Record<string, number> }): Promise<Baseline & { cpuMs?: Record<string, number> }> {
+  const payments = 4096;
+  const setup = new pg.Client({ connectionString: url });
+  await setup.connect();
+  try {
+    await setup.query(`INSERT INTO merchants (id) VALUES ('MBASE') ON CONFLICT DO NOTHING`);
+    await setup.query(
+      `INSERT INTO payments (provider, payment_id, merchant_id, amount, currency, status)
+       SELECT 'binance_pay', 'base-' || g, 'MBASE', 1000000, 'USDT', 'PAID' FROM generate_series(1, $1::int) g`,
+      [payments],
+    );
+    // The payment's reserved total lives in a table of its own (our schema sums refunds instead).
+    await setup.query(
+      `CREATE TABLE bench_reserved (provider text, payment_id text, amount numeric(38, 18) NOT NULL,
+                                    reserved numeric(38, 18) NOT NULL DEFAULT 0, PRIMARY KEY (provider, payment_id))`,
+    );
+    await setup.query(
+      `INSERT INTO bench_reserved (provider, payment_id, amount) SELECT 'binance_pay', 'base-' || g, 1000000 FROM generate_series(1, $1::int) g`,
+      [payments],
+    );
+    await setup.query(`ANALYZE`);
+  } finally {
+    await setup.end();
+  }
+  const pool = new pg.Pool({ connectionString: url, max: CONCURRENCY });
+  const latencies: number[] = [];
+  let measuring = false;
+  let stop = false;
+  const one = async (client: pg.PoolClient) => {
+    const paymentId = `base-${1 + Math.floor(Math.random() * payments)}`;
+    const t0 = performance.now();
+    await client.query('BEGIN');
+    try {
+      const { rows } = await client.query(
+        `SELECT amount, reserved FROM bench_reserved WHERE provider = 'binance_pay' AND payment_id = $1 FOR UPDATE`,
+        [paymentId],
+      );
+      if (Number(rows[0].amount) - Number(rows[0].reserved) < 0.01) throw new Error('baseline payment exhausted');
+      await client.query(
+        `INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason,
+                              idempotency_key, request_hash, next_check_at)
+         VALUES ($1, 'MBASE', 'binance_pay', $2, 0.01, 'USDT', 'queued', 'requested_by_customer', $3, 'h', 'infinity')`,
+        [randomUUID(), paymentId, randomUUID()],
+      );
+      await client.query(`UPDATE bench_reserved SET reserved = reserved + 0.01 WHERE provider = 'binance_pay' AND payment_id = $1`, [
+        paymentId,
+      ]);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK');
+      throw err;
+    }
+    if (measuring) latencies.push(performance.now() - t0);
+  };
+  const loops = Array.from({ length: CONCURRENCY }, async () => {
+    const client = await pool.connect();
+    try {
+      while (!stop) await one(client);
+    } finally {
+      client.release();
+    }
+  });
+  await sleep(2_000); // warm-up: connections, plans, caches
+  measuring = true;
+  meter?.start();
+  const t0 = performance.now();
+  await sleep(BASELINE_SECONDS * 1000);
+  measuring = false;
+  const cpuMs = meter?.stop();
+  const seconds = (performance.now() - t0) / 1000;
+  const count = latencies.length;
+  stop = true;
+  await Promise.all(loops);
+  await pool.end();
+  latencies.sort((a, b) => a - b);
+  return {
+    perSecond: Math.round(count / seconds),
+    transactions: count,
+    seconds: round(seconds, 2),
+    p50Ms: round(percentile(latencies, 50), 2),
+    p99Ms: round(percentile(latencies, 99), 2),
+    cpuMs,
+  };
+}
+
+// ------------------------------------------------------------------------------ baseline B
+
+async function baselineB(redisUrl: string, prefix: string): Promise<{ perSecond: number; jobs: number; seconds: number }> {
+  const u = new URL(redisUrl);
+  const connection = { host: u.hostname, port: Number(u.port || 6379) };
+  const queue = new Queue('bench-noop', { prefix, connection });
+  let done = 0;
+  let resolveAll!: () => void;
+  const all = new Promise<void>((r) => (resolveAll = r));
+  const worker = new Worker(
+    'bench-noop',
+    async () => {
+      done++;
+      if (done === BULLMQ_JOBS) resolveAll();
+    },
+    { prefix, connection: { ...connection, maxRetriesPerRequest: null }, concurrency: CONCURRENCY, autorun: false },
+  );
+  await worker.waitUntilReady();
+  void worker.run();
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < BULLMQ_JOBS) {
+        const i = next++;
+        await queue.add('noop', { i }, { jobId: `j${i}`, removeOnComplete: true, removeOnFail: true });
+      }
+    }),
+  );
+  await Promise.race([all, sleep(120_000)]);
+  const seconds = (performance.now() - t0) / 1000;
+  await worker.close();
+  await queue.obliterate({ force: true }).catch(() => undefined);
+  await queue.close();
+  return { perSecond: Math.round(done / seconds), jobs: done, seconds: round(seconds, 2) };
+}
+
+// ------------------------------------------------------------------------------ the service
+
+interface Post {
+  key: string;
+  body: string;
+}
+
+/** Binance Pay payments of 100 USDT at the sandbox. */
+async function createPayments(api: string, n: number): Promise<string[]> {
+  return mapLimit(Array.from({ length: n }, (_, i) => i), 16, async () => {
+    const res = await expectStatus(201, 'POST', `${api}/sandbox/payments`, {
+      body: { provider: 'binance_pay', amount: '100.00', currency: 'USDT' },
+    });
+    return res.body.paymentId as string;
+  });
+}
+
+/** `perPayment` creates per payment, interleaved so that concurrent requests hit different payments. */
+function plan(prefix: string, payments: string[], perPayment: number, amount = '0.01'): Post[] {
+  const posts: Post[] = [];
+  for (let round = 0; round < perPayment; round++) {
+    for (const paymentId of payments) {
+      const key = `${prefix}-${randomUUID()}`;
+      posts.push({
+        key,
+        body: JSON.stringify({ provider: 'binance_pay', paymentId, amount, currency: 'USDT', reason: 'requested_by_customer' }),
+      });
+    }
+  }
+  return posts;
+}
+
+interface LoadResult {
+  requests: number;
+  ok: number;
+  errors: number;
+  statusCodes: Record<string, number>;
+  seconds: number;
+  perSecond: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  firstErrors: string[];
+}
+
+/** Sends every post once with autocannon at CONCURRENCY connections. */
+async function post(api: string, merchantKey: string, posts: Post[]): Promise<LoadResult> {
+  let next = 0;
+  const firstErrors: string[] = [];
+  const result = await autocannon({
+    url: api,
+    connections: Math.min(CONCURRENCY, posts.length),
+    amount: posts.length,
+    timeout: 30,
+    requests: [
+      {
+        method: 'POST',
+        path: '/v1/refunds',
+        setupRequest: (req: autocannon.Request) => {
+          const p = posts[next++ % posts.length]!;
+          return {
+            ...req,
+            headers: {
+              'content-type': 'application/json',
+              authorization: `Bearer ${merchantKey}`,
+              'idempotency-key': p.key,
+            },
+            body: p.body,
+          };
+        },
+        onResponse: (status: number, body: string) => {
+          if ((status < 200 || status > 299) && firstErrors.length < 5) firstErrors.push(`${status} ${body.slice(0, 200)}`);
+        },
+      },
+    ],
+  } as autocannon.Options);
+  const statusCodes: Record<string, number> = {};
+  for (const [code, v] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = Number((v as { count: number }).count);
+  const ok = result['2xx'];
+  return {
+    requests: result.requests.total,
+    ok,
+    errors: result.non2xx + result.errors + result.timeouts,
+    statusCodes,
+    seconds: round(result.duration, 2),
+    perSecond: Math.round(ok / result.duration),
+    p50Ms: result.latency.p50,
+    p90Ms: result.latency.p90,
+    p99Ms: result.latency.p99,
+    maxMs: result.latency.max,
+    firstErrors,
+  };
+}
+
+async function setFaults(api: string, faults: Record<string, unknown>): Promise<void> {
+  await expectStatus(200, 'PUT', `${api}/sandbox/binance-pay/faults`, { body: faults });
+}
+
+/** Waits until every refund whose key starts with prefix is final; returns the database's figures. */
+async function settle(db: pg.Pool, prefix: string, expected: number, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  let final = 0;
+  while (Date.now() < deadline) {
+    const { rows } = await db.query(
+      `SELECT count(*) FILTER (WHERE completed_at IS NOT NULL)::int AS final FROM refunds WHERE merchant_id = $1 AND idempotency_key LIKE $2`,
+      [MERCHANT, `${prefix}-%`],
+    );
+    final = rows[0].final;
+    if (final >= expected) break;
+    await sleep(500);
+  }
+  const { rows } = await db.query(
+    `SELECT count(*)::int AS n,
+            count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
+            count(*) FILTER (WHERE completed_at IS NOT NULL)::int AS final,
+            extract(epoch FROM max(completed_at) - min(created_at))::float AS span_s,
+            (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - created_at)) * 1000)::float AS p50_ms,
+            (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - created_at)) * 1000)::float AS p99_ms,
+            (max(extract(epoch FROM completed_at - created_at)) * 1000)::float AS max_ms,
+            avg(attempt_count)::float AS attempts
+       FROM refunds WHERE merchant_id = $1 AND idempotency_key LIKE $2`,
+    [MERCHANT, `${prefix}-%`],
+  );
+  const r = rows[0];
+  return {
+    refunds: r.n as number,
+    final: r.final as number,
+    succeeded: r.succeeded as number,
+    seconds: round(r.span_s ?? NaN, 2),
+    perSecond: Math.round((r.final as number) / (r.span_s as number)),
+    timeToFinalP50Ms: Math.round(r.p50_ms),
+    timeToFinalP99Ms: Math.round(r.p99_ms),
+    timeToFinalMaxMs: Math.round(r.max_ms),
+    providerCallsPerRefund: round(r.attempts, 2),
+    timedOut: final < expected,
+  };
+}
+
+// ------------------------------------------------------------------------------ profiling
+
+class Profiler {
+  constructor(
+    readonly dir: string | undefined,
+    private readonly procs: () => ServiceProcess[],
+  ) {}
+  async start(label: string): Promise<void> {
+    if (!this.dir) return;
+    fs.writeFileSync(path.join(this.dir, 'label'), label);
+    for (const p of this.procs()) if (p.pid) process.kill(p.pid, 'SIGWINCH');
+  }
+  async stop(label: string): Promise<void> {
+    if (!this.dir) return;
+    const procs = this.procs().filter((p) => p.pid);
+    for (const p of procs) process.kill(p.pid!, 'SIGWINCH');
+    await pollUntil(async () => procs.every((p) => fs.existsSync(path.join(this.dir!, `${p.name}-${label}.done`))), 20_000, 100);
+  }
+}
+
+// ---------------------------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const startedAt = new Date();
+  const swept = sweepLeftovers(pgCtlSync);
+  if (swept.length) log(`cleaned up ${swept.length} leftover run(s)`);
+  const run = makeRunDir('bench');
+  runDir = run.dir;
+  // The service runs from a copy of this build: `nest build` (deleteOutDir) elsewhere would
+  // otherwise delete dist/bench under a running benchmark.
+  const serviceDir = path.join(run.dir, 'service');
+  const serviceBuild = env.BENCH_SERVICE_BUILD ? path.resolve(env.BENCH_SERVICE_BUILD) : BUILT;
+  for (const sub of ['src', 'migrations']) fs.cpSync(path.join(serviceBuild, sub), path.join(serviceDir, sub), { recursive: true });
+  fs.writeFileSync(path.join(serviceDir, 'package.json'), '{ "type": "module" }\n');
+  fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(run.dir, 'node_modules'));
+  process.env.CHAOS_SERVICE_ENTRY = path.join(serviceDir, 'src', 'main.js');
+  log(`run dir ${run.dir} (logs of every process)`);
+  const loadAtStart = loadAvg();
+
+  // Postgres: the chaos cluster (fsync off, 400 connections) with pg_stat_statements.
+  const cluster = await PgCluster.create(run.dir);
+  fs.appendFileSync(
+    path.join(cluster.dataDir, 'postgresql.conf'),
+    `\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n`,
+  );
+  await cluster.start();
+  const databaseUrl = await cluster.createDatabase(`refunds_bench_${randomBytes(3).toString('hex')}`);
+  const redis = await RedisServer.create(run.dir);
+  await redis.start();
+  const redisPid = () => (redis as unknown as { child?: { pid?: number } }).child?.pid;
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+  onCleanup('bench pool', () => db.end().catch(() => undefined), () => undefined);
+  let pgss = true;
+  try {
+    await db.query(`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`);
+  } catch (err) {
+    pgss = false;
+    log(`pg_stat_statements unavailable: ${(err as Error).message}`);
+  }
+
+  const apiPort = await freePort();
+  const queuePrefix = `bench_${randomBytes(3).toString('hex')}`;
+  const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`;
+  const profileDir = CPU_PROF ? path.join(REPO_ROOT, 'bench', 'results', `profiles-${startedAt.toISOString().replace(/[:.]/g, '-')}`) : undefined;
+  if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
+  const extraEnv: Record<string, string> = {};
+  for (const pair of (env.BENCH_SERVICE_ENV ?? '').split(/\s+/).filter(Boolean)) {
+    const i = pair.indexOf('=');
+    if (i > 0) extraEnv[pair.slice(0, i)] = pair.slice(i + 1);
+  }
+  const serviceEnv = (name: string): Record<string, string> => ({
+    NODE_ENV: 'production',
+    SANDBOX: 'true',
+    LOG_LEVEL: 'info',
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redis.url,
+    QUEUE_PREFIX: queuePrefix,
+    ADMIN_API_KEY: adminKey,
+    SANDBOX_URL: `http://127.0.0.1:${apiPort}/sandbox`,
+    PUBLIC_URL: `http://127.0.0.1:${apiPort}`,
+    // The limiter's Redis call stays in the path; its budget does not limit the benchmark.
+    RATE_LIMIT_PER_MINUTE: '1000000',
+    BENCH_PROCESS_NAME: name,
+    ...(profileDir ? { NODE_OPTIONS: `--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`, BENCH_CPU_PROF_DIR: profileDir } : {}),
+    ...extraEnv,
+  });
+  const api = await serviceProcess('api', 'api', run.dir, { env: serviceEnv('api'), adminKey, queuePrefix }, apiPort);
+  const worker = await serviceProcess('worker', 'worker', run.dir, { env: serviceEnv('worker'), adminKey, queuePrefix });
+  await ensureCwd();
+  await api.start();
+  const merchantKey = await createMerchantKey(api.url, adminKey, MERCHANT);
+  const memory: Record<string, unknown> = { apiIdle: await heapMb(api.url) };
+  // Binance checks request timestamps within 1 s of its clock; a loaded 2-core machine can lag more.
+  await setFaults(api.url, { timestampWindowMs: 10_000 });
+  const services = () => [api, worker].filter((p) => p.isRunning);
+  const rss = new RssSampler(() => [
+    ...services().map((p) => ({ name: p.name, pid: p.pid })),
+  ]);
+  const profiler = new Profiler(profileDir, services);
+  const postmasterPid = Number(fs.readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const cpu = new CpuMeter(() => ({
+    api: api.pid && api.isRunning ? cpuMs(api.pid) : 0,
+    worker: worker.pid && worker.isRunning ? cpuMs(worker.pid) : 0,
+    postgres: postgresCpuMs(postmasterPid),
+    redis: redisPid() ? cpuMs(redisPid()!) : 0,
+    bench: (() => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    })(),
+  }));
+  const perUnit = (ms: Record<string, number>, n: number) =>
+    Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, round(v / n, 2)]));
+  const phases: Record<string, unknown> = {};
+  const rssPeaks: Record<string, number> = {};
+  const notePeaks = (peaks: Record<string, number>) => {
+    for (const [k, v] of Object.entries(peaks)) rssPeaks[k] = Math.max(rssPeaks[k] ?? 0, v);
+    return peaks;
+  };
+
+  log(`baseline A: refund-creation transaction through pg, ${CONCURRENCY} connections, ${BASELINE_SECONDS} s`);
+  const a = await baselineA(databaseUrl, cpu);
+  phases.baselineA = { ...a, cpuMsPerTransaction: a.cpuMs ? perUnit(a.cpuMs, a.transactions) : undefined, loadAverage: loadAvg() };
+  log(`  ${a.perSecond} tx/s, p50 ${a.p50Ms} ms, p99 ${a.p99Ms} ms`);
+
+  log(`baseline B: BullMQ no-op jobs, ${BULLMQ_JOBS} added and processed, concurrency ${CONCURRENCY}`);
+  const b = await baselineB(redis.url, `${queuePrefix}_noop`);
+  phases.baselineB = { ...b, loadAverage: loadAvg() };
+  log(`  ${b.perSecond} jobs/s`);
+
+  // ---- ingest (API alone) --------------------------------------------------------------
+  const ingestPayments = await createPayments(api.url, Math.ceil(INGEST_REQUESTS / PER_PAYMENT));
+  log(`ingest: warm-up, one refund on each of ${ingestPayments.length} payments (first reference looks the payment up)`);
+  const warm = await post(api.url, merchantKey, plan('warm', ingestPayments, 1));
+  if (warm.errors) throw new Error(`ingest warm-up: ${warm.errors} errors: ${warm.firstErrors.join(' | ')}`);
+  const ingestPosts = plan('ing', ingestPayments, PER_PAYMENT).slice(0, INGEST_REQUESTS);
+  log(`ingest: ${ingestPosts.length} POST /v1/refunds at ${CONCURRENCY} connections`);
+  await resetStatements(db, pgss);
+  await profiler.start('ingest');
+  rss.start();
+  cpu.start();
+  const ingest = await post(api.url, merchantKey, ingestPosts);
+  const ingestCpu = cpu.stop();
+  const ingestRss = notePeaks(rss.stop());
+  memory.apiAfterIngest = await heapMb(api.url);
+  await profiler.stop('ingest');
+  const ingestCalls = await totalCalls(db, pgss);
+  phases.ingest = {
+    ...ingest,
+    sqlStatementsPerRequest: round(ingestCalls / ingestPosts.length, 2),
+    cpuMs: ingestCpu,
+    cpuMsPerRequest: perUnit(ingestCpu, ingest.ok || 1),
+    rssPeakMb: ingestRss,
+    loadAverage: loadAvg(),
+    topStatements: await statements(db, pgss),
+  };
+  log(`  ${ingest.perSecond} accepted/s, p50 ${ingest.p50Ms} ms, p99 ${ingest.p99Ms} ms, errors ${ingest.errors}`);
+
+  // The ingested refunds are not part of the end-to-end runs: end them here, and their jobs.
+  await db.query(
+    `UPDATE refunds SET status = 'canceled', completed_at = now(), next_check_at = NULL, status_changed_at = now(), updated_at = now()
+      WHERE merchant_id = $1 AND status = 'queued'`,
+    [MERCHANT],
+  );
+  await db.query(`DELETE FROM refund_event_outbox`);
+  {
+    const u = new URL(redis.url);
+    const q = new Queue('refunds-binance_pay', { prefix: queuePrefix, connection: { host: u.hostname, port: Number(u.port) } });
+    await q.obliterate({ force: true });
+    await q.close();
+  }
+  await db.query(`VACUUM ANALYZE`);
+
+  // ---- end to end ----------------------------------------------------------------------
+  await ensureCwd();
+  await worker.start();
+  memory.workerIdle = await heapMb(worker.url);
+  const e2e: Record<string, unknown> = {};
+  for (const latency of E2E_LATENCIES) {
+    const label = `e2e${latency}`;
+    const payments = await createPayments(api.url, Math.ceil(E2E_REFUNDS / PER_PAYMENT));
+    await setFaults(api.url, { latencyMs: 0, settleAfterMs: 0, timestampWindowMs: 10_000 });
+    log(`end to end, ${latency} ms: warm-up, one refund on each of ${payments.length} payments`);
+    const w = await post(api.url, merchantKey, plan(`w${label}`, payments, 1));
+    if (w.errors) throw new Error(`${label} warm-up: ${w.errors} errors: ${w.firstErrors.join(' | ')}`);
+    await settle(db, `w${label}`, payments.length, E2E_TIMEOUT_MS);
+    await setFaults(api.url, { latencyMs: latency });
+    const posts = plan(label, payments, PER_PAYMENT).slice(0, E2E_REFUNDS);
+    log(`end to end, ${latency} ms: ${posts.length} refunds posted at ${CONCURRENCY} connections, waiting until final`);
+    await resetStatements(db, pgss);
+    await profiler.start(label);
+    rss.start();
+    cpu.start();
+    const ingestDuring = await post(api.url, merchantKey, posts);
+    const result = await settle(db, label, posts.length, E2E_TIMEOUT_MS);
+    const used = cpu.stop();
+    memory[`apiAfter${label}`] = await heapMb(api.url);
+    memory[`workerAfter${label}`] = await heapMb(worker.url);
+    const peaks = notePeaks(rss.stop());
+    await profiler.stop(label);
+    const calls = await totalCalls(db, pgss);
+    e2e[String(latency)] = {
+      latencyMs: latency,
+      ...result,
+      posts: { perSecond: ingestDuring.perSecond, p99Ms: ingestDuring.p99Ms, errors: ingestDuring.errors, statusCodes: ingestDuring.statusCodes },
+      sqlStatementsPerRefund: round(calls / posts.length, 1),
+      cpuMs: used,
+      cpuMsPerRefund: perUnit(used, result.final || 1),
+      rssPeakMb: peaks,
+      loadAverage: loadAvg(),
+      topStatements: await statements(db, pgss),
+    };
+    log(
+      `  ${result.perSecond} refunds/s end to end (${result.final}/${result.refunds} final, ${result.succeeded} succeeded), time to final p50 ${result.timeToFinalP50Ms} ms p99 ${result.timeToFinalP99Ms} ms`,
+    );
+  }
+  phases.endToEnd = e2e;
+
+  const hwm: Record<string, number> = {};
+  for (const p of services()) hwm[p.name] = round(procKb(p.pid!, 'VmHWM') / 1024);
+  const e0 = e2e['0'] as { perSecond: number } | undefined;
+  const e200 = e2e['200'] as { perSecond: number } | undefined;
+  const ratios = {
+    ingestToBaselineA: round(ingest.perSecond / a.perSecond, 3),
+    endToEnd0msToBaselineA: e0 ? round(e0.perSecond / a.perSecond, 3) : null,
+    endToEnd200msToBaselineA: e200 ? round(e200.perSecond / a.perSecond, 3) : null,
+    ingestToBaselineB: round(ingest.perSecond / b.perSecond, 3),
+  };
+  const peakRss = Math.max(...Object.values(rssPeaks), ...Object.values(hwm));
+  const met = {
+    ingest: ratios.ingestToBaselineA >= TARGETS.ingestRatio && ingest.p99Ms <= TARGETS.ingestP99Ms && ingest.errors === 0,
+    endToEnd0ms: e0 ? (ratios.endToEnd0msToBaselineA ?? 0) >= TARGETS.e2eRatio : null,
+    endToEnd200ms: e200 ? e200.perSecond >= TARGETS.e2eSlowPerSecond : null,
+    rss: peakRss <= TARGETS.rssMb,
+  };
+  const result = {
+    at: startedAt.toISOString(),
+    label: env.BENCH_LABEL ?? null,
+    durationSeconds: round((Date.now() - startedAt.getTime()) / 1000),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: round(os.totalmem() / 2 ** 30), node: process.version },
+    loadAverage: { atStart: loadAtStart, atEnd: loadAvg() },
+    settings: {
+      concurrency: CONCURRENCY,
+      baselineSeconds: BASELINE_SECONDS,
+      bullmqJobs: BULLMQ_JOBS,
+      ingestRequests: INGEST_REQUESTS,
+      e2eRefunds: E2E_REFUNDS,
+      e2eLatencies: E2E_LATENCIES,
+      serviceEnv: extraEnv,
+      serviceBuild: env.BENCH_SERVICE_BUILD ?? 'dist/bench',
+      postgres: 'own cluster (fsync off, full_page_writes off, shared_buffers 64MB, max_connections 400)',
+    },
+    phases,
+    ratios,
+    rss: { peakSampledMb: rssPeaks, vmHwmMb: hwm, heapFromMetricsMb: memory },
+    targets: TARGETS,
+    met,
+    profiles: profileDir ? path.relative(REPO_ROOT, profileDir) : null,
+  };
+
+  const cpuLine = (c: Record<string, number>, worker = false) =>
+    (worker ? [c.api, c.worker, c.postgres, c.redis] : [c.api, c.postgres, c.redis, c.bench]).map((v) => (v ?? 0).toFixed(1)).join(' / ');
+  const row = (a1: string, b1: string, c1: string, d1: string) => `${a1.padEnd(58)} ${b1.padStart(16)} ${c1.padStart(16)} ${d1.padStart(5)}`;
+  const yes = (x: boolean | null) => (x === null ? '' : x ? 'yes' : 'NO');
+  const lines = [
+    '',
+    `refund throughput, ${os.cpus().length} cores, load average ${loadAtStart.join(' ')} at start, ${result.loadAverage.atEnd.join(' ')} at end`,
+    row('measure', 'value', 'target', 'met'),
+    row('-'.repeat(58), '-'.repeat(16), '-'.repeat(16), '-'.repeat(5)),
+    row(`baseline A: create tx through pg (${CONCURRENCY} conns), tx/s`, String(a.perSecond), '', ''),
+    row('  p50 / p99 ms', `${a.p50Ms} / ${a.p99Ms}`, '', ''),
+    row('  CPU ms per tx: postgres / load generator (pg client)', a.cpuMs ? `${round(a.cpuMs.postgres / a.transactions, 2)} / ${round(a.cpuMs.bench / a.transactions, 2)}` : '', '', ''),
+    row('baseline B: BullMQ no-op add+process, jobs/s', String(b.perSecond), '', ''),
+    row(`ingest: POST /v1/refunds (${CONCURRENCY} conns), accepted/s`, String(ingest.perSecond), `>= ${Math.ceil(a.perSecond * TARGETS.ingestRatio)}`, yes(ratios.ingestToBaselineA >= TARGETS.ingestRatio)),
+    row('  ingest / baseline A', ratios.ingestToBaselineA.toFixed(3), `>= ${TARGETS.ingestRatio}`, ''),
+    row('  p50 / p99 ms', `${ingest.p50Ms} / ${ingest.p99Ms}`, `p99 <= ${TARGETS.ingestP99Ms}`, yes(ingest.p99Ms <= TARGETS.ingestP99Ms)),
+    row('  errors (non-2xx, socket errors, timeouts)', String(ingest.errors), '0', yes(ingest.errors === 0)),
+    row('  SQL statements per request', String((phases.ingest as { sqlStatementsPerRequest: number }).sqlStatementsPerRequest), '', ''),
+    row('  CPU ms per request: api / postgres / redis / load generator', cpuLine((phases.ingest as { cpuMsPerRequest: Record<string, number> }).cpuMsPerRequest), '', ''),
+    ...Object.values(e2e).flatMap((x) => {
+      const r = x as ReturnType<typeof settle> extends Promise<infer T> ? T & { latencyMs: number; sqlStatementsPerRefund: number } : never;
+      const ratio = r.perSecond / a.perSecond;
+      const isSlow = r.latencyMs === 200;
+      return [
+        row(`end to end, emulators ${r.latencyMs} ms: refunds/s`, String(r.perSecond), isSlow ? `>= ${TARGETS.e2eSlowPerSecond}` : `>= ${Math.ceil(a.perSecond * TARGETS.e2eRatio)}`, r.latencyMs === 0 ? yes(ratio >= TARGETS.e2eRatio) : isSlow ? yes(r.perSecond >= TARGETS.e2eSlowPerSecond) : ''),
+        row('  end to end / baseline A', ratio.toFixed(3), r.latencyMs === 0 ? `>= ${TARGETS.e2eRatio}` : '', ''),
+        row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
+        row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
+        row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
+        row('  CPU ms per refund: api+emulator / worker / postgres / redis', cpuLine((x as { cpuMsPerRefund: Record<string, number> }).cpuMsPerRefund, true), '', ''),
+      ];
+    }),
+    ...Object.keys(rssPeaks).map((name) =>
+      row(`peak RSS ${name} (sampled / VmHWM), MB`, `${rssPeaks[name]} / ${hwm[name] ?? '?'}`, `<= ${TARGETS.rssMb}`, yes(Math.max(rssPeaks[name]!, hwm[name] ?? 0) <= TARGETS.rssMb)),
+    ),
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+
+  const dir = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `throughput-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  if (env.BENCH_NO_LATEST !== '1') fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+  log(`wrote ${path.relative(REPO_ROOT, file)}${env.BENCH_NO_LATEST === '1' ? '' : ' and bench/results/latest.json'}`);
+  return Object.values(met).every((m) => m !== false) ? 0 : 1;
+}
+
+let runDir: string | undefined;
+
+/**
+ * The chaos helpers start services with dist/bench as working directory; `nest build`
+ * elsewhere on the machine deletes dist/ (deleteOutDir). The services run from their copy
+ * in the run dir, so only the directory has to exist.
+ */
+async function ensureCwd(): Promise<void> {
+  fs.mkdirSync(BUILT, { recursive: true });
+}
+
+/** Keeps the service logs (they go with the run dir) in bench/results/logs-<time>/ after a failure. */
+function keepLogs(): void {
+  if (!runDir || !fs.existsSync(runDir)) return;
+  const dest = path.join(REPO_ROOT, 'bench', 'results', `logs-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  fs.mkdirSync(dest, { recursive: true });
+  for (const f of fs.readdirSync(runDir)) if (f.endsWith('.log')) fs.copyFileSync(path.join(runDir, f), path.join(dest, f));
+  for (const f of ['pg/postgres.log']) if (fs.existsSync(path.join(runDir, f))) fs.copyFileSync(path.join(runDir, f), path.join(dest, 'postgres.log'));
+  log(`service logs kept in ${path.relative(REPO_ROOT, dest)}`);
+}
+
+const watchdog = setTimeout(() => {
+  log(`timed out after ${TIMEOUT_MS} ms; cleaning up`);
+  keepLogs();
+  void runCleanups().finally(() => process.exit(2));
+}, TIMEOUT_MS);
+
+main()
+  .then(
+    async (code) => {
+      clearTimeout(watchdog);
+      if (env.BENCH_KEEP_LOGS === '1') keepLogs();
+      await runCleanups();
+      process.exit(code);
+    },
+    async (err) => {
+      clearTimeout(watchdog);
+      process.stderr.write(`[bench] failed: ${(err as Error).stack ?? err}\n`);
+      keepLogs();
+      await runCleanups();
+      process.exit(1);
+    },
+  );
