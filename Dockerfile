@@ -20,7 +20,10 @@ RUN npm run build \
 # ---- runtime -----------------------------------------------------------------------
 FROM node:20-bookworm-slim AS runtime
 WORKDIR /app
+# The heap cap keeps each process's RSS under 300 MB at full load; without it V8 lets
+# uncollected garbage grow the heap to ~400 MB (docs/performance.md, memory).
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--max-old-space-size=192 \
     PORT=3000 \
     NPM_CONFIG_UPDATE_NOTIFIER=false
 COPY --from=build --chown=node:node /app/package.json /app/package-lock.json ./

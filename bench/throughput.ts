@@ -48,6 +48,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
+
+/** V8 old-space cap of the service's processes in production (Dockerfile, scripts/start-local.sh). */
+const HEAP_CAP = '--max-old-space-size=192';
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Compiled to dist/bench/bench/throughput.js; the service beside it at dist/bench/src/main.js.
 const REPO_ROOT = path.resolve(here, '../../..');
@@ -569,7 +572,9 @@ async function main(): Promise<number> {
     // The limiter's Redis call stays in the path; its budget does not limit the benchmark.
     RATE_LIMIT_PER_MINUTE: '1000000',
     BENCH_PROCESS_NAME: name,
-    ...(profileDir ? { NODE_OPTIONS: `--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`, BENCH_CPU_PROF_DIR: profileDir } : {}),
+    // The heap cap the Dockerfile and `npm start` run the service with (docs/performance.md, memory).
+    NODE_OPTIONS: [HEAP_CAP, ...(profileDir ? [`--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`] : [])].join(' '),
+    ...(profileDir ? { BENCH_CPU_PROF_DIR: profileDir } : {}),
     ...extraEnv,
   });
   const api = await serviceProcess('api', 'api', run.dir, { env: serviceEnv('api'), adminKey, queuePrefix }, apiPort);

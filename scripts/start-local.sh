@@ -78,6 +78,9 @@ if [ -z "${ADMIN_API_KEY:-}" ]; then
 fi
 echo
 
+# The same heap cap as the Dockerfile (RSS under 300 MB at load; docs/performance.md).
+export NODE_OPTIONS="${NODE_OPTIONS:---max-old-space-size=192}"
+
 if [ -t 1 ] && [ -x node_modules/.bin/pino-pretty ]; then
   # Not exec'd so that the pipe stays; Ctrl-C reaches node (graceful shutdown) and
   # pino-pretty (which ignores the first SIGINT and prints until node closes the pipe).

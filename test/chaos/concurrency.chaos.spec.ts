@@ -47,7 +47,9 @@ afterAll(async () => {
 }, 120_000);
 
 function amountBetween(min: number, max: number): string {
-  return ((Math.round((min + Math.random() * (max - min)) * 100)) / 100).toFixed(2);
+  // Whole cents, formatted without floating point.
+  const cents = min * 100 + Math.floor(Math.random() * ((max - min) * 100 + 1));
+  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
 }
 
 function createBody(p: Payment, amount: string): Record<string, unknown> {

@@ -106,8 +106,9 @@ export async function createPayments(apiUrl: string, perProvider: number, amount
 }
 
 function amountBetween(rand: () => number, min: number, max: number): string {
-  const cents = Math.round((min + rand() * (max - min)) * 100);
-  return (cents / 100).toFixed(2);
+  // Whole cents, formatted without floating point.
+  const cents = Math.round(min * 100) + Math.floor(rand() * (Math.round((max - min) * 100) + 1));
+  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
 }
 
 /**
