@@ -5,7 +5,7 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CSV_COLUMNS } from '../../src/reports/csv-export.service.js';
 import { merchantKey, roleKey, sandboxPayment, setFaults, startService, type TestService, waitFor } from '../support/service.js';
-import { type Browser, ensureConsoleBuilt, launchBrowser, screenshot, signIn } from './support/browser.js';
+import { type Browser, actionAccepted, ensureConsoleBuilt, launchBrowser, screenshot, signIn } from './support/browser.js';
 
 /**
  * The ops console (/console) driven in headless Chromium against the real service, its
@@ -158,7 +158,7 @@ describe('ops', () => {
     // First retry while the provider still refuses: it fails again.
     await page.getByLabel(/Comment/).fill('first try');
     await page.getByRole('button', { name: 'Retry' }).click();
-    await page.getByText('Retry accepted').waitFor();
+    await actionAccepted(page, 'Retry');
     await expect.poll(() => page.getByTestId('live').textContent(), { timeout: 30_000 }).toBe('Final status: failed.');
     expect((await refund(failedId)).status).toBe('failed');
 
@@ -222,7 +222,7 @@ describe('ops', () => {
     await page.getByRole('button', { name: 'Approve' }).waitFor();
     expect(await page.locator('button[data-action]').evaluateAll((bs) => bs.map((b) => b.textContent))).toEqual(['Approve', 'Reject', 'Cancel refund']);
     await page.getByRole('button', { name: 'Approve' }).click();
-    await page.getByText('Approve accepted').waitFor();
+    await actionAccepted(page, 'Approve');
     await expect.poll(() => page.getByTestId('live').textContent(), { timeout: 30_000 }).toBe('Final status: succeeded.');
     expect((await refund(ids.pendingApproval)).status).toBe('succeeded');
     await page.close();

@@ -102,7 +102,6 @@ export async function renderRefund(ctx: ViewContext, id: string): Promise<void> 
           h('button', { type: 'button', class: a === 'reject' || a === 'cancel' ? 'danger' : undefined, 'data-action': a, onclick: () => void act(a) }, ACTION_LABEL[a]),
         ),
       ),
-      outcome,
     );
   };
 
@@ -128,7 +127,10 @@ export async function renderRefund(ctx: ViewContext, id: string): Promise<void> 
     }
   };
 
-  fill(main, back, heading, live, summary, actions, attempts, timeline);
+  // The outcome of an action stays outside the actions section: an action that leaves no
+  // further action (e.g. an approved refund already processing) empties that section, and
+  // its confirmation must still be seen (a flaky browser test caught it vanishing).
+  fill(main, back, heading, live, summary, actions, outcome, attempts, timeline);
   draw(data);
 }
 

@@ -100,3 +100,20 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
+
+/**
+ * Waits for the outcome of an action button ("<Label> accepted" or "<Label> refused") and
+ * fails with what the page showed when it was refused, so a failure names its cause.
+ */
+export async function actionAccepted(page: Page, label: string): Promise<void> {
+  const outcome = page.getByText(new RegExp(`^${label} (accepted|refused)`));
+  try {
+    await outcome.first().waitFor({ timeout: 30_000 });
+  } catch (err) {
+    const shown = await page.locator('.outcome').textContent().catch(() => '?');
+    const buttons = await page.locator('button[data-action]').evaluateAll((bs) => bs.map((b) => `${b.textContent}${(b as HTMLButtonElement).disabled ? ' (disabled)' : ''}`)).catch(() => []);
+    throw new Error(`no outcome of ${label} within 30 s; the page shows "${shown}", buttons ${JSON.stringify(buttons)}: ${(err as Error).message}`);
+  }
+  const text = (await page.locator('.outcome').textContent()) ?? '';
+  if (!text.startsWith(`${label} accepted`)) throw new Error(`${label} was refused: ${text}`);
+}
