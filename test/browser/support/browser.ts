@@ -111,7 +111,7 @@ export async function actionAccepted(page: Page, label: string): Promise<void> {
     await outcome.first().waitFor({ timeout: 30_000 });
   } catch (err) {
     const shown = await page.locator('.outcome').textContent().catch(() => '?');
-    const buttons = await page.locator('button[data-action]').evaluateAll((bs) => bs.map((b) => `${b.textContent}${(b as HTMLButtonElement).disabled ? ' (disabled)' : ''}`)).catch(() => []);
+    const buttons = await page.locator('button[data-action]').evaluateAll((bs) => bs.map((b) => `${b.textContent}${b.hasAttribute('disabled') ? ' (disabled)' : ''}`)).catch(() => []);
     throw new Error(`no outcome of ${label} within 30 s; the page shows "${shown}", buttons ${JSON.stringify(buttons)}: ${(err as Error).message}`);
   }
   const text = (await page.locator('.outcome').textContent()) ?? '';
