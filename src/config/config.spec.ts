@@ -38,9 +38,20 @@ describe('loadConfig', () => {
     [{ ADMIN_API_KEY: 'short' }, /ADMIN_API_KEY/],
     [{ LEASE_MS: '10000', PROVIDER_TIMEOUT_MS: '5000' }, /LEASE_MS/],
     [{ BINANCE_PAY_API_KEY: 'k', BINANCE_PAY_SECRET_KEY: 's' }, /ADMIN_API_KEY/],
+    [{ PROVIDER_WEBHOOK_TOLERANCE_MS: '999' }, /PROVIDER_WEBHOOK_TOLERANCE_MS/],
+    [{ PROVIDER_WEBHOOK_TOLERANCE_MS: 'five minutes' }, /PROVIDER_WEBHOOK_TOLERANCE_MS/],
+    [{ LEAN_WEBHOOK_MAX_AGE_MS: String(8 * 86_400_000) }, /LEAN_WEBHOOK_MAX_AGE_MS/],
   ])('rejects %j naming the variable', (env, message) => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it('reads the provider webhook replay windows, with 5 minutes and 6 hours by default', () => {
+    expect(loadConfig({}).providerWebhooks).toMatchObject({ toleranceMs: 300_000, leanMaxAgeMs: 21_600_000 });
+    expect(loadConfig({ PROVIDER_WEBHOOK_TOLERANCE_MS: '60000', LEAN_WEBHOOK_MAX_AGE_MS: '3600000' }).providerWebhooks).toMatchObject({
+      toleranceMs: 60_000,
+      leanMaxAgeMs: 3_600_000,
+    });
   });
 
   it('reads explicit Binance credentials and strips trailing slashes', () => {
