@@ -48,6 +48,8 @@ export class AppConfig {
   migrationsRun!: boolean;
   logLevel!: string;
   dbPoolSize!: number;
+  /** Named (server-side prepared) statements for repeated SQL; off behind a transaction-pooling PgBouncer. */
+  dbPreparedStatements!: boolean;
   /** Explicit provider configuration; undefined when the credentials are absent. */
   binancePay?: BinancePayConfig;
   binancePayBaseUrl!: string;
@@ -202,6 +204,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     throw new ConfigError(`LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent`);
   }
   cfg.dbPoolSize = int(env, 'DB_POOL_SIZE', 20, 2, 500);
+  cfg.dbPreparedStatements = bool(env, 'DB_PREPARED_STATEMENTS', true);
   cfg.publicUrl = url(env, 'PUBLIC_URL', `http://127.0.0.1:${cfg.port}`, ['http:', 'https:']);
   cfg.sandboxUrl = url(env, 'SANDBOX_URL', `http://127.0.0.1:${cfg.port}/sandbox`, ['http:', 'https:']);
 
