@@ -36,6 +36,13 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  readonly refundCreateRetries = new Counter({
+    name: 'refund_create_optimistic_retries_total',
+    help: 'Creates whose optimistic insert found the payment changed by a concurrent create or retry, and looked again',
+    labelNames: ['provider'] as const,
+    registers: [this.registry],
+  });
+
   readonly transitions = new Counter({
     name: 'refund_status_transitions_total',
     help: 'Refund status changes',

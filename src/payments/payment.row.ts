@@ -8,6 +8,8 @@ export interface PaymentRow {
   currency: string;
   status: string;
   provider_data: Record<string, unknown>;
+  /** Incremented by every change that raises what is spoken for (migration 1763930000000); bigint as text. */
+  guard_version: string;
   created_at: Date;
   updated_at: Date;
 }

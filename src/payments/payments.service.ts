@@ -7,11 +7,13 @@ import { ProvidersService } from '../providers/providers.service.js';
 import { PaymentBalance, PaymentRow } from './payment.row.js';
 
 /**
- * Sums the refunds of one payment. Called under the payment's row lock by every path
- * that can raise what is spoken for (create, ops retry), which makes the guard hold under
- * any concurrency: two requests on one payment are serialised by that lock.
+ * Sums the refunds of one payment ($1 provider, $2 payment id). Every path that can raise
+ * what is spoken for (create, ops retry) reads it either under the payment's row lock, or
+ * in a snapshot whose guard version its insert then requires to be unchanged
+ * (RefundsService): either way no concurrent create or retry can slip in between the
+ * check and the commit, which makes the guard hold under any concurrency.
  */
-const BALANCE_SQL = `
+export const BALANCE_SQL = `
   SELECT
     COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
                       WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded,
@@ -29,6 +31,58 @@ const BALANCE_SQL = `
     COUNT(*) FILTER (WHERE status IN ('pending_approval', 'queued', 'processing', 'requires_action')
                        AND provider_details->>'remainingAttempts' IS NULL)::int AS unreported_active
   FROM refunds WHERE provider = $1 AND payment_id = $2`;
+
+/** One row of BALANCE_SQL (also selected, under these names, by the create's snapshot read). */
+export interface BalanceRow {
+  refunded: string;
+  reserved: string;
+  slots_used: number;
+  reported_remaining: number | null;
+  unreported_active: number;
+}
+
+export function balanceOf(payment: Pick<PaymentRow, 'amount'>, row: BalanceRow): PaymentBalance {
+  const refundable = money(payment.amount).minus(row.refunded).minus(row.reserved);
+  return {
+    refunded: formatAmount(row.refunded),
+    reserved: formatAmount(row.reserved),
+    refundable: formatAmount(refundable.isNegative() ? money('0') : refundable),
+    slotsUsed: row.slots_used,
+    reportedRemaining: row.reported_remaining === null ? null : Math.max(0, row.reported_remaining - row.unreported_active),
+  };
+}
+
+/**
+ * The over-refund guard and the provider's per-payment limits, for `amount` more on a
+ * payment with this balance. The balance must be one no concurrent create or retry can have
+ * changed by the time the refund commits: read under the payment's row lock, or checked
+ * against the payment's guard version when the refund is inserted (RefundsService).
+ */
+export function checkFits(provider: RefundProvider, payment: Pick<PaymentRow, 'currency'>, balance: PaymentBalance, amount: string): void {
+  if (money(amount).gt(balance.refundable)) {
+    throw new Problem('amount_exceeds_refundable', `At most ${balance.refundable} ${payment.currency} can be refunded.`, {
+      refundableAmount: balance.refundable,
+    });
+  }
+  if (provider.maxRefundsPerPayment === undefined) return;
+  const byCount = provider.maxRefundsPerPayment - balance.slotsUsed;
+  const remaining = balance.reportedRemaining === null ? byCount : Math.min(byCount, balance.reportedRemaining);
+  if (remaining <= 0) {
+    throw new Problem('payment_not_refundable', `${provider.name} allows at most ${provider.maxRefundsPerPayment} refunds per payment.`, {
+      refundableAmount: balance.refundable,
+      remainingRefunds: 0,
+    });
+  }
+  if (remaining === 1 && provider.lastRefundTakesRemainder && !money(amount).eq(balance.refundable)) {
+    // Binance refunds the whole remainder on the last allowed refund, whatever we send:
+    // accept only that exact amount rather than silently refunding more than asked.
+    throw new Problem(
+      'payment_not_refundable',
+      `This would be the last refund ${provider.name} allows on the payment, and it always refunds the whole remainder: refund exactly ${balance.refundable}.`,
+      { refundableAmount: balance.refundable, remainingRefunds: 1 },
+    );
+  }
+}
 
 @Injectable()
 export class PaymentsService {
@@ -75,64 +129,31 @@ export class PaymentsService {
     return row?.provider_accounts?.[provider]?.merchantId ?? merchantId;
   }
 
-  async lockForUpdate(tx: Sql, provider: ProviderName, paymentId: string): Promise<PaymentRow | undefined> {
+  /**
+   * Locks the payment for a change that raises what is spoken for on it (an ops retry), and
+   * increments its guard version in the same statement: an UPDATE takes the row lock every
+   * create and retry serialises on, and the increment tells an optimistic create that read
+   * the balance before this change to check again (RefundsService).
+   */
+  async lockForRaise(tx: Sql, provider: ProviderName, paymentId: string): Promise<PaymentRow | undefined> {
     const [row] = await tx.query<PaymentRow>(
-      `SELECT * FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
+      `UPDATE payments SET guard_version = guard_version + 1 WHERE provider = $1 AND payment_id = $2 RETURNING *`,
       [provider, paymentId],
     );
     return row;
   }
 
   async balance(sql: Sql, payment: PaymentRow): Promise<PaymentBalance> {
-    const [row] = await sql.query<{
-      refunded: string;
-      reserved: string;
-      slots_used: number;
-      reported_remaining: number | null;
-      unreported_active: number;
-    }>(BALANCE_SQL, [
-      payment.provider,
-      payment.payment_id,
-    ]);
-    const refundable = money(payment.amount).minus(row.refunded).minus(row.reserved);
-    return {
-      refunded: formatAmount(row.refunded),
-      reserved: formatAmount(row.reserved),
-      refundable: formatAmount(refundable.isNegative() ? money('0') : refundable),
-      slotsUsed: row.slots_used,
-      reportedRemaining: row.reported_remaining === null ? null : Math.max(0, row.reported_remaining - row.unreported_active),
-    };
+    const [row] = await sql.query<BalanceRow>(BALANCE_SQL, [payment.provider, payment.payment_id]);
+    return balanceOf(payment, row);
   }
 
   /**
    * The over-refund guard and the provider's per-payment limits, for `amount` more on this
-   * payment. Call with the payment row locked (lockForUpdate) in the same transaction.
+   * payment. Call with the payment row locked (FOR UPDATE, or lockForRaise) in the same transaction.
    */
   async assertFits(tx: Sql, provider: RefundProvider, payment: PaymentRow, amount: string): Promise<void> {
-    const balance = await this.balance(tx, payment);
-    if (money(amount).gt(balance.refundable)) {
-      throw new Problem('amount_exceeds_refundable', `At most ${balance.refundable} ${payment.currency} can be refunded.`, {
-        refundableAmount: balance.refundable,
-      });
-    }
-    if (provider.maxRefundsPerPayment === undefined) return;
-    const byCount = provider.maxRefundsPerPayment - balance.slotsUsed;
-    const remaining = balance.reportedRemaining === null ? byCount : Math.min(byCount, balance.reportedRemaining);
-    if (remaining <= 0) {
-      throw new Problem('payment_not_refundable', `${provider.name} allows at most ${provider.maxRefundsPerPayment} refunds per payment.`, {
-        refundableAmount: balance.refundable,
-        remainingRefunds: 0,
-      });
-    }
-    if (remaining === 1 && provider.lastRefundTakesRemainder && !money(amount).eq(balance.refundable)) {
-      // Binance refunds the whole remainder on the last allowed refund, whatever we send:
-      // accept only that exact amount rather than silently refunding more than asked.
-      throw new Problem(
-        'payment_not_refundable',
-        `This would be the last refund ${provider.name} allows on the payment, and it always refunds the whole remainder: refund exactly ${balance.refundable}.`,
-        { refundableAmount: balance.refundable, remainingRefunds: 1 },
-      );
-    }
+    checkFits(provider, payment, await this.balance(tx, payment), amount);
   }
 
   /** GET /v1/payments/{provider}/{paymentId}. */

@@ -132,7 +132,7 @@ export class RefundActionsService {
     const provider = this.providers.get(row.provider);
     await this.assertPreviousSubmissionUnpaid(auth, provider, row);
     const moved = await this.db.transaction(async (tx) => {
-      const payment = await this.payments.lockForUpdate(tx, row.provider, row.payment_id);
+      const payment = await this.payments.lockForRaise(tx, row.provider, row.payment_id);
       if (!payment) throw new Problem('payment_not_found', 'The refund’s payment is gone.');
       await this.payments.assertFits(tx, provider, payment, row.amount);
       return this.state.transition(tx, row.id, 'queued', {

@@ -8,7 +8,7 @@ import { KeyedGate } from '../common/keyed-gate.js';
 import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
 import { AuthContext, actorOf, merchantScope } from '../auth/auth-context.js';
-import { PaymentsService } from '../payments/payments.service.js';
+import { BALANCE_SQL, BalanceRow, PaymentsService, balanceOf, checkFits } from '../payments/payments.service.js';
 import type { PaymentRow } from '../payments/payment.row.js';
 import type { ProviderPayment, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
@@ -22,6 +22,50 @@ export interface CreateResult {
   refund: RefundJson;
   replayed: boolean;
 }
+
+type CreateOutcome = { created: RefundRow } | { replayOf: RefundRow } | { conflict: true } | { uncached: true };
+
+/** How many times a create checks against a fresh snapshot before it takes the payment row lock. */
+const OPTIMISTIC_ATTEMPTS = 2;
+
+/** At or above the merchant's threshold, an ops approval comes first (contract §6). */
+function statusFor(dto: CreateRefundDto, threshold: string | null): 'queued' | 'pending_approval' {
+  return threshold !== null && money(dto.amount).gte(threshold) ? 'pending_approval' : 'queued';
+}
+
+/**
+ * Everything a create checks, in one snapshot: an earlier refund with this key, the payment
+ * (all columns NULL when it is not cached), its balance and the merchant's approval
+ * threshold. $1 provider, $2 payment id, $3 merchant, $4 idempotency key, $5 currency.
+ */
+const CREATE_SNAPSHOT_SQL = `
+  SELECT s.seen_id, s.approval_threshold, p.*, b.*
+    FROM (SELECT (SELECT id FROM refunds WHERE merchant_id = $3 AND idempotency_key = $4) AS seen_id,
+                 (SELECT m.approval_thresholds->>$5 FROM merchants m WHERE m.id = $3) AS approval_threshold) s
+    LEFT JOIN payments p ON p.provider = $1 AND p.payment_id = $2
+    CROSS JOIN LATERAL (${BALANCE_SQL}) b`;
+
+type CreateSnapshot = BalanceRow &
+  Omit<PaymentRow, 'provider'> & { provider: PaymentRow['provider'] | null; seen_id: string | null; approval_threshold: string | null };
+
+/** See RefundsService.insertGuarded. Casts: in INSERT ... SELECT the parameters get no type from the columns. */
+const INSERT_GUARDED_SQL = `
+  WITH g AS (
+    UPDATE payments SET guard_version = guard_version + 1
+     WHERE provider = $3 AND payment_id = $4 AND guard_version = $16::bigint
+    RETURNING 1),
+  r AS (
+    INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
+                         metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
+    SELECT $1::uuid, $2::text, $3::text, $4::text, $5::numeric, $6::text, $14::text, $7::text, $8::text,
+           $9::jsonb, $10::jsonb, $11::text, $12::text, $13::uuid, CASE WHEN $14::text = 'queued' THEN now() END
+      FROM g
+    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+    RETURNING *),
+  e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
+        SELECT id, NULL::text, status, $15::text, '{}'::jsonb FROM r RETURNING id),
+  o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)
+  SELECT (SELECT count(*) FROM g)::int AS guarded, r.* FROM (SELECT 1) one LEFT JOIN r ON true`;
 
 /** Canonical JSON (sorted keys) of the request body: what "same body" means for idempotency. */
 export function requestHash(body: unknown): string {
@@ -84,25 +128,23 @@ export class RefundsService {
     const merchantId = auth.merchantId!;
     const hash = requestHash(rawBody);
 
-    // A replay is answered from the row alone: no provider call, works while a provider is down.
-    // Only the id is read first: nearly every create is new, and a whole row costs more to decode.
-    const seen = await this.db.one<{ id: string }>(`SELECT id FROM refunds WHERE merchant_id = $1 AND idempotency_key = $2`, [
-      merchantId,
-      idempotencyKey,
-    ]);
-    if (seen) {
-      const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
-      if (existing) return this.replay(existing, hash);
-    }
-
     const provider = this.providers.get(dto.provider);
-    this.validateForProvider(dto, provider);
+    try {
+      this.validateForProvider(dto, provider);
+    } catch (err) {
+      // A replay is answered from the row alone, before the body's own checks: a key reused
+      // with another (even invalid) body is key reuse, whatever that body's problems.
+      const seen = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+      if (seen) return this.replay(seen, hash);
+      throw err;
+    }
     if (provider.normalizePaymentId) dto.paymentId = provider.normalizePaymentId(dto.paymentId);
 
     // One create per payment at a time in this process (see KeyedGate): a burst on one payment
-    // waits here in memory instead of on pooled connections blocked by the payment row lock.
+    // waits here in memory instead of on pooled connections (and, in the locked path, on the
+    // payment row lock), and the optimistic path below does not collide with itself.
     const result = await this.paymentGate.run(`${dto.provider}\u0000${dto.paymentId}`, () =>
-      this.lockedCreate(auth, merchantId, idempotencyKey, hash, dto, provider),
+      this.createInGate(auth, merchantId, idempotencyKey, hash, dto, provider),
     );
 
     if ('replayOf' in result) return this.replay(result.replayOf!, hash);
@@ -118,9 +160,65 @@ export class RefundsService {
   }
 
   /**
-   * Usually the payment is cached: the transaction locks it straight away. A payment
-   * referenced for the first time is looked up at the provider (outside any transaction),
-   * then inserted and locked by a second transaction.
+   * The optimistic path, two statements and no transaction: one snapshot read of everything
+   * the checks need (an earlier refund with this key, the payment, its balance, the
+   * merchant's approval threshold), the checks, then one statement that inserts the refund
+   * (with its event and outbox row) only if the payment's guard version is still the one the
+   * snapshot saw. Every create and ops retry increments that version in the statement or
+   * transaction that raises what is spoken for, so an unchanged version means nothing that
+   * could change the checks' answer committed in between, and a concurrent one either
+   * committed first (the version moved: look again) or waits for our row lock and then sees
+   * our refund. After OPTIMISTIC_ATTEMPTS lost races (only other processes can cause them:
+   * this process's creates on the payment queue in the gate) it takes the locked path.
+   */
+  private async createInGate(
+    auth: AuthContext,
+    merchantId: string,
+    idempotencyKey: string,
+    hash: string,
+    dto: CreateRefundDto,
+    provider: RefundProvider,
+  ): Promise<CreateOutcome> {
+    for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
+      const [snap] = await this.db.query<CreateSnapshot>(CREATE_SNAPSHOT_SQL, [
+        dto.provider,
+        dto.paymentId,
+        merchantId,
+        idempotencyKey,
+        dto.currency,
+      ]);
+      if (snap.seen_id) {
+        const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+        if (existing) return { replayOf: existing };
+      }
+      // Not cached yet: the locked path looks the payment up at the provider first.
+      if (snap.provider === null) break;
+      const payment = snap as PaymentRow;
+      let status: 'queued' | 'pending_approval';
+      try {
+        this.checkPayment(merchantId, dto, provider, payment);
+        checkFits(provider, payment, balanceOf(payment, snap), dto.amount);
+        status = statusFor(dto, snap.approval_threshold);
+      } catch (err) {
+        // A concurrent request with the same key may have committed since the snapshot: it
+        // is that request's answer, not a refusal.
+        if (err instanceof Problem) {
+          const raced = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
+          if (raced) return { replayOf: raced };
+        }
+        throw err;
+      }
+      const inserted = await this.insertGuarded(this.db, auth, idempotencyKey, hash, dto, status, payment.guard_version);
+      if (inserted !== 'stale') return inserted;
+      this.metrics?.refundCreateRetries.inc({ provider: dto.provider });
+    }
+    return this.lockedCreate(auth, merchantId, idempotencyKey, hash, dto, provider);
+  }
+
+  /**
+   * The locked path: the first create of a payment not cached yet (looked up at the provider
+   * outside any transaction, then inserted and locked), and creates that lost the optimistic
+   * race OPTIMISTIC_ATTEMPTS times.
    */
   private async lockedCreate(
     auth: AuthContext,
@@ -129,7 +227,7 @@ export class RefundsService {
     hash: string,
     dto: CreateRefundDto,
     provider: RefundProvider,
-  ): ReturnType<RefundsService['insertRefund']> {
+  ): Promise<CreateOutcome> {
     const result = await this.insertRefund(auth, idempotencyKey, hash, dto, provider, undefined);
     if (!('uncached' in result)) return result;
     const fetched = await this.payments.fetchFromProvider(dto.provider, dto.paymentId);
@@ -142,9 +240,10 @@ export class RefundsService {
   }
 
   /**
-   * The create transaction: lock the payment row (every create and retry on the payment is
-   * serialised by it, so the guard sees all of them), check, insert the refund and its event.
-   * With `fetched` undefined and no cached payment, it answers `uncached` and writes nothing.
+   * The create transaction: lock the payment row (every locked create and retry on the
+   * payment is serialised by it, and optimistic creates by the guard version it carries),
+   * check, insert the refund and its event. With `fetched` undefined and no cached payment,
+   * it answers `uncached` and writes nothing.
    */
   private insertRefund(
     auth: AuthContext,
@@ -153,9 +252,8 @@ export class RefundsService {
     dto: CreateRefundDto,
     provider: RefundProvider,
     fetched: ProviderPayment | undefined,
-  ): Promise<{ created: RefundRow } | { replayOf: RefundRow } | { conflict: true } | { uncached: true }> {
+  ): Promise<CreateOutcome> {
     const merchantId = auth.merchantId!;
-    const id = randomUUID();
     return this.db.transaction(async (tx) => {
       if (fetched) {
         if (!fetched.refundable) {
@@ -176,20 +274,8 @@ export class RefundsService {
       const { approval_threshold: threshold = null, ...paymentRow } = locked ?? {};
       const payment = locked ? (paymentRow as PaymentRow) : undefined;
       try {
-        if (!payment || payment.merchant_id !== merchantId) throw this.paymentNotFound(dto);
-        if (payment.provider_data.refundable === false) {
-          throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
-        }
-        const mismatch = provider.checkPayment?.(
-          { paymentId: dto.paymentId, amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
-          payment.provider_data,
-        );
-        if (mismatch) throw new Problem('currency_mismatch', mismatch, { paymentCurrency: payment.currency });
-        if (payment.currency !== dto.currency) {
-          throw new Problem('currency_mismatch', `The payment is in ${payment.currency}, not ${dto.currency}.`, {
-            paymentCurrency: payment.currency,
-          });
-        }
+        if (!payment) throw this.paymentNotFound(dto);
+        this.checkPayment(merchantId, dto, provider, payment);
         await this.payments.assertFits(tx, provider, payment, dto.amount);
       } catch (err) {
         // A concurrent request with the same key may have committed while we waited for the
@@ -202,45 +288,71 @@ export class RefundsService {
         }
         throw err;
       }
-      // At or above the merchant's threshold, an ops approval comes first (contract §6).
-      const status = threshold !== null && money(dto.amount).gte(threshold) ? 'pending_approval' : 'queued';
-
-      // The refund, its creation event and the event's outbox entry in one statement: the same
-      // rows RefundStateService.created() writes (keep the two in step), one round trip fewer.
-      const [row] = await tx.query<RefundRow>(
-        `WITH r AS (
-           INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
-                                metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $14, $7, $8, $9, $10, $11, $12, $13,
-                   CASE WHEN $14 = 'queued' THEN now() END)
-           ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-           RETURNING *),
-         e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
-               SELECT id, NULL::text, status, $15::text, '{}'::jsonb FROM r RETURNING id),
-         o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)
-         SELECT * FROM r`,
-        [
-          id,
-          merchantId,
-          dto.provider,
-          dto.paymentId,
-          dto.amount,
-          dto.currency,
-          dto.reason ?? 'requested_by_customer',
-          dto.description ?? null,
-          dto.metadata ?? {},
-          this.providerOptions(dto),
-          idempotencyKey,
-          hash,
-          auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
-          status,
-          actorOf(auth),
-        ],
-      );
-      // Same key used concurrently (committed while we waited for the lock, or for another payment): that request won.
-      if (!row) return { conflict: true as const };
-      return { created: row };
+      // Under the lock the guard version cannot have moved since the lock statement read it.
+      const inserted = await this.insertGuarded(tx, auth, idempotencyKey, hash, dto, statusFor(dto, threshold), payment.guard_version);
+      if (inserted === 'stale') throw new Error('guard version moved under the payment row lock');
+      return inserted;
     });
+  }
+
+  /**
+   * Inserts the refund, its creation event and the event's outbox entry (the rows
+   * RefundStateService.created() writes: keep the two in step) and increments the payment's
+   * guard version, all in one statement and only if the guard version is still
+   * `guardVersion`: 'stale' when it is not (nothing written). The UPDATE waits for a
+   * concurrent holder of the payment's row lock and then re-reads the row, so the condition
+   * is checked against the latest committed version. `conflict` when the key was used
+   * concurrently (that request won).
+   */
+  private async insertGuarded(
+    sql: Sql,
+    auth: AuthContext,
+    idempotencyKey: string,
+    hash: string,
+    dto: CreateRefundDto,
+    status: 'queued' | 'pending_approval',
+    guardVersion: string,
+  ): Promise<{ created: RefundRow } | { conflict: true } | 'stale'> {
+    const [row] = await sql.query<RefundRow & { guarded: number }>(INSERT_GUARDED_SQL, [
+      randomUUID(),
+      auth.merchantId!,
+      dto.provider,
+      dto.paymentId,
+      dto.amount,
+      dto.currency,
+      dto.reason ?? 'requested_by_customer',
+      dto.description ?? null,
+      dto.metadata ?? {},
+      this.providerOptions(dto),
+      idempotencyKey,
+      hash,
+      auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
+      status,
+      actorOf(auth),
+      guardVersion,
+    ]);
+    if (row.guarded === 0) return 'stale';
+    if (row.id === null) return { conflict: true as const };
+    const { guarded: _guarded, ...created } = row;
+    return { created: created as RefundRow };
+  }
+
+  /** The checks that depend on the payment alone (not on its other refunds). */
+  private checkPayment(merchantId: string, dto: CreateRefundDto, provider: RefundProvider, payment: PaymentRow): void {
+    if (payment.merchant_id !== merchantId) throw this.paymentNotFound(dto);
+    if (payment.provider_data.refundable === false) {
+      throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
+    }
+    const mismatch = provider.checkPayment?.(
+      { paymentId: dto.paymentId, amount: dto.amount, currency: dto.currency, options: this.providerOptions(dto) },
+      payment.provider_data,
+    );
+    if (mismatch) throw new Problem('currency_mismatch', mismatch, { paymentCurrency: payment.currency });
+    if (payment.currency !== dto.currency) {
+      throw new Problem('currency_mismatch', `The payment is in ${payment.currency}, not ${dto.currency}.`, {
+        paymentCurrency: payment.currency,
+      });
+    }
   }
 
   private replay(row: RefundRow, hash: string): CreateResult {

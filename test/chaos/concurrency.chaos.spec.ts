@@ -22,7 +22,8 @@ import { Scenario, assertNoCrash, logTails, printSummary, setFaults, setupScenar
 // Then the whole-system invariants (test/chaos/support/invariants.ts).
 //
 // The suite must be able to fail: the second test runs the wide race against a mutant build
-// with the payment row lock (SELECT ... FOR UPDATE) removed and expects over-refunds.
+// with the guard's serialisation (the optimistic create's guard-version check and the payment
+// row locks) removed and expects over-refunds.
 
 // Per payment: Binance allows 10 refunds per order, so fewer there.
 const RACE_CREATES = Number(process.env.CHAOS_RACE_CREATES ?? 150);
@@ -356,10 +357,16 @@ it('fails against a build without the payment row lock (the suite can catch an o
     process.stdout.write(`\nseed ${s?.seed}\n${logTails(s)}\n`);
   });
   await teardownScenario();
-  // The row lock of the create path and of ops retries (payments.lockForUpdate).
+  // The guard's serialisation, everywhere: the optimistic create's guard-version condition,
+  // the row lock of the locked create path, and the lock an ops retry takes (lockForRaise).
   const entry = mutantEntry('no-payment-lock', [
+    { file: 'src/refunds/refunds.service.js', from: 'AND guard_version = $16::bigint', to: 'AND $16::bigint IS NOT NULL' },
     { file: 'src/refunds/refunds.service.js', from: 'p.payment_id = $2 FOR UPDATE OF p', to: 'p.payment_id = $2' },
-    { file: 'src/payments/payments.service.js', from: 'payment_id = $2 FOR UPDATE', to: 'payment_id = $2' },
+    {
+      file: 'src/payments/payments.service.js',
+      from: 'UPDATE payments SET guard_version = guard_version + 1 WHERE provider = $1 AND payment_id = $2 RETURNING *',
+      to: 'SELECT * FROM payments WHERE provider = $1 AND payment_id = $2',
+    },
   ]);
   const previous = process.env.CHAOS_SERVICE_ENTRY;
   process.env.CHAOS_SERVICE_ENTRY = entry;

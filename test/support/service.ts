@@ -90,6 +90,33 @@ export async function startService(label: string, env: Record<string, string> = 
   };
 }
 
+/**
+ * A second API process (ROLE=api) on the same database and queue prefix as `svc`, booted in
+ * this process: its own pool, its own per-payment gate, so creates sent to both race the way
+ * two api processes behind a load balancer do.
+ */
+export async function startPeer(svc: TestService, env: Record<string, string> = {}): Promise<{ url: string; http: () => ReturnType<typeof request>; stop(): Promise<void> }> {
+  const port = await freePort();
+  const cfg = loadConfig({
+    NODE_ENV: 'test',
+    ROLE: 'api',
+    PORT: String(port),
+    DATABASE_URL: svc.databaseUrl,
+    REDIS_URL,
+    QUEUE_PREFIX: svc.queuePrefix,
+    SANDBOX: 'true',
+    SANDBOX_URL: `${svc.url}/sandbox`,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    DB_POOL_SIZE: '30',
+    ...FAST_ENV,
+    ...env,
+  });
+  const app = (await createApp(cfg)) as INestApplication;
+  await app.listen(port, '127.0.0.1');
+  const url = `http://127.0.0.1:${port}`;
+  return { url, http: () => request(url), stop: () => app.close() };
+}
+
 export async function deleteRedisPrefix(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();

@@ -1,0 +1,139 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { merchantKey, roleKey, sandboxPayment, setFaults, startPeer, startService, TestService, waitFor } from './support/service.js';
+
+// The over-refund guard across processes. Creates take an optimistic path (a snapshot read,
+// then an insert conditional on the payment's guard version) and fall back to the payment
+// row lock; ops retries take the lock and move the guard version. Within one process the
+// per-payment gate serialises creates, so these races need two api processes: here the
+// service (ROLE=all) and a peer (ROLE=api) on the same database, each with its own gate.
+
+let svc: TestService;
+let peer: Awaited<ReturnType<typeof startPeer>>;
+let merchant: string;
+let ops: string;
+
+beforeAll(async () => {
+  svc = await startService('guard');
+  peer = await startPeer(svc);
+  merchant = await merchantKey(svc, 'M1001');
+  ops = await roleKey(svc, 'ops');
+  await setFaults(svc, 'binance-pay', { settleAfterMs: 100 });
+});
+
+afterAll(async () => {
+  await peer?.stop();
+  await svc?.stop();
+});
+
+const processes = () => [svc.http, peer.http];
+
+function create(via: number, body: Record<string, unknown>) {
+  return processes()
+    [via % 2]()
+    .post('/v1/refunds')
+    .set('Authorization', `Bearer ${merchant}`)
+    .set('Idempotency-Key', randomUUID())
+    .send(body);
+}
+
+async function optimisticRetries(): Promise<number> {
+  let total = 0;
+  for (const http of processes()) {
+    const text = (await http().get('/metrics').expect(200)).text;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('refund_create_optimistic_retries_total{')) total += Number(line.split(' ').pop());
+    }
+  }
+  return total;
+}
+
+async function refund(id: string) {
+  return (await svc.http().get(`/v1/refunds/${id}`).set('Authorization', `Bearer ${ops}`).expect(200)).body;
+}
+
+describe('over-refund guard across two api processes', () => {
+  it('accepts exactly what fits when creates on the same payments race through both processes', async () => {
+    // 40 creates of 7.00 on each 100.00 payment, alternating between the processes, all at
+    // once: exactly 14 fit (98.00), whatever the interleaving; a 15th would over-refund.
+    const cases = [
+      ...(await Promise.all([1, 2, 3].map(() => sandboxPayment(svc, 'lean', '100.00', 'AED')))).map((p) => ({ provider: 'lean', paymentId: p, currency: 'AED' })),
+      ...(await Promise.all([1, 2, 3].map(() => sandboxPayment(svc, 'cobo', '100.00', 'USDT')))).map((p) => ({
+        provider: 'cobo',
+        paymentId: p,
+        currency: 'USDT',
+        cobo: { tokenId: 'TRON_USDT', toAddress: 'TXaddr1' },
+      })),
+    ];
+    // The first create of a payment looks it up at the provider (the locked path); after
+    // that, creates are optimistic.
+    for (const c of cases) await create(0, { ...c, amount: '2.00' }).expect(202);
+    const before = await optimisticRetries();
+
+    const results = await Promise.all(
+      cases.flatMap((c) => Array.from({ length: 40 }, (_, i) => create(i, { ...c, amount: '7.00' }).then((r) => ({ c, r })))),
+    );
+    for (const c of cases) {
+      const mine = results.filter((x) => x.c === c).map((x) => x.r);
+      const accepted = mine.filter((r) => r.status === 202);
+      const refused = mine.filter((r) => r.status === 422);
+      expect(refused.map((r) => r.body.code)).toEqual(refused.map(() => 'amount_exceeds_refundable'));
+      // 98.00 left after the 2.00: exactly 14 of 7.00, none refused that would have fitted.
+      expect(accepted).toHaveLength(14);
+      expect(refused).toHaveLength(26);
+      const { rows } = await svc.db.query(
+        `SELECT sum(amount)::text AS total, count(*)::int AS n FROM refunds WHERE provider = $1 AND payment_id = $2`,
+        [c.provider, c.paymentId],
+      );
+      expect(rows[0]).toEqual({ total: '100.000000000000000000', n: 15 });
+    }
+    // The race was real: some creates found the payment changed by the other process after
+    // their snapshot, and looked again (or took the lock).
+    expect((await optimisticRetries()) - before).toBeGreaterThan(0);
+  });
+
+  it('lets only one of an ops retry and a create racing on another process take what is left', async () => {
+    // Per payment of 100.00: a failed refund of 60.00; then, at once, ops retry it through one
+    // process and create another 60.00 through the other. Only one of the two fits.
+    const payments = await Promise.all(Array.from({ length: 6 }, () => sandboxPayment(svc, 'binance_pay', '100.00')));
+    await setFaults(svc, 'binance-pay', { insufficientBalance: true });
+    let failed: string[];
+    try {
+      failed = await Promise.all(
+        payments.map(async (paymentId) => {
+          const id = (await create(0, { provider: 'binance_pay', paymentId, amount: '60.00', currency: 'USDT' }).expect(202)).body.id;
+          const done = await waitFor(async () => {
+            const r = await refund(id);
+            return ['failed', 'succeeded'].includes(r.status) ? r : undefined;
+          }, 30_000, `refund ${id} final`);
+          expect(done.status).toBe('failed');
+          return id as string;
+        }),
+      );
+    } finally {
+      await setFaults(svc, 'binance-pay', { insufficientBalance: false });
+    }
+
+    const races = await Promise.all(
+      payments.map(async (paymentId, i) => {
+        const [retry, created] = await Promise.all([
+          processes()[i % 2]().post(`/v1/refunds/${failed[i]}/retry`).set('Authorization', `Bearer ${ops}`).send({}),
+          create(i + 1, { provider: 'binance_pay', paymentId, amount: '60.00', currency: 'USDT' }),
+        ]);
+        return { paymentId, retry, created };
+      }),
+    );
+    for (const { paymentId, retry, created } of races) {
+      const wins = [retry.status === 200 || retry.status === 202, created.status === 202].filter(Boolean).length;
+      expect(wins, `retry ${retry.status} ${JSON.stringify(retry.body)}, create ${created.status} ${JSON.stringify(created.body)}`).toBe(1);
+      if (created.status !== 202) expect(created.body.code).toBe('amount_exceeds_refundable');
+      else expect(retry.body.code).toBe('amount_exceeds_refundable');
+      const { rows } = await svc.db.query(
+        `SELECT COALESCE(sum(amount), 0)::text AS spoken_for FROM refunds
+          WHERE provider = 'binance_pay' AND payment_id = $1 AND status NOT IN ('failed', 'canceled')`,
+        [paymentId],
+      );
+      expect(rows[0].spoken_for).toBe('60.000000000000000000');
+    }
+  });
+});
