@@ -53,6 +53,27 @@ describe('Database', () => {
     for (let i = 0; i < 6; i++) expect(await db.query(sql, [2])).toEqual([{ id: 2, v: 'two', w: 'new' }]);
   });
 
+  it('inside a transaction, fails once on a stale plan and prepares afresh for the next', async () => {
+    await db.query(`CREATE TABLE u (id int PRIMARY KEY)`);
+    await db.query(`INSERT INTO u VALUES (1)`);
+    const read = () => db.transaction((tx) => tx.query(`SELECT * FROM u WHERE id = $1 FOR UPDATE`, [1]));
+    for (let i = 0; i < 6; i++) expect(await read()).toEqual([{ id: 1 }]);
+    await db.query(`ALTER TABLE u ADD COLUMN x int NOT NULL DEFAULT 7`);
+    // At most one failure per connection that held the old plan before the new generation of
+    // names; then every transaction prepares the statement afresh.
+    let failures = 0;
+    for (let i = 0; i < 6; i++) {
+      try {
+        expect(await read()).toEqual([{ id: 1, x: 7 }]);
+      } catch (err) {
+        expect(err).toMatchObject({ code: '0A000' });
+        failures++;
+      }
+    }
+    expect(failures).toBeLessThanOrEqual(1);
+    for (let i = 0; i < 3; i++) expect(await read()).toEqual([{ id: 1, x: 7 }]);
+  });
+
   it('keeps the pool usable after statement errors, and rolls a failed transaction back', async () => {
     for (let i = 0; i < 5; i++) {
       await expect(db.query(`INSERT INTO t (id, v) VALUES (1, 'dup')`)).rejects.toMatchObject({ code: '23505' });

@@ -12,6 +12,9 @@ function isDependencyOutage(err: unknown): boolean {
   // TypeORM releases a transaction's query runner when Postgres drops its connection
   // (e.g. 57P01 on a fast shutdown); later queries of that transaction then throw this.
   if (err.name === 'QueryRunnerAlreadyReleasedError') return true;
+  // A prepared plan went stale when a migration changed a table under this process
+  // (src/database/database.ts); the next attempt prepares it afresh.
+  if (code === '0A000' && /cached plan must not change result type/.test(err.message)) return true;
   return /not queryable|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|the database system is (starting up|shutting down)/i.test(
     err.message,
   );

@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable, Logger } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
@@ -18,14 +18,18 @@ export interface Sql {
 function breaksConnection(err: unknown): boolean {
   if (!(err instanceof pg.DatabaseError)) return true;
   const code = err.code ?? '';
-  return code.startsWith('08') || code.startsWith('57') || code === STALE_PLAN;
+  return code.startsWith('08') || code.startsWith('57') || isStalePlan(err);
 }
 
 /**
- * "cached plan must not change result type": a named statement prepared on this session
+ * With "cached plan must not change result type": a named statement prepared on this session
  * before a migration changed a table it returns (`SELECT *` of a table that gained a column).
  */
 const STALE_PLAN = '0A000';
+
+function isStalePlan(err: unknown): boolean {
+  return err instanceof pg.DatabaseError && err.code === STALE_PLAN && /cached plan must not change result type/.test(err.message);
+}
 
 /**
  * Thin SQL access to the pg pool TypeORM manages (TypeORM still owns the pool's lifecycle
@@ -34,15 +38,21 @@ const STALE_PLAN = '0A000';
  * SQL than as entity saves; going to the pool directly skips TypeORM's per-query runner,
  * which the benchmark's profiles showed on every statement (docs/performance.md).
  *
- * Statements a process repeats outside a transaction are sent as named (server-side
- * prepared) statements, so Postgres parses and plans them once per connection instead of on
- * every call (see PreparedNames for which and how many). Statements inside a transaction
- * stay unnamed: a stale prepared plan after a migration fails the statement, which outside a
- * transaction is simply run again unnamed, but inside one would abort work already done.
+ * Statements a process repeats are sent as named (server-side prepared) statements, so
+ * Postgres parses and plans them once per connection instead of on every call (see
+ * PreparedNames for which and how many). A migration that changes what a prepared
+ * statement returns (`SELECT *` of a table that gained a column) makes its plan stale: the
+ * statement fails with 0A000, the process starts a new generation of names (everything is
+ * prepared afresh), the connection is dropped, and a statement outside a transaction is
+ * simply run again, unnamed. Inside a transaction it cannot be (the transaction is
+ * aborted): that transaction fails, as on a lost connection, and the API answers 503.
  */
 @Injectable()
-export class Database implements Sql {
+export class Database implements Sql, BeforeApplicationShutdown {
+  private readonly logger = new Logger('Database');
   private readonly names: PreparedNames;
+  /** Connections checked out now, with what they run (for the shutdown below). */
+  private readonly active = new Map<pg.PoolClient, string>();
 
   constructor(
     @InjectDataSource() readonly dataSource: DataSource,
@@ -56,29 +66,39 @@ export class Database implements Sql {
     return (this.dataSource.driver as unknown as { master: pg.Pool }).master;
   }
 
+  private async checkout(what: string): Promise<pg.PoolClient> {
+    const client = await this.pool.connect();
+    this.active.set(client, what);
+    return client;
+  }
+
+  /** Back to the pool, or closed when `err` is given; once, even after a forced release at shutdown. */
+  private giveBack(client: pg.PoolClient, err?: unknown): void {
+    if (!this.active.delete(client)) return;
+    client.release(err === undefined ? undefined : (err as Error));
+  }
+
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     const name = this.names.nameFor(sql);
-    const client = await this.pool.connect();
+    const client = await this.checkout(sql);
     let broken: unknown;
     try {
       return (await client.query({ text: sql, values: params, name })).rows as T[];
     } catch (err) {
       broken = breaksConnection(err) ? err : undefined;
-      if (name && err instanceof pg.DatabaseError && err.code === STALE_PLAN) {
-        // The connection goes (release with the error) and the statement runs once unnamed
-        // on another one; other connections drop their stale copy the same way.
-        client.release(err);
-        broken = null;
+      if (name && isStalePlan(err)) {
+        this.names.reset();
+        this.giveBack(client, err);
         return this.unnamed<T>(sql, params);
       }
       throw err;
     } finally {
-      if (broken !== null) client.release(broken as Error | undefined);
+      this.giveBack(client, broken);
     }
   }
 
   private async unnamed<T>(sql: string, params: unknown[]): Promise<T[]> {
-    const client = await this.pool.connect();
+    const client = await this.checkout(sql);
     let broken: unknown;
     try {
       return (await client.query(sql, params)).rows as T[];
@@ -86,7 +106,7 @@ export class Database implements Sql {
       broken = breaksConnection(err) ? err : undefined;
       throw err;
     } finally {
-      client.release(broken as Error | undefined);
+      this.giveBack(client, broken);
     }
   }
 
@@ -97,13 +117,24 @@ export class Database implements Sql {
 
   /** READ COMMITTED transaction; row locks (FOR UPDATE) give the serialisation we need. */
   async transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    const client = await this.checkout('BEGIN');
+    const names = this.names;
+    const active = this.active;
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       const result = await fn({
         async query<R>(sql: string, params: unknown[] = []): Promise<R[]> {
-          return (await client.query(sql, params)).rows as R[];
+          if (active.has(client)) active.set(client, sql);
+          try {
+            return (await client.query({ text: sql, values: params, name: names.nameFor(sql) })).rows as R[];
+          } catch (err) {
+            if (isStalePlan(err)) {
+              names.reset();
+              broken = err as Error;
+            }
+            throw err;
+          }
         },
       });
       await client.query('COMMIT');
@@ -116,7 +147,24 @@ export class Database implements Sql {
       });
       throw err;
     } finally {
-      client.release(broken);
+      this.giveBack(client, broken);
+    }
+  }
+
+  /**
+   * The pool's end (TypeORM closes it at application shutdown) waits for every checked-out
+   * connection. Statements still running get SHUTDOWN_GRACE_MS to finish; then their
+   * connections are closed (their callers see a connection error, as on a lost database)
+   * rather than holding the process's exit up.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+    while (this.active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    for (const [client, what] of [...this.active]) {
+      this.logger.warn(`closing a connection still busy at shutdown: ${what.replace(/\s+/g, ' ').slice(0, 160)}`);
+      this.giveBack(client, new Error('shutting down'));
     }
   }
 }
+
+const SHUTDOWN_GRACE_MS = 5_000;

@@ -6,7 +6,7 @@ describe('PreparedNames', () => {
     const names = new PreparedNames(4);
     expect(names.nameFor('SELECT 1')).toBeUndefined();
     const name = names.nameFor('SELECT 1');
-    expect(name).toMatch(/^rq_\d+$/);
+    expect(name).toMatch(/^rq1_\d+$/);
     expect(names.nameFor('SELECT 1')).toBe(name);
   });
 
@@ -36,5 +36,16 @@ describe('PreparedNames', () => {
     // 'x' was forgotten with the others: seeing it again counts as the first time.
     expect(names.nameFor('x')).toBeUndefined();
     expect(names.nameFor('x')).toBeDefined();
+  });
+
+  it('starts a new generation of names after reset(), so nothing stale is reused', () => {
+    const names = new PreparedNames(4);
+    names.nameFor('SELECT 1');
+    const first = names.nameFor('SELECT 1');
+    names.reset();
+    expect(names.nameFor('SELECT 1')).toBeUndefined();
+    const second = names.nameFor('SELECT 1');
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
   });
 });

@@ -8,10 +8,15 @@
  * report with a rare mix of filters) stay unnamed, and at most `capacity` texts ever get one:
  * every pooled connection keeps one prepared statement per name it has run, in Postgres
  * memory, for the connection's life. Names are never reused for another text.
+ *
+ * reset() starts a new generation of names: after a migration changed a table under a
+ * running process, every statement is prepared afresh under a new name rather than failing
+ * once per pooled connection on its stale copy.
  */
 export class PreparedNames {
   private readonly named = new Map<string, string>();
   private seenOnce = new Set<string>();
+  private generation = 1;
 
   constructor(private readonly capacity: number) {}
 
@@ -26,9 +31,15 @@ export class PreparedNames {
       return undefined;
     }
     this.seenOnce.delete(sql);
-    const assigned = `rq_${this.named.size + 1}`;
+    const assigned = `rq${this.generation}_${this.named.size + 1}`;
     this.named.set(sql, assigned);
     return assigned;
+  }
+
+  reset(): void {
+    this.generation++;
+    this.named.clear();
+    this.seenOnce = new Set();
   }
 
   get size(): number {
