@@ -83,15 +83,21 @@ export class RefundStateService {
     if (to === 'succeeded') sets.push(`refunded_amount = amount`);
     this.addPatch(patch, sets, params);
 
+    // The status change, its event and the event's outbox entry in one statement (one round
+    // trip): the event is written exactly when the change is (the CTEs read the UPDATE's rows).
+    params.push(opts.actor, opts.detail ?? {});
     const [row] = await tx.query<RefundRow & { previous_status: RefundStatus }>(
-      `WITH prev AS (SELECT id, status FROM refunds WHERE id = $1 FOR UPDATE)
-       UPDATE refunds r SET ${sets.join(', ')}
-       FROM prev WHERE r.id = prev.id AND prev.status = ANY($3::text[])
-       RETURNING r.*, prev.status AS previous_status`,
+      `WITH prev AS (SELECT id, status FROM refunds WHERE id = $1 FOR UPDATE),
+       u AS (UPDATE refunds r SET ${sets.join(', ')}
+             FROM prev WHERE r.id = prev.id AND prev.status = ANY($3::text[])
+             RETURNING r.*, prev.status AS previous_status),
+       e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
+             SELECT id, previous_status, $2::text, $${params.length - 1}::text, $${params.length}::jsonb FROM u RETURNING id),
+       o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)
+       SELECT * FROM u`,
       params,
     );
     if (!row) return null;
-    await this.recordEvent(tx, refundId, row.previous_status, to, opts.actor, opts.detail ?? {});
     this.metrics?.transitions.inc({ provider: row.provider, from: row.previous_status, to });
     if (isFinal(to)) this.logger.log({ refundId, from: row.previous_status, to, actor: opts.actor }, 'refund final');
     const { previous_status: _ignored, ...rest } = row;

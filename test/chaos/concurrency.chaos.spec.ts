@@ -352,7 +352,7 @@ it('concurrent creates, idempotent replays and ops retries racing webhooks, acro
   expect(binance[1].accepted).toBeLessThanOrEqual(10);
 });
 
-it('fails against a build without the payment row lock (the suite can catch an over-refund)', async () => {
+it('fails against a build without the guard's serialisation (the suite can catch an over-refund)', async () => {
   onTestFailed(() => {
     process.stdout.write(`\nseed ${s?.seed}\n${logTails(s)}\n`);
   });
@@ -378,7 +378,7 @@ it('fails against a build without the payment row lock (the suite can catch an o
     const race = await overRefundRace(sc, recorder, 'wide', 3 * WIDE_PAYMENTS);
     const perPayment = acceptedPerPayment(recorder, race.payments);
     const over = Object.entries(perPayment).filter(([, v]) => v.overBy !== '0.00');
-    printSummary('concurrency mutant: payment row lock removed', {
+    printSummary('concurrency mutant: guard serialisation removed', {
       raceCreates: race.plan.length,
       raceAnswers: recorder.histogram('race_wide'),
       overRefunds: Object.fromEntries(over.map(([k, v]) => [k, v.overBy])),
