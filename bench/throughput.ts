@@ -32,6 +32,8 @@
 //   BENCH_E2E_LATENCIES [0,200]     emulator latencies (ms) of the end-to-end runs
 //   BENCH_E2E_TIMEOUT_MS [120000]   how long one end-to-end run may take to finish
 //   BENCH_TIMEOUT_MS [900000]       the whole run
+//   BENCH_API_PROCESSES [1]         ROLE=api processes; load is spread over all of them (autocannon URLs),
+//                                   the first one's emulators serve every provider call
 //   BENCH_SERVICE_ENV               extra service environment, e.g. "WORKER_CONCURRENCY=64 DB_POOL_SIZE=20"
 //   BENCH_CPU_PROF=1                CPU profiles of the service per phase (bench/results/profiles-<ts>/)
 //   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
@@ -76,6 +78,7 @@ const E2E_LATENCIES = (env.BENCH_E2E_LATENCIES ?? '0,200').split(',').map((s) =>
 const E2E_TIMEOUT_MS = num('BENCH_E2E_TIMEOUT_MS', 120_000);
 const TIMEOUT_MS = num('BENCH_TIMEOUT_MS', 15 * 60_000);
 const CPU_PROF = env.BENCH_CPU_PROF === '1';
+const API_PROCESSES = Math.max(1, Math.min(8, num('BENCH_API_PROCESSES', 1)));
 /** Refunds per payment in the measured phases (Binance allows 10; the 10th must be the exact remainder). */
 const PER_PAYMENT = 8;
 const MERCHANT = 'M1001';
@@ -397,7 +400,7 @@ interface LoadResult {
 }
 
 /** Sends every post once with autocannon at CONCURRENCY connections. */
-async function post(api: string, merchantKey: string, posts: Post[]): Promise<LoadResult> {
+async function post(api: string | string[], merchantKey: string, posts: Post[]): Promise<LoadResult> {
   let next = 0;
   const firstErrors: string[] = [];
   const result = await autocannon({
@@ -578,21 +581,30 @@ async function main(): Promise<number> {
     ...extraEnv,
   });
   const api = await serviceProcess('api', 'api', run.dir, { env: serviceEnv('api'), adminKey, queuePrefix }, apiPort);
+  // More API processes (BENCH_API_PROCESSES), e.g. one per core as a deployment would run them.
+  const moreApis = [];
+  for (let i = 2; i <= API_PROCESSES; i++) {
+    moreApis.push(await serviceProcess(`api${i}`, 'api', run.dir, { env: serviceEnv(`api${i}`), adminKey, queuePrefix }, await freePort()));
+  }
+  const apis = [api, ...moreApis];
+  const apiUrls = () => apis.map((p) => p.url);
   const worker = await serviceProcess('worker', 'worker', run.dir, { env: serviceEnv('worker'), adminKey, queuePrefix });
   await ensureCwd();
   await api.start();
+  // One at a time: the first runs the migrations.
+  for (const p of moreApis) await p.start();
   const merchantKey = await createMerchantKey(api.url, adminKey, MERCHANT);
   const memory: Record<string, unknown> = { apiIdle: await heapMb(api.url) };
   // Binance checks request timestamps within 1 s of its clock; a loaded 2-core machine can lag more.
   await setFaults(api.url, { timestampWindowMs: 10_000 });
-  const services = () => [api, worker].filter((p) => p.isRunning);
+  const services = () => [...apis, worker].filter((p) => p.isRunning);
   const rss = new RssSampler(() => [
     ...services().map((p) => ({ name: p.name, pid: p.pid })),
   ]);
   const profiler = new Profiler(profileDir, services);
   const postmasterPid = Number(fs.readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   const cpu = new CpuMeter(() => ({
-    api: api.pid && api.isRunning ? cpuMs(api.pid) : 0,
+    api: apis.reduce((sum, p) => sum + (p.pid && p.isRunning ? cpuMs(p.pid) : 0), 0),
     worker: worker.pid && worker.isRunning ? cpuMs(worker.pid) : 0,
     postgres: postgresCpuMs(postmasterPid),
     redis: redisPid() ? cpuMs(redisPid()!) : 0,
@@ -623,7 +635,7 @@ async function main(): Promise<number> {
   // ---- ingest (API alone) --------------------------------------------------------------
   const ingestPayments = await createPayments(api.url, Math.ceil(INGEST_REQUESTS / PER_PAYMENT));
   log(`ingest: warm-up, one refund on each of ${ingestPayments.length} payments (first reference looks the payment up)`);
-  const warm = await post(api.url, merchantKey, plan('warm', ingestPayments, 1));
+  const warm = await post(apiUrls(), merchantKey, plan('warm', ingestPayments, 1));
   if (warm.errors) throw new Error(`ingest warm-up: ${warm.errors} errors: ${warm.firstErrors.join(' | ')}`);
   const ingestPosts = plan('ing', ingestPayments, PER_PAYMENT).slice(0, INGEST_REQUESTS);
   log(`ingest: ${ingestPosts.length} POST /v1/refunds at ${CONCURRENCY} connections`);
@@ -631,7 +643,7 @@ async function main(): Promise<number> {
   await profiler.start('ingest');
   rss.start();
   cpu.start();
-  const ingest = await post(api.url, merchantKey, ingestPosts);
+  const ingest = await post(apiUrls(), merchantKey, ingestPosts);
   const ingestCpu = cpu.stop();
   const ingestRss = notePeaks(rss.stop());
   memory.apiAfterIngest = await heapMb(api.url);
@@ -673,7 +685,7 @@ async function main(): Promise<number> {
     const payments = await createPayments(api.url, Math.ceil(E2E_REFUNDS / PER_PAYMENT));
     await setFaults(api.url, { latencyMs: 0, settleAfterMs: 0, timestampWindowMs: 10_000 });
     log(`end to end, ${latency} ms: warm-up, one refund on each of ${payments.length} payments`);
-    const w = await post(api.url, merchantKey, plan(`w${label}`, payments, 1));
+    const w = await post(apiUrls(), merchantKey, plan(`w${label}`, payments, 1));
     if (w.errors) throw new Error(`${label} warm-up: ${w.errors} errors: ${w.firstErrors.join(' | ')}`);
     await settle(db, `w${label}`, payments.length, E2E_TIMEOUT_MS);
     await setFaults(api.url, { latencyMs: latency });
@@ -683,7 +695,7 @@ async function main(): Promise<number> {
     await profiler.start(label);
     rss.start();
     cpu.start();
-    const ingestDuring = await post(api.url, merchantKey, posts);
+    const ingestDuring = await post(apiUrls(), merchantKey, posts);
     const result = await settle(db, label, posts.length, E2E_TIMEOUT_MS);
     const used = cpu.stop();
     memory[`apiAfter${label}`] = await heapMb(api.url);
@@ -733,6 +745,7 @@ async function main(): Promise<number> {
     loadAverage: { atStart: loadAtStart, atEnd: loadAvg() },
     settings: {
       concurrency: CONCURRENCY,
+      apiProcesses: API_PROCESSES,
       baselineSeconds: BASELINE_SECONDS,
       bullmqJobs: BULLMQ_JOBS,
       ingestRequests: INGEST_REQUESTS,
@@ -756,7 +769,7 @@ async function main(): Promise<number> {
   const yes = (x: boolean | null) => (x === null ? '' : x ? 'yes' : 'NO');
   const lines = [
     '',
-    `refund throughput, ${os.cpus().length} cores, load average ${loadAtStart.join(' ')} at start, ${result.loadAverage.atEnd.join(' ')} at end`,
+    `refund throughput, ${os.cpus().length} cores, ${API_PROCESSES} api process${API_PROCESSES > 1 ? "es" : ""}, load average ${loadAtStart.join(' ')} at start, ${result.loadAverage.atEnd.join(' ')} at end`,
     row('measure', 'value', 'target', 'met'),
     row('-'.repeat(58), '-'.repeat(16), '-'.repeat(16), '-'.repeat(5)),
     row(`baseline A: create tx through pg (${CONCURRENCY} conns), tx/s`, String(a.perSecond), '', ''),
