@@ -352,7 +352,7 @@ it('concurrent creates, idempotent replays and ops retries racing webhooks, acro
   expect(binance[1].accepted).toBeLessThanOrEqual(10);
 });
 
-it('fails against a build without the guard's serialisation (the suite can catch an over-refund)', async () => {
+it('fails against a build without the guard serialisation (the suite can catch an over-refund)', async () => {
   onTestFailed(() => {
     process.stdout.write(`\nseed ${s?.seed}\n${logTails(s)}\n`);
   });
