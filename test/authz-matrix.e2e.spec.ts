@@ -2,7 +2,9 @@ import type { INestApplication } from '@nestjs/common';
 import { createHash, randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiKeyCache } from '../src/auth/api-key-cache.js';
 import { ApiKeysService } from '../src/auth/api-keys.service.js';
+import type { RateLimiter } from '../src/auth/rate-limit.js';
 import type { AppConfig } from '../src/config/config.js';
 import type { Database } from '../src/database/database.js';
 import { freePort, merchantKey, roleKey, sandboxPayment, startService, TestService, waitFor } from './support/service.js';
@@ -307,7 +309,8 @@ describe('API keys (refunds-api.md §2)', () => {
   it('compares in constant time: only a fixed-length digest of the presented key is ever compared or sent to the database', async () => {
     const seen: unknown[][] = [];
     const db = { one: async (_sql: string, params: unknown[]) => (seen.push(params), undefined) } as unknown as Database;
-    const service = new ApiKeysService(db, { adminApiKey: 'a-very-long-admin-key-for-this-test' } as AppConfig);
+    const cfg = { adminApiKey: 'a-very-long-admin-key-for-this-test', apiKeyCacheMs: 0 } as AppConfig;
+    const service = new ApiKeysService(db, cfg, new ApiKeyCache(cfg), {} as RateLimiter);
     const presented = ['a', 'a-very-long-admin-key-for-this-tesT', 'a-very-long-admin-key-for-this-test-and-more', 'x'.repeat(512)];
     for (const p of presented) expect(await service.authenticate(p)).toBeNull();
     // The admin key is compared as SHA-256 digests with timingSafeEqual (equal lengths, so it

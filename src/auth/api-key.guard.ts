@@ -43,11 +43,18 @@ export class ApiKeyGuard implements CanActivate {
     const header = req.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
     if (!match) throw new Problem('unauthorized', 'Send an API key as "Authorization: Bearer <key>".');
-    const auth = await this.keys.authenticate(match[1]);
-    if (!auth) throw new Problem('unauthorized', 'Unknown or revoked API key.');
+    const found = await this.keys.authenticate(match[1], true);
+    if (!found) throw new Problem('unauthorized', 'Unknown or revoked API key.');
+    const { fromCache, ...auth } = found;
     req.auth = auth;
     // Per key, before the role check, so a key hammering routes it may not call is limited too.
-    await this.limiter.enforce(auth.keyId, ctx.switchToHttp().getResponse<Response>());
+    const decision = await this.limiter.enforce(auth.keyId, ctx.switchToHttp().getResponse<Response>());
+    // The limiter's script also reports a key revoked since (by any process). A key this
+    // process remembers is trusted only with that answer; without one, ask the database.
+    if (decision?.revoked || (fromCache && !decision && !(await this.keys.authenticate(match[1])))) {
+      req.auth = undefined;
+      throw new Problem('unauthorized', 'Unknown or revoked API key.');
+    }
 
     const roles = this.reflector.getAllAndOverride<ApiRole[] | undefined>(ROLES_KEY, [ctx.getHandler(), ctx.getClass()]);
     // A /v1 route without @Roles is admin-only: closed by default.

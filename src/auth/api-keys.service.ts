@@ -3,6 +3,8 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
 import { Problem } from '../common/problem.js';
+import { ApiKeyCache } from './api-key-cache.js';
+import { RateLimiter } from './rate-limit.js';
 import { ApiRole, AuthContext } from './auth-context.js';
 
 /** The admin key used when SANDBOX=true and ADMIN_API_KEY is unset (local development only). */
@@ -42,18 +44,32 @@ export class ApiKeysService {
   constructor(
     private readonly db: Database,
     cfg: AppConfig,
+    private readonly cache: ApiKeyCache,
+    private readonly limiter: RateLimiter,
   ) {
     this.adminHash = sha256(cfg.adminApiKey ?? SANDBOX_ADMIN_KEY);
   }
 
-  async authenticate(presented: string): Promise<AuthContext | null> {
+  /**
+   * The key's identity, or null for an unknown or revoked key, from the database. With
+   * `remembered`, a key this process authenticated within API_KEY_CACHE_MS comes from memory
+   * (ApiKeyCache) marked `fromCache`: only ApiKeyGuard asks for that, since it confirms such
+   * a key with the rate limiter's revocation check (or asks again without `remembered`).
+   */
+  async authenticate(presented: string, remembered = false): Promise<(AuthContext & { fromCache?: boolean }) | null> {
     const hash = sha256(presented);
     if (timingSafeEqual(hash, this.adminHash)) return { keyId: 'bootstrap-admin', role: 'admin', merchantId: null };
+    const cacheKey = hash.toString('hex');
+    const cached = remembered ? this.cache.get(cacheKey) : undefined;
+    if (cached) return { ...cached, fromCache: true };
     const row = await this.db.one<ApiKeyRow>(
       `SELECT id, role, merchant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`,
       [hash],
     );
-    return row ? { keyId: row.id, role: row.role, merchantId: row.merchant_id } : null;
+    if (!row) return null;
+    const auth: AuthContext = { keyId: row.id, role: row.role, merchantId: row.merchant_id };
+    this.cache.put(cacheKey, auth);
+    return auth;
   }
 
   async create(input: { role: ApiRole; merchantId?: string; name: string }, actor: AuthContext) {
@@ -91,6 +107,9 @@ export class ApiKeysService {
       if (rows.length === 0) throw new Problem('not_found', 'No such API key.');
       await tx.query(`INSERT INTO audit_events (actor, action, subject) VALUES ($1, 'api_key.revoke', $2)`, [`api_key:${actor.keyId}`, id]);
     });
+    // Committed: no process may answer for the key from memory any more (ApiKeyCache).
+    this.cache.forget(id);
+    await this.limiter.markRevoked(id);
   }
 }
 

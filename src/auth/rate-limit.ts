@@ -10,11 +10,15 @@ import { redisOptions } from '../processing/queues.js';
  * script, so the check and the update are atomic for every process sharing the Redis.
  * Time is Redis's own clock (TIME), so processes with skewed clocks still agree.
  *
- * KEYS[1] the key's bucket; ARGV[1] ms between requests at the sustained rate (may be
- * fractional); ARGV[2] bucket size (burst).
- * Returns { allowed (1|0), remaining, retryAfterMs, resetMs (until the bucket is full) }.
+ * KEYS[1] the key's bucket; KEYS[2] the key's revocation marker (ApiKeysService.revoke);
+ * ARGV[1] ms between requests at the sustained rate (may be fractional); ARGV[2] bucket size
+ * (burst). Returns { allowed (1|0), remaining, retryAfterMs, resetMs (until the bucket is
+ * full), revoked (1|0) }; a revoked key takes nothing from the budget.
  */
 const GCRA_SCRIPT = `
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return { 0, 0, 0, 0, 1 }
+end
 local emission = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -25,13 +29,15 @@ local tolerance = emission * burst
 local newTat = tat + emission
 local allowAt = newTat - tolerance
 if now < allowAt then
-  return { 0, 0, math.ceil(allowAt - now), math.ceil(tat - now) }
+  return { 0, 0, math.ceil(allowAt - now), math.ceil(tat - now), 0 }
 end
 redis.call('SET', KEYS[1], tostring(newTat), 'PX', math.max(1, math.ceil(newTat - now)))
-return { 1, math.floor((now + tolerance - newTat) / emission), 0, math.ceil(newTat - now) }
+return { 1, math.floor((now + tolerance - newTat) / emission), 0, math.ceil(newTat - now), 0 }
 `;
 
-type RedisWithGcra = Redis & { gcra(key: string, emissionMs: string, burst: string): Promise<[number, number, number, number]> };
+type RedisWithGcra = Redis & {
+  gcra(bucket: string, revoked: string, emissionMs: string, burst: string): Promise<[number, number, number, number, number]>;
+};
 
 export interface RateLimitDecision {
   allowed: boolean;
@@ -41,7 +47,12 @@ export interface RateLimitDecision {
   retryAfterSeconds: number;
   /** Seconds until the bucket is full again. */
   resetSeconds: number;
+  /** The key was revoked (a marker written after the revocation committed). */
+  revoked: boolean;
 }
+
+/** How long a revocation marker stays: far longer than any API_KEY_CACHE_MS (at most 5 min). */
+const REVOKED_MARKER_SECONDS = 86_400;
 
 /** Logs "Redis unavailable, failing open" at most this often. */
 const OUTAGE_LOG_INTERVAL_MS = 30_000;
@@ -85,7 +96,7 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
       connectTimeout: 2_000,
       connectionName: `${this.cfg.queuePrefix}:ratelimit`,
     }) as RedisWithGcra;
-    redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_SCRIPT });
+    redis.defineCommand('gcra', { numberOfKeys: 2, lua: GCRA_SCRIPT });
     redis.on('error', (err: Error) => this.outage(err));
     this.redis = redis;
     try {
@@ -112,8 +123,9 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
     if (!this.enabled || !this.redis) return undefined;
     const burst = this.cfg.rateLimit.burst;
     try {
-      const [allowed, remaining, retryAfterMs, resetMs] = await this.redis.gcra(
-        `${this.cfg.queuePrefix}:ratelimit:${keyId}`,
+      const [allowed, remaining, retryAfterMs, resetMs, revoked] = await this.redis.gcra(
+        this.bucketKey(keyId),
+        this.revokedKey(keyId),
         String(this.emissionMs),
         String(burst),
       );
@@ -123,6 +135,7 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
         remaining: Math.max(0, Math.min(burst, Number(remaining))),
         retryAfterSeconds: Math.max(allowed === 1 ? 0 : 1, Math.ceil(Number(retryAfterMs) / 1000)),
         resetSeconds: Math.max(0, Math.ceil(Number(resetMs) / 1000)),
+        revoked: revoked === 1,
       };
     } catch (err) {
       this.outage(err);
@@ -135,9 +148,9 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
    * httpapi-ratelimit-headers) and throws 429 `rate_limited` (with Retry-After, set by
    * ProblemFilter) when the budget is spent.
    */
-  async enforce(keyId: string, res: Response | undefined): Promise<void> {
+  async enforce(keyId: string, res: Response | undefined): Promise<RateLimitDecision | undefined> {
     const d = await this.take(keyId);
-    if (!d) return;
+    if (!d || d.revoked) return d;
     if (res && !res.headersSent) {
       const windowSeconds = Math.max(1, Math.round((60 * d.limit) / this.cfg.rateLimit.perMinute));
       res.setHeader('RateLimit-Limit', String(d.limit));
@@ -150,6 +163,30 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
         retryAfterSeconds: d.retryAfterSeconds,
       });
     }
+    return d;
+  }
+
+  /**
+   * Marks a revoked key for every API process's next request (see ApiKeyCache). Called after
+   * the revocation committed; if Redis cannot take the marker, processes that remember the
+   * key stop within API_KEY_CACHE_MS, or at once if their own limiter cannot reach Redis.
+   */
+  async markRevoked(keyId: string): Promise<void> {
+    if (!this.enabled || !this.redis) return;
+    try {
+      await this.redis.set(this.revokedKey(keyId), '1', 'EX', REVOKED_MARKER_SECONDS);
+    } catch (err) {
+      this.logger.warn(`could not mark API key ${keyId} revoked in Redis: ${(err as Error).message}`);
+    }
+  }
+
+  // The key id as a hash tag: both keys of the script land in one Redis Cluster slot.
+  private bucketKey(keyId: string): string {
+    return `${this.cfg.queuePrefix}:ratelimit:{${keyId}}`;
+  }
+
+  private revokedKey(keyId: string): string {
+    return `${this.cfg.queuePrefix}:revoked:{${keyId}}`;
   }
 
   private outage(err: unknown): void {

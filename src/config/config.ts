@@ -58,6 +58,8 @@ export class AppConfig {
   processing!: ProcessingConfig;
   metrics!: MetricsConfig;
   rateLimit!: RateLimitConfig;
+  /** How long an API process remembers an authenticated key (0: never); see ApiKeyCache. */
+  apiKeyCacheMs!: number;
   providerWebhooks!: ProviderWebhookConfig;
 }
 
@@ -277,6 +279,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   cfg.publicUrlExplicit = optional(env, 'PUBLIC_URL') !== undefined;
   const perMinute = int(env, 'RATE_LIMIT_PER_MINUTE', 600, 0, 1_000_000);
   cfg.rateLimit = { perMinute, burst: int(env, 'RATE_LIMIT_BURST', Math.max(perMinute, 1), 1, 1_000_000) };
+  cfg.apiKeyCacheMs = int(env, 'API_KEY_CACHE_MS', 10_000, 0, 300_000);
   cfg.providerWebhooks = {
     toleranceMs: int(env, 'PROVIDER_WEBHOOK_TOLERANCE_MS', 300_000, 1_000, 86_400_000),
     leanMaxAgeMs: int(env, 'LEAN_WEBHOOK_MAX_AGE_MS', 6 * 3_600_000, 1_000, 7 * 86_400_000),
