@@ -231,8 +231,14 @@ interface Baseline {
 }
 
 /** BEGIN; SELECT ... FOR UPDATE; INSERT INTO refunds; UPDATE reserved; COMMIT at CONCURRENCY connections. */
-async function baselineA(url: string, meter?: { start(): void; stop(): Record<string, number> }): Promise<Baseline & { cpuMs?: Record<string, number> }> {
+async function baselineA(
+  url: string,
+  meter?: { start(): void; stop(): Record<string, number> },
+  again = false,
+): Promise<Baseline & { cpuMs?: Record<string, number> }> {
   const payments = 4096;
+  // Measured again later in the run: the tables are there.
+  if (again) return baselineLoad(url, payments, meter);
   const setup = new pg.Client({ connectionString: url });
   await setup.connect();
   try {
@@ -255,6 +261,15 @@ async function baselineA(url: string, meter?: { start(): void; stop(): Record<st
   } finally {
     await setup.end();
   }
+  return baselineLoad(url, payments, meter);
+}
+
+/** Baseline A's load, on the tables baselineA set up. */
+async function baselineLoad(
+  url: string,
+  payments: number,
+  meter?: { start(): void; stop(): Record<string, number> },
+): Promise<Baseline & { cpuMs?: Record<string, number> }> {
   const pool = new pg.Pool({ connectionString: url, max: CONCURRENCY });
   const latencies: number[] = [];
   let measuring = false;
@@ -660,6 +675,13 @@ async function main(): Promise<number> {
   };
   log(`  ${ingest.perSecond} accepted/s, p50 ${ingest.p50Ms} ms, p99 ${ingest.p99Ms} ms, errors ${ingest.errors}`);
 
+  // The machine's speed drifts by tens of percent within minutes (a shared VM), so baseline A
+  // is measured again right after the ingest and after the end-to-end runs, and the ratios
+  // use the mean of those runs rather than one sample taken minutes earlier.
+  log(`baseline A again, after the ingest`);
+  const aRuns = [a, await baselineA(databaseUrl, cpu, true)];
+  log(`  ${aRuns[1]!.perSecond} tx/s`);
+
   // The ingested refunds are not part of the end-to-end runs: end them here, and their jobs.
   await db.query(
     `UPDATE refunds SET status = 'canceled', completed_at = now(), next_check_at = NULL, status_changed_at = now(), updated_at = now()
@@ -719,15 +741,22 @@ async function main(): Promise<number> {
     );
   }
   phases.endToEnd = e2e;
+  if (E2E_LATENCIES.length) {
+    log(`baseline A again, after the end-to-end runs`);
+    aRuns.push(await baselineA(databaseUrl, cpu, true));
+    log(`  ${aRuns[aRuns.length - 1]!.perSecond} tx/s`);
+  }
+  const aRate = Math.round(aRuns.reduce((sum, r) => sum + r.perSecond, 0) / aRuns.length);
+  phases.baselineA = { ...(phases.baselineA as object), runsPerSecond: aRuns.map((r) => r.perSecond), meanPerSecond: aRate };
 
   const hwm: Record<string, number> = {};
   for (const p of services()) hwm[p.name] = round(procKb(p.pid!, 'VmHWM') / 1024);
   const e0 = e2e['0'] as { perSecond: number } | undefined;
   const e200 = e2e['200'] as { perSecond: number } | undefined;
   const ratios = {
-    ingestToBaselineA: round(ingest.perSecond / a.perSecond, 3),
-    endToEnd0msToBaselineA: e0 ? round(e0.perSecond / a.perSecond, 3) : null,
-    endToEnd200msToBaselineA: e200 ? round(e200.perSecond / a.perSecond, 3) : null,
+    ingestToBaselineA: round(ingest.perSecond / aRate, 3),
+    endToEnd0msToBaselineA: e0 ? round(e0.perSecond / aRate, 3) : null,
+    endToEnd200msToBaselineA: e200 ? round(e200.perSecond / aRate, 3) : null,
     ingestToBaselineB: round(ingest.perSecond / b.perSecond, 3),
   };
   const peakRss = Math.max(...Object.values(rssPeaks), ...Object.values(hwm));
@@ -772,11 +801,12 @@ async function main(): Promise<number> {
     `refund throughput, ${os.cpus().length} cores, ${API_PROCESSES} api process${API_PROCESSES > 1 ? "es" : ""}, load average ${loadAtStart.join(' ')} at start, ${result.loadAverage.atEnd.join(' ')} at end`,
     row('measure', 'value', 'target', 'met'),
     row('-'.repeat(58), '-'.repeat(16), '-'.repeat(16), '-'.repeat(5)),
-    row(`baseline A: create tx through pg (${CONCURRENCY} conns), tx/s`, String(a.perSecond), '', ''),
-    row('  p50 / p99 ms', `${a.p50Ms} / ${a.p99Ms}`, '', ''),
+    row(`baseline A: create tx through pg (${CONCURRENCY} conns), tx/s (mean)`, String(aRate), '', ''),
+    row('  runs (start / after ingest / end)', aRuns.map((r) => r.perSecond).join(' / '), '', ''),
+    row('  p50 / p99 ms (first run)', `${a.p50Ms} / ${a.p99Ms}`, '', ''),
     row('  CPU ms per tx: postgres / load generator (pg client)', a.cpuMs ? `${round(a.cpuMs.postgres / a.transactions, 2)} / ${round(a.cpuMs.bench / a.transactions, 2)}` : '', '', ''),
     row('baseline B: BullMQ no-op add+process, jobs/s', String(b.perSecond), '', ''),
-    row(`ingest: POST /v1/refunds (${CONCURRENCY} conns), accepted/s`, String(ingest.perSecond), `>= ${Math.ceil(a.perSecond * TARGETS.ingestRatio)}`, yes(ratios.ingestToBaselineA >= TARGETS.ingestRatio)),
+    row(`ingest: POST /v1/refunds (${CONCURRENCY} conns), accepted/s`, String(ingest.perSecond), `>= ${Math.ceil(aRate * TARGETS.ingestRatio)}`, yes(ratios.ingestToBaselineA >= TARGETS.ingestRatio)),
     row('  ingest / baseline A', ratios.ingestToBaselineA.toFixed(3), `>= ${TARGETS.ingestRatio}`, ''),
     row('  p50 / p99 ms', `${ingest.p50Ms} / ${ingest.p99Ms}`, `p99 <= ${TARGETS.ingestP99Ms}`, yes(ingest.p99Ms <= TARGETS.ingestP99Ms)),
     row('  errors (non-2xx, socket errors, timeouts)', String(ingest.errors), '0', yes(ingest.errors === 0)),
@@ -784,10 +814,10 @@ async function main(): Promise<number> {
     row('  CPU ms per request: api / postgres / redis / load generator', cpuLine((phases.ingest as { cpuMsPerRequest: Record<string, number> }).cpuMsPerRequest), '', ''),
     ...Object.values(e2e).flatMap((x) => {
       const r = x as ReturnType<typeof settle> extends Promise<infer T> ? T & { latencyMs: number; sqlStatementsPerRefund: number } : never;
-      const ratio = r.perSecond / a.perSecond;
+      const ratio = r.perSecond / aRate;
       const isSlow = r.latencyMs === 200;
       return [
-        row(`end to end, emulators ${r.latencyMs} ms: refunds/s`, String(r.perSecond), isSlow ? `>= ${TARGETS.e2eSlowPerSecond}` : `>= ${Math.ceil(a.perSecond * TARGETS.e2eRatio)}`, r.latencyMs === 0 ? yes(ratio >= TARGETS.e2eRatio) : isSlow ? yes(r.perSecond >= TARGETS.e2eSlowPerSecond) : ''),
+        row(`end to end, emulators ${r.latencyMs} ms: refunds/s`, String(r.perSecond), isSlow ? `>= ${TARGETS.e2eSlowPerSecond}` : `>= ${Math.ceil(aRate * TARGETS.e2eRatio)}`, r.latencyMs === 0 ? yes(ratio >= TARGETS.e2eRatio) : isSlow ? yes(r.perSecond >= TARGETS.e2eSlowPerSecond) : ''),
         row('  end to end / baseline A', ratio.toFixed(3), r.latencyMs === 0 ? `>= ${TARGETS.e2eRatio}` : '', ''),
         row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
