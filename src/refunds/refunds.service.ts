@@ -35,18 +35,26 @@ function statusFor(dto: CreateRefundDto, threshold: string | null): 'queued' | '
 
 /**
  * Everything a create checks, in one snapshot: an earlier refund with this key, the payment
- * (all columns NULL when it is not cached), its balance and the merchant's approval
- * threshold. $1 provider, $2 payment id, $3 merchant, $4 idempotency key, $5 currency.
+ * (the columns the checks use; all NULL when it is not cached), its balance and the
+ * merchant's approval threshold. $1 provider, $2 payment id, $3 merchant, $4 idempotency key, $5 currency.
  */
 const CREATE_SNAPSHOT_SQL = `
-  SELECT s.seen_id, s.approval_threshold, p.*, b.*
+  SELECT s.seen_id, s.approval_threshold, p.provider, p.payment_id, p.merchant_id, p.amount, p.currency, p.status,
+         p.provider_data, p.guard_version, b.*
     FROM (SELECT (SELECT id FROM refunds WHERE merchant_id = $3 AND idempotency_key = $4) AS seen_id,
                  (SELECT m.approval_thresholds->>$5 FROM merchants m WHERE m.id = $3) AS approval_threshold) s
     LEFT JOIN payments p ON p.provider = $1 AND p.payment_id = $2
     CROSS JOIN LATERAL (${BALANCE_SQL}) b`;
 
+/** The payment columns a create's checks read. */
+type CheckedPayment = Pick<PaymentRow, 'merchant_id' | 'amount' | 'currency' | 'status' | 'provider_data' | 'guard_version'>;
+
 type CreateSnapshot = BalanceRow &
-  Omit<PaymentRow, 'provider'> & { provider: PaymentRow['provider'] | null; seen_id: string | null; approval_threshold: string | null };
+  Omit<PaymentRow, 'provider' | 'created_at' | 'updated_at'> & {
+    provider: PaymentRow['provider'] | null;
+    seen_id: string | null;
+    approval_threshold: string | null;
+  };
 
 /** See RefundsService.insertGuarded. Casts: in INSERT ... SELECT the parameters get no type from the columns. */
 const INSERT_GUARDED_SQL = `
@@ -193,7 +201,7 @@ export class RefundsService {
       }
       // Not cached yet: the locked path looks the payment up at the provider first.
       if (snap.provider === null) break;
-      const payment = snap as PaymentRow;
+      const payment: CheckedPayment = snap;
       let status: 'queued' | 'pending_approval';
       try {
         this.checkPayment(merchantId, dto, provider, payment);
@@ -338,7 +346,7 @@ export class RefundsService {
   }
 
   /** The checks that depend on the payment alone (not on its other refunds). */
-  private checkPayment(merchantId: string, dto: CreateRefundDto, provider: RefundProvider, payment: PaymentRow): void {
+  private checkPayment(merchantId: string, dto: CreateRefundDto, provider: RefundProvider, payment: CheckedPayment): void {
     if (payment.merchant_id !== merchantId) throw this.paymentNotFound(dto);
     if (payment.provider_data.refundable === false) {
       throw new Problem('payment_not_refundable', `The payment is ${payment.status} at ${dto.provider}.`);
