@@ -310,7 +310,7 @@ describe('API keys (refunds-api.md §2)', () => {
     const seen: unknown[][] = [];
     const db = { one: async (_sql: string, params: unknown[]) => (seen.push(params), undefined) } as unknown as Database;
     const cfg = { adminApiKey: 'a-very-long-admin-key-for-this-test', apiKeyCacheMs: 0 } as AppConfig;
-    const service = new ApiKeysService(db, cfg, new ApiKeyCache(cfg), {} as RateLimiter);
+    const service = new ApiKeysService(db, cfg, new ApiKeyCache(cfg, {} as RateLimiter), {} as RateLimiter);
     const presented = ['a', 'a-very-long-admin-key-for-this-tesT', 'a-very-long-admin-key-for-this-test-and-more', 'x'.repeat(512)];
     for (const p of presented) expect(await service.authenticate(p)).toBeNull();
     // The admin key is compared as SHA-256 digests with timingSafeEqual (equal lengths, so it

@@ -136,4 +136,30 @@ describe('over-refund guard across two api processes', () => {
       expect(rows[0].spoken_for).toBe('60.000000000000000000');
     }
   });
+
+  it('moves the guard version for refunds written by code that knows nothing of it (a previous release, mid-deploy)', async () => {
+    // The database moves the version (triggers on refunds), so a create or retry by a process
+    // still running the previous release, which only locks the payment, is noticed too.
+    const paymentId = await sandboxPayment(svc, 'lean', '100.00', 'AED');
+    await create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '1.00' }).expect(202);
+    const version = async () =>
+      Number((await svc.db.query(`SELECT guard_version FROM payments WHERE provider = 'lean' AND payment_id = $1`, [paymentId])).rows[0].guard_version);
+    const v0 = await version();
+    // The previous release's create: lock, then a plain INSERT of the refund.
+    const { rows } = await svc.db.query(
+      `INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, idempotency_key, request_hash,
+                            next_check_at, completed_at)
+       VALUES (gen_random_uuid(), 'M1001', 'lean', $1, 5, 'AED', 'failed', 'requested_by_customer', gen_random_uuid()::text, 'h', NULL, now())
+       RETURNING id`,
+      [paymentId],
+    );
+    expect(await version()).toBe(v0 + 1);
+    // Its ops retry: failed back to queued.
+    await svc.db.query(`UPDATE refunds SET status = 'queued', next_check_at = 'infinity', completed_at = NULL WHERE id = $1`, [rows[0].id]);
+    expect(await version()).toBe(v0 + 2);
+    // Changes that only move money from reserved to refunded, or free it, leave it alone.
+    await svc.db.query(`UPDATE refunds SET status = 'canceled', next_check_at = NULL, completed_at = now() WHERE id = $1`, [rows[0].id]);
+    expect(await version()).toBe(v0 + 2);
+  });
 });
+

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '../config/config.js';
 import type { AuthContext } from './auth-context.js';
+import { RateLimiter } from './rate-limit.js';
 
 /** Most keys remembered per process; beyond it the cache starts over (keys are few; this bounds a flood). */
 const MAX_ENTRIES = 10_000;
@@ -13,15 +14,22 @@ const MAX_ENTRIES = 10_000;
  *
  * A revoked key must stop at once in every process. A remembered key is therefore trusted
  * only together with the rate limiter's answer for the same request: the revocation writes
- * a marker to Redis after it commits, and the limiter's script, which every request runs
- * anyway, reports the marker (ApiKeyGuard answers 401). When the limiter gives no answer
- * (rate limiting off, Redis away) the guard looks the key up in the database instead.
+ * a marker to Redis before it commits (and is refused when it cannot), and the limiter's
+ * script, which every request runs anyway, reports the marker (ApiKeyGuard answers 401).
+ * When the limiter gives no answer (rate limiting off, Redis away) the guard looks the key
+ * up in the database instead, and whatever was remembered before the limiter's connection
+ * last closed is forgotten (a restarted Redis has lost its markers). What is left: a Redis
+ * failover that loses a marker written just before it (replication is asynchronous); then a
+ * process that remembers the key may serve it until the entry expires (API_KEY_CACHE_MS).
  */
 @Injectable()
 export class ApiKeyCache {
-  private readonly entries = new Map<string, { auth: AuthContext; until: number }>();
+  private readonly entries = new Map<string, { auth: AuthContext; until: number; epoch: number }>();
 
-  constructor(private readonly cfg: AppConfig) {}
+  constructor(
+    private readonly cfg: AppConfig,
+    private readonly limiter: RateLimiter,
+  ) {}
 
   /** Only where the rate limiter runs, since its answer is what confirms a remembered key. */
   get enabled(): boolean {
@@ -32,7 +40,7 @@ export class ApiKeyCache {
     if (!this.enabled) return undefined;
     const entry = this.entries.get(hash);
     if (!entry) return undefined;
-    if (entry.until > Date.now()) return entry.auth;
+    if (entry.until > Date.now() && entry.epoch === this.limiter.connectionEpoch) return entry.auth;
     this.entries.delete(hash);
     return undefined;
   }
@@ -40,7 +48,7 @@ export class ApiKeyCache {
   put(hash: string, auth: AuthContext): void {
     if (!this.enabled) return;
     if (this.entries.size >= MAX_ENTRIES) this.entries.clear();
-    this.entries.set(hash, { auth, until: Date.now() + this.cfg.apiKeyCacheMs });
+    this.entries.set(hash, { auth, until: Date.now() + this.cfg.apiKeyCacheMs, epoch: this.limiter.connectionEpoch });
   }
 
   forget(keyId: string): void {

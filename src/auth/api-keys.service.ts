@@ -102,14 +102,16 @@ export class ApiKeysService {
   }
 
   async revoke(id: string, actor: AuthContext): Promise<void> {
+    // First the marker every API process's next request checks (ApiKeyCache), then the record.
+    const [known] = await this.db.query<{ id: string }>(`SELECT id FROM api_keys WHERE id = $1 AND revoked_at IS NULL`, [id]);
+    if (!known) throw new Problem('not_found', 'No such API key.');
+    await this.limiter.markRevoked(id);
     await this.db.transaction(async (tx) => {
       const rows = await tx.query(`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id`, [id]);
       if (rows.length === 0) throw new Problem('not_found', 'No such API key.');
       await tx.query(`INSERT INTO audit_events (actor, action, subject) VALUES ($1, 'api_key.revoke', $2)`, [`api_key:${actor.keyId}`, id]);
     });
-    // Committed: no process may answer for the key from memory any more (ApiKeyCache).
     this.cache.forget(id);
-    await this.limiter.markRevoked(id);
   }
 }
 

@@ -74,6 +74,12 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('RateLimiter');
   private redis?: RedisWithGcra;
   private lastOutageLog = 0;
+  /**
+   * Moves whenever the Redis connection closes: revocation markers written while it was away,
+   * or lost with a restarted Redis, cannot be trusted to be seen, so ApiKeyCache forgets
+   * what it remembered before (see there).
+   */
+  connectionEpoch = 0;
   private readonly emissionMs: number;
 
   constructor(private readonly cfg: AppConfig) {
@@ -98,6 +104,7 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
     }) as RedisWithGcra;
     redis.defineCommand('gcra', { numberOfKeys: 2, lua: GCRA_SCRIPT });
     redis.on('error', (err: Error) => this.outage(err));
+    redis.on('close', () => this.connectionEpoch++);
     this.redis = redis;
     try {
       await redis.connect();
@@ -167,16 +174,22 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
   }
 
   /**
-   * Marks a revoked key for every API process's next request (see ApiKeyCache). Called after
-   * the revocation committed; if Redis cannot take the marker, processes that remember the
-   * key stop within API_KEY_CACHE_MS, or at once if their own limiter cannot reach Redis.
+   * Marks a key revoked for every API process's next request (see ApiKeyCache), before the
+   * revocation is committed: when Redis cannot take the marker the revocation is refused
+   * (503, nothing changed), since processes that remember the key would not hear of it. A
+   * marker whose revocation then fails to commit only refuses a key one step early; the
+   * revocation is retried. No-op when rate limiting is off (nothing is remembered then).
    */
   async markRevoked(keyId: string): Promise<void> {
-    if (!this.enabled || !this.redis) return;
+    if (!this.enabled) return;
     try {
+      if (!this.redis) throw new Error('no Redis connection');
       await this.redis.set(this.revokedKey(keyId), '1', 'EX', REVOKED_MARKER_SECONDS);
     } catch (err) {
-      this.logger.warn(`could not mark API key ${keyId} revoked in Redis: ${(err as Error).message}`);
+      this.outage(err);
+      throw new Problem('service_unavailable', 'The revocation cannot be announced to every API process right now (Redis is unavailable); nothing was changed. Try again shortly.', {
+        retryAfterSeconds: 5,
+      });
     }
   }
 

@@ -8,8 +8,9 @@ import { Problem } from './problem.js';
  * connection (blocked on the row lock), and a few hundred such requests starve the pool for
  * everything else — other payments, reads, the worker — until connection timeouts turn the
  * burst into a storm of 503s where nothing completes (the chaos suite's concurrency scenario
- * found exactly that). Waiting here costs no connection. Correctness still rests on the row
- * lock: other processes are not serialised by this gate.
+ * found exactly that). Waiting here costs no connection. Correctness still rests on the
+ * database (the payment's guard version, or its row lock): other processes are not
+ * serialised by this gate.
  *
  * Bounded: beyond `maxWaiting` queued tasks per key, or after `maxWaitMs` in the queue, a
  * request is refused with 503 service_unavailable (Retry-After) instead of piling up.

@@ -10,8 +10,9 @@ import { PaymentBalance, PaymentRow } from './payment.row.js';
  * Sums the refunds of one payment ($1 provider, $2 payment id). Every path that can raise
  * what is spoken for (create, ops retry) reads it either under the payment's row lock, or
  * in a snapshot whose guard version its insert then requires to be unchanged
- * (RefundsService): either way no concurrent create or retry can slip in between the
- * check and the commit, which makes the guard hold under any concurrency.
+ * (RefundsService; the version moves with every new or re-opened refund, by trigger):
+ * either way no concurrent create or retry can slip in between the check and the commit,
+ * which makes the guard hold under any concurrency.
  */
 export const BALANCE_SQL = `
   SELECT
@@ -130,14 +131,14 @@ export class PaymentsService {
   }
 
   /**
-   * Locks the payment for a change that raises what is spoken for on it (an ops retry), and
-   * increments its guard version in the same statement: an UPDATE takes the row lock every
-   * create and retry serialises on, and the increment tells an optimistic create that read
-   * the balance before this change to check again (RefundsService).
+   * Locks the payment for a change that raises what is spoken for on it (an ops retry): every
+   * locked create and retry on the payment is serialised by this lock. The change itself
+   * moves the payment's guard version (a trigger on refunds), which tells an optimistic
+   * create that read the balance before it to check again (RefundsService).
    */
   async lockForRaise(tx: Sql, provider: ProviderName, paymentId: string): Promise<PaymentRow | undefined> {
     const [row] = await tx.query<PaymentRow>(
-      `UPDATE payments SET guard_version = guard_version + 1 WHERE provider = $1 AND payment_id = $2 RETURNING *`,
+      `SELECT * FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
       [provider, paymentId],
     );
     return row;

@@ -59,9 +59,9 @@ type CreateSnapshot = BalanceRow &
 /** See RefundsService.insertGuarded. Casts: in INSERT ... SELECT the parameters get no type from the columns. */
 const INSERT_GUARDED_SQL = `
   WITH g AS (
-    UPDATE payments SET guard_version = guard_version + 1
+    SELECT 1 FROM payments
      WHERE provider = $3 AND payment_id = $4 AND guard_version = $16::bigint
-    RETURNING 1),
+       FOR UPDATE),
   r AS (
     INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
                          metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
@@ -136,8 +136,9 @@ export class RefundsService {
     const merchantId = auth.merchantId!;
     const hash = requestHash(rawBody);
 
-    const provider = this.providers.get(dto.provider);
+    let provider: RefundProvider;
     try {
+      provider = this.providers.get(dto.provider);
       this.validateForProvider(dto, provider);
     } catch (err) {
       // A replay is answered from the row alone, before the body's own checks: a key reused
@@ -172,8 +173,8 @@ export class RefundsService {
    * the checks need (an earlier refund with this key, the payment, its balance, the
    * merchant's approval threshold), the checks, then one statement that inserts the refund
    * (with its event and outbox row) only if the payment's guard version is still the one the
-   * snapshot saw. Every create and ops retry increments that version in the statement or
-   * transaction that raises what is spoken for, so an unchanged version means nothing that
+   * snapshot saw. Every new refund and every refund put back in line (ops retry) moves that
+   * version in its own transaction (a trigger on refunds), so an unchanged version means nothing that
    * could change the checks' answer committed in between, and a concurrent one either
    * committed first (the version moved: look again) or waits for our row lock and then sees
    * our refund. After OPTIMISTIC_ATTEMPTS lost races (only other processes can cause them:
@@ -305,12 +306,13 @@ export class RefundsService {
 
   /**
    * Inserts the refund, its creation event and the event's outbox entry (the rows
-   * RefundStateService.created() writes: keep the two in step) and increments the payment's
-   * guard version, all in one statement and only if the guard version is still
-   * `guardVersion`: 'stale' when it is not (nothing written). The UPDATE waits for a
-   * concurrent holder of the payment's row lock and then re-reads the row, so the condition
-   * is checked against the latest committed version. `conflict` when the key was used
-   * concurrently (that request won).
+   * RefundStateService.created() writes: keep the two in step), in one statement and only if
+   * the payment's guard version is still `guardVersion`: 'stale' when it is not (nothing
+   * written). The statement locks the payment row first; when a concurrent holder of that
+   * lock commits, Postgres re-reads the row and re-checks the condition against its latest
+   * version (READ COMMITTED), so a create or retry that committed since the snapshot is
+   * always noticed. The insert itself moves the version (a trigger on refunds, migration
+   * 1763930000000). `conflict` when the key was used concurrently (that request won).
    */
   private async insertGuarded(
     sql: Sql,
