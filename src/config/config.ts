@@ -50,6 +50,8 @@ export class AppConfig {
   dbPoolSize!: number;
   /** Named (server-side prepared) statements for repeated SQL; off behind a transaction-pooling PgBouncer. */
   dbPreparedStatements!: boolean;
+  /** Most creates per batched statement (RefundsService); 1: no batching. */
+  createBatchSize!: number;
   /** Explicit provider configuration; undefined when the credentials are absent. */
   binancePay?: BinancePayConfig;
   binancePayBaseUrl!: string;
@@ -207,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   }
   cfg.dbPoolSize = int(env, 'DB_POOL_SIZE', 20, 2, 500);
   cfg.dbPreparedStatements = bool(env, 'DB_PREPARED_STATEMENTS', true);
+  cfg.createBatchSize = int(env, 'CREATE_BATCH_SIZE', 64, 1, 1000);
   cfg.publicUrl = url(env, 'PUBLIC_URL', `http://127.0.0.1:${cfg.port}`, ['http:', 'https:']);
   cfg.sandboxUrl = url(env, 'SANDBOX_URL', `http://127.0.0.1:${cfg.port}/sandbox`, ['http:', 'https:']);
 

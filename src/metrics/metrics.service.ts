@@ -36,6 +36,14 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  readonly refundCreateBatchSize = new Histogram({
+    name: 'refund_create_batch_size',
+    help: 'Creates per batched statement sent to Postgres (snapshot reads and guarded inserts); 1 when the service is not busy',
+    labelNames: ['statement'] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+
   readonly refundCreateRetries = new Counter({
     name: 'refund_create_optimistic_retries_total',
     help: 'Creates whose optimistic insert found the payment changed by a concurrent create or retry, and looked again',

@@ -7,14 +7,18 @@ import { ProvidersService } from '../providers/providers.service.js';
 import { PaymentBalance, PaymentRow } from './payment.row.js';
 
 /**
- * Sums the refunds of one payment ($1 provider, $2 payment id). Every path that can raise
+ * Sums the refunds of one payment. Every path that can raise
  * what is spoken for (create, ops retry) reads it either under the payment's row lock, or
  * in a snapshot whose guard version its insert then requires to be unchanged
  * (RefundsService; the version moves with every new or re-opened refund, by trigger):
  * either way no concurrent create or retry can slip in between the check and the commit,
  * which makes the guard hold under any concurrency.
+ *
+ * The payment is named by two SQL expressions: parameters (BALANCE_SQL), or the columns of an
+ * outer query when this is a LATERAL subquery over many payments (the create's batched snapshot).
  */
-export const BALANCE_SQL = `
+export function balanceSqlFor(provider: string, paymentId: string): string {
+  return `
   SELECT
     COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
                       WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded,
@@ -24,14 +28,17 @@ export const BALANCE_SQL = `
                          OR (status = 'failed' AND provider_state = 'acknowledged'))
      -- each ops retry of a refund the provider had acknowledged left a used slot behind
      + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
-         WHERE r2.provider = $1 AND r2.payment_id = $2 AND e.from_status = 'failed' AND e.to_status = 'queued'
+         WHERE r2.provider = ${provider} AND r2.payment_id = ${paymentId} AND e.from_status = 'failed' AND e.to_status = 'queued'
            AND e.detail->>'previousProviderState' = 'acknowledged'))::int AS slots_used,
     -- The provider's own count, where it reports one (Binance remainingAttempts), and how
     -- many refunds were accepted since: catches refunds made outside this service.
     MIN((provider_details->>'remainingAttempts')::int) AS reported_remaining,
     COUNT(*) FILTER (WHERE status IN ('pending_approval', 'queued', 'processing', 'requires_action')
                        AND provider_details->>'remainingAttempts' IS NULL)::int AS unreported_active
-  FROM refunds WHERE provider = $1 AND payment_id = $2`;
+  FROM refunds WHERE refunds.provider = ${provider} AND refunds.payment_id = ${paymentId}`;
+}
+
+export const BALANCE_SQL = balanceSqlFor('$1', '$2');
 
 /** One row of BALANCE_SQL (also selected, under these names, by the create's snapshot read). */
 export interface BalanceRow {

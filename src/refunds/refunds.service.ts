@@ -4,11 +4,12 @@ import { MerchantsService } from '../merchants/merchants.service.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/config.js';
 import { decimalPlaces, formatAmount, money } from '../common/money.js';
+import { Batcher } from '../common/batcher.js';
 import { KeyedGate } from '../common/keyed-gate.js';
 import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
 import { AuthContext, actorOf, merchantScope } from '../auth/auth-context.js';
-import { BALANCE_SQL, BalanceRow, PaymentsService, balanceOf, checkFits } from '../payments/payments.service.js';
+import { BalanceRow, PaymentsService, balanceOf, balanceSqlFor, checkFits } from '../payments/payments.service.js';
 import type { PaymentRow } from '../payments/payment.row.js';
 import type { ProviderPayment, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
@@ -28,23 +29,40 @@ type CreateOutcome = { created: RefundRow } | { replayOf: RefundRow } | { confli
 /** How many times a create checks against a fresh snapshot before it takes the payment row lock. */
 const OPTIMISTIC_ATTEMPTS = 2;
 
+/** Snapshot (and insert) batches of creates at the database at once, per process (see RefundsService.snapshots). */
+const CREATE_BATCHES_IN_FLIGHT = 4;
+
+/** The order payment rows are locked in by a batch of creates (INSERT_GUARDED_SQL). */
+function comparePayments(a: { provider: string; paymentId: string }, b: { provider: string; paymentId: string }): number {
+  if (a.provider !== b.provider) return a.provider < b.provider ? -1 : 1;
+  return a.paymentId < b.paymentId ? -1 : a.paymentId > b.paymentId ? 1 : 0;
+}
+
 /** At or above the merchant's threshold, an ops approval comes first (contract §6). */
 function statusFor(dto: CreateRefundDto, threshold: string | null): 'queued' | 'pending_approval' {
   return threshold !== null && money(dto.amount).gte(threshold) ? 'pending_approval' : 'queued';
 }
 
 /**
- * Everything a create checks, in one snapshot: an earlier refund with this key, the payment
- * (the columns the checks use; all NULL when it is not cached), its balance and the
- * merchant's approval threshold. $1 provider, $2 payment id, $3 merchant, $4 idempotency key, $5 currency.
+ * Everything a create checks, in one snapshot, for a batch of creates (see Batcher): an
+ * earlier refund with the key, the payment (the columns the checks use; all NULL when it is
+ * not cached), its balance and the merchant's approval threshold. Arrays, one element per
+ * create: $1 provider, $2 payment id, $3 merchant, $4 idempotency key, $5 currency. One row
+ * per element, in order. The LATERAL subqueries (LIMIT 1 keeps the payment's from being
+ * flattened into a join) make every lookup an index probe, whatever the batch size.
  */
 const CREATE_SNAPSHOT_SQL = `
-  SELECT s.seen_id, s.approval_threshold, p.provider, p.payment_id, p.merchant_id, p.amount, p.currency, p.status,
-         p.provider_data, p.guard_version, b.*
-    FROM (SELECT (SELECT id FROM refunds WHERE merchant_id = $3 AND idempotency_key = $4) AS seen_id,
-                 (SELECT m.approval_thresholds->>$5 FROM merchants m WHERE m.id = $3) AS approval_threshold) s
-    LEFT JOIN payments p ON p.provider = $1 AND p.payment_id = $2
-    CROSS JOIN LATERAL (${BALANCE_SQL}) b`;
+  SELECT q.ord, s.seen_id, s.approval_threshold, p.provider, p.payment_id, p.merchant_id, p.amount, p.currency,
+         p.status, p.provider_data, p.guard_version, b.*
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+           WITH ORDINALITY AS q(provider, payment_id, merchant_id, idempotency_key, currency, ord)
+   CROSS JOIN LATERAL (
+         SELECT (SELECT r.id FROM refunds r WHERE r.merchant_id = q.merchant_id AND r.idempotency_key = q.idempotency_key) AS seen_id,
+                (SELECT m.approval_thresholds->>q.currency FROM merchants m WHERE m.id = q.merchant_id) AS approval_threshold) s
+    LEFT JOIN LATERAL (
+         SELECT * FROM payments WHERE payments.provider = q.provider AND payments.payment_id = q.payment_id LIMIT 1) p ON true
+   CROSS JOIN LATERAL (${balanceSqlFor('q.provider', 'q.payment_id')}) b
+   ORDER BY q.ord`;
 
 /** The payment columns a create's checks read. */
 type CheckedPayment = Pick<PaymentRow, 'merchant_id' | 'amount' | 'currency' | 'status' | 'provider_data' | 'guard_version'>;
@@ -56,24 +74,76 @@ type CreateSnapshot = BalanceRow &
     approval_threshold: string | null;
   };
 
-/** See RefundsService.insertGuarded. Casts: in INSERT ... SELECT the parameters get no type from the columns. */
+interface SnapshotRequest {
+  provider: string;
+  paymentId: string;
+  merchantId: string;
+  idempotencyKey: string;
+  currency: string;
+}
+
+/** One refund to insert if its payment's guard version is still `guardVersion` (RefundsService.insertGuarded). */
+interface GuardedInsert {
+  id: string;
+  merchantId: string;
+  provider: string;
+  paymentId: string;
+  amount: string;
+  currency: string;
+  reason: string;
+  description: string | null;
+  metadata: string;
+  providerOptions: string;
+  idempotencyKey: string;
+  requestHash: string;
+  createdByKeyId: string | null;
+  status: 'queued' | 'pending_approval';
+  actor: string;
+  guardVersion: string;
+}
+
+type GuardedOutcome = { created: RefundRow } | { conflict: true } | 'stale';
+
+/**
+ * Inserts refunds, each with its creation event and the event's outbox entry, for a batch of
+ * creates (arrays, one element per create, in GuardedInsert's field order). Each refund is
+ * inserted only if its payment's guard version is still the one its checks saw; the payment
+ * row is locked first (FOR UPDATE, in the batch's order, which callers sort by payment so
+ * two batches never wait on each other in a cycle). When a concurrent holder of that lock
+ * commits, Postgres re-reads the row and re-checks the version against its latest version
+ * (READ COMMITTED), so a create or retry that committed since the snapshot is always noticed.
+ * One row per element, in order: guarded false when the version had moved (nothing written
+ * for it), and the refund's columns, all NULL when its key was used concurrently (ON CONFLICT).
+ * Casts: in INSERT ... SELECT the parameters get no type from the columns.
+ */
 const INSERT_GUARDED_SQL = `
-  WITH g AS (
-    SELECT 1 FROM payments
-     WHERE provider = $3 AND payment_id = $4 AND guard_version = $16::bigint
-       FOR UPDATE),
+  WITH q AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::text[],
+                         $15::text[], $16::bigint[])
+      WITH ORDINALITY AS q(id, merchant_id, provider, payment_id, amount, currency, reason, description, metadata,
+                           provider_options, idempotency_key, request_hash, created_by_key_id, status, actor,
+                           guard_version, ord)),
+  g AS (
+    SELECT q.id FROM q CROSS JOIN LATERAL (
+      SELECT 1 FROM payments p
+       WHERE p.provider = q.provider AND p.payment_id = q.payment_id AND p.guard_version = q.guard_version
+         FOR UPDATE) locked),
   r AS (
     INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
                          metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
-    SELECT $1::uuid, $2::text, $3::text, $4::text, $5::numeric, $6::text, $14::text, $7::text, $8::text,
-           $9::jsonb, $10::jsonb, $11::text, $12::text, $13::uuid, CASE WHEN $14::text = 'queued' THEN now() END
-      FROM g
+    SELECT q.id, q.merchant_id, q.provider, q.payment_id, q.amount, q.currency, q.status, q.reason, q.description,
+           q.metadata::jsonb, q.provider_options::jsonb, q.idempotency_key, q.request_hash, q.created_by_key_id,
+           CASE WHEN q.status = 'queued' THEN now() END
+      FROM q JOIN g ON g.id = q.id
     ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
     RETURNING *),
   e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
-        SELECT id, NULL::text, status, $15::text, '{}'::jsonb FROM r RETURNING id),
+        SELECT r.id, NULL::text, r.status, q.actor, '{}'::jsonb FROM r JOIN q ON q.id = r.id RETURNING id),
   o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)
-  SELECT (SELECT count(*) FROM g)::int AS guarded, r.* FROM (SELECT 1) one LEFT JOIN r ON true`;
+  SELECT q.ord, (g.id IS NOT NULL) AS guarded, r.*
+    FROM q LEFT JOIN g ON g.id = q.id LEFT JOIN r ON r.id = q.id
+   ORDER BY q.ord`;
 
 /** Canonical JSON (sorted keys) of the request body: what "same body" means for idempotency. */
 export function requestHash(body: unknown): string {
@@ -123,10 +193,39 @@ export class RefundsService {
     private readonly queue: RefundQueueService,
     private readonly merchants: MerchantsService,
     @Optional() private readonly metrics?: MetricsService,
-  ) {}
+  ) {
+    this.snapshots = new Batcher((reqs) => this.readSnapshots(reqs), {
+      ...this.batchLimits(),
+      onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'snapshot' }, n),
+    });
+    this.inserts = new Batcher((batch) => this.insertGuarded(this.db, batch), {
+      ...this.batchLimits(),
+      keyOf: (g) => `${g.provider}\u0000${g.paymentId}`,
+      onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'insert' }, n),
+    });
+  }
 
   /** Per-payment queue of this process's creates (see KeyedGate for why and its bounds). */
   private readonly paymentGate = new KeyedGate(256, 5_000);
+
+  /**
+   * Creates arriving while earlier ones are at the database go there together (Batcher): one
+   * snapshot statement and one insert statement per batch instead of per create. At most one
+   * create per payment in an insert batch (they would share a snapshot); the gate above
+   * already keeps this process to one at a time per payment.
+   */
+  private readonly snapshots: Batcher<SnapshotRequest, CreateSnapshot>;
+  private readonly inserts: Batcher<GuardedInsert, GuardedOutcome>;
+
+  /**
+   * CREATE_BATCH_SIZE 1 turns batching off: every create is its own statement, as many at once
+   * as the pool allows. Otherwise a few batches in flight (each one backend's work) are enough
+   * to keep Postgres busy, and the creates that arrive meanwhile make up the next ones.
+   */
+  private batchLimits() {
+    const maxBatch = this.cfg.createBatchSize;
+    return { maxBatch, maxInFlight: maxBatch === 1 ? Number.POSITIVE_INFINITY : CREATE_BATCHES_IN_FLIGHT };
+  }
 
   /**
    * POST /v1/refunds. The refund row (status queued, due now) is committed before the
@@ -189,13 +288,13 @@ export class RefundsService {
     provider: RefundProvider,
   ): Promise<CreateOutcome> {
     for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
-      const [snap] = await this.db.query<CreateSnapshot>(CREATE_SNAPSHOT_SQL, [
-        dto.provider,
-        dto.paymentId,
+      const snap = await this.snapshots.submit({
+        provider: dto.provider,
+        paymentId: dto.paymentId,
         merchantId,
         idempotencyKey,
-        dto.currency,
-      ]);
+        currency: dto.currency,
+      });
       if (snap.seen_id) {
         const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
         if (existing) return { replayOf: existing };
@@ -217,7 +316,7 @@ export class RefundsService {
         }
         throw err;
       }
-      const inserted = await this.insertGuarded(this.db, auth, idempotencyKey, hash, dto, status, payment.guard_version);
+      const inserted = await this.inserts.submit(this.guardedInsert(auth, idempotencyKey, hash, dto, status, payment.guard_version));
       if (inserted !== 'stale') return inserted;
       this.metrics?.refundCreateRetries.inc({ provider: dto.provider });
     }
@@ -298,53 +397,93 @@ export class RefundsService {
         throw err;
       }
       // Under the lock the guard version cannot have moved since the lock statement read it.
-      const inserted = await this.insertGuarded(tx, auth, idempotencyKey, hash, dto, statusFor(dto, threshold), payment.guard_version);
+      const [inserted] = await this.insertGuarded(tx, [
+        this.guardedInsert(auth, idempotencyKey, hash, dto, statusFor(dto, threshold), payment.guard_version),
+      ]);
       if (inserted === 'stale') throw new Error('guard version moved under the payment row lock');
       return inserted;
     });
   }
 
-  /**
-   * Inserts the refund, its creation event and the event's outbox entry (the rows
-   * RefundStateService.created() writes: keep the two in step), in one statement and only if
-   * the payment's guard version is still `guardVersion`: 'stale' when it is not (nothing
-   * written). The statement locks the payment row first; when a concurrent holder of that
-   * lock commits, Postgres re-reads the row and re-checks the condition against its latest
-   * version (READ COMMITTED), so a create or retry that committed since the snapshot is
-   * always noticed. The insert itself moves the version (a trigger on refunds, migration
-   * 1763930000000). `conflict` when the key was used concurrently (that request won).
-   */
-  private async insertGuarded(
-    sql: Sql,
+  /** What insertGuarded writes for one create. */
+  private guardedInsert(
     auth: AuthContext,
     idempotencyKey: string,
     hash: string,
     dto: CreateRefundDto,
     status: 'queued' | 'pending_approval',
     guardVersion: string,
-  ): Promise<{ created: RefundRow } | { conflict: true } | 'stale'> {
-    const [row] = await sql.query<RefundRow & { guarded: number }>(INSERT_GUARDED_SQL, [
-      randomUUID(),
-      auth.merchantId!,
-      dto.provider,
-      dto.paymentId,
-      dto.amount,
-      dto.currency,
-      dto.reason ?? 'requested_by_customer',
-      dto.description ?? null,
-      dto.metadata ?? {},
-      this.providerOptions(dto),
+  ): GuardedInsert {
+    return {
+      id: randomUUID(),
+      merchantId: auth.merchantId!,
+      provider: dto.provider,
+      paymentId: dto.paymentId,
+      amount: dto.amount,
+      currency: dto.currency,
+      reason: dto.reason ?? 'requested_by_customer',
+      description: dto.description ?? null,
+      metadata: JSON.stringify(dto.metadata ?? {}),
+      providerOptions: JSON.stringify(this.providerOptions(dto)),
       idempotencyKey,
-      hash,
-      auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
+      requestHash: hash,
+      createdByKeyId: auth.keyId === 'bootstrap-admin' ? null : auth.keyId,
       status,
-      actorOf(auth),
+      actor: actorOf(auth),
       guardVersion,
+    };
+  }
+
+  /** Snapshots for a batch of creates (CREATE_SNAPSHOT_SQL), one per request, in order. */
+  private async readSnapshots(reqs: SnapshotRequest[]): Promise<CreateSnapshot[]> {
+    const rows = await this.db.query<CreateSnapshot & { ord: string }>(CREATE_SNAPSHOT_SQL, [
+      reqs.map((r) => r.provider),
+      reqs.map((r) => r.paymentId),
+      reqs.map((r) => r.merchantId),
+      reqs.map((r) => r.idempotencyKey),
+      reqs.map((r) => r.currency),
     ]);
-    if (row.guarded === 0) return 'stale';
-    if (row.id === null) return { conflict: true as const };
-    const { guarded: _guarded, ...created } = row;
-    return { created: created as RefundRow };
+    return rows.map(({ ord: _ord, ...snap }) => snap as CreateSnapshot);
+  }
+
+  /**
+   * Inserts refunds with their creation events and outbox entries (the rows
+   * RefundStateService.created() writes: keep the two in step), each only if its payment's
+   * guard version is still the one its checks saw: INSERT_GUARDED_SQL. One outcome per
+   * insert, in order: 'stale' when the version had moved (nothing written), `conflict` when
+   * the key was used concurrently (that request won). The insert itself moves the version
+   * (a trigger on refunds, migration 1763930000000).
+   */
+  private async insertGuarded(sql: Sql, inserts: GuardedInsert[]): Promise<GuardedOutcome[]> {
+    // Payment order: rows are locked in it, and every batch locking in one order cannot deadlock with another.
+    const order = inserts.map((_, i) => i).sort((x, y) => comparePayments(inserts[x]!, inserts[y]!));
+    const sorted = order.map((i) => inserts[i]!);
+    const col = <K extends keyof GuardedInsert>(k: K) => sorted.map((g) => g[k]);
+    const rows = await sql.query<RefundRow & { guarded: boolean; ord: string }>(INSERT_GUARDED_SQL, [
+      col('id'),
+      col('merchantId'),
+      col('provider'),
+      col('paymentId'),
+      col('amount'),
+      col('currency'),
+      col('reason'),
+      col('description'),
+      col('metadata'),
+      col('providerOptions'),
+      col('idempotencyKey'),
+      col('requestHash'),
+      col('createdByKeyId'),
+      col('status'),
+      col('actor'),
+      col('guardVersion'),
+    ]);
+    if (rows.length !== inserts.length) throw new Error(`guarded insert of ${inserts.length} answered ${rows.length} rows`);
+    const outcomes: GuardedOutcome[] = new Array(inserts.length);
+    rows.forEach((row, at) => {
+      const { guarded, ord: _ord, ...created } = row;
+      outcomes[order[at]!] = !guarded ? 'stale' : created.id === null ? { conflict: true as const } : { created: created as RefundRow };
+    });
+    return outcomes;
   }
 
   /** The checks that depend on the payment alone (not on its other refunds). */
