@@ -163,3 +163,79 @@ describe('over-refund guard across two api processes', () => {
   });
 });
 
+
+/** Batches of guarded inserts sent by both processes so far: all of them, and those of more than one create. */
+async function insertBatches(): Promise<{ all: number; multi: number }> {
+  let all = 0;
+  let single = 0;
+  for (const http of processes()) {
+    const text = (await http().get('/metrics').expect(200)).text;
+    for (const line of text.split('\n')) {
+      if (!line.includes('statement="insert"')) continue;
+      const value = Number(line.split(' ').pop());
+      if (line.startsWith('refund_create_batch_size_count{')) all += value;
+      if (line.startsWith('refund_create_batch_size_bucket{') && line.includes('le="1"')) single += value;
+    }
+  }
+  return { all, multi: all - single };
+}
+
+describe('creates batched at the database', () => {
+  it('sends concurrent creates as batches, and every batch keeps the over-refund guard', async () => {
+    // 24 payments of 100.00, 12 creates of 10.00 on each, all at once through both processes:
+    // creates on different payments share batches, and exactly 9 fit on each (after 2.00).
+    const payments = await Promise.all(Array.from({ length: 24 }, () => sandboxPayment(svc, 'lean', '100.00', 'AED')));
+    for (const paymentId of payments) await create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '2.00' }).expect(202);
+    const before = await insertBatches();
+    const results = await Promise.all(
+      payments.flatMap((paymentId) =>
+        Array.from({ length: 12 }, (_, i) =>
+          create(i, { provider: 'lean', paymentId, currency: 'AED', amount: '10.00' }).then((r) => ({ paymentId, r })),
+        ),
+      ),
+    );
+    for (const paymentId of payments) {
+      const mine = results.filter((x) => x.paymentId === paymentId).map((x) => x.r);
+      expect(mine.filter((r) => r.status === 202)).toHaveLength(9);
+      expect(mine.filter((r) => r.status === 422).map((r) => r.body.code)).toEqual(Array(3).fill('amount_exceeds_refundable'));
+      const { rows } = await svc.db.query(`SELECT sum(amount)::text AS total FROM refunds WHERE provider = 'lean' AND payment_id = $1`, [paymentId]);
+      expect(rows[0].total).toBe('92.000000000000000000');
+    }
+    const after = await insertBatches();
+    // Batches of several creates really went to Postgres.
+    expect(after.multi - before.multi).toBeGreaterThan(0);
+  });
+
+  it('fails only the create that breaks its batch; the others in it are accepted', async () => {
+    // A row Postgres refuses (a trigger stands in for any per-row error) fails the whole
+    // batch statement, which wrote nothing; each create is then tried alone.
+    await svc.db.query(`
+      CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'poisoned refund'; END $$;
+      CREATE TRIGGER test_poison BEFORE INSERT ON refunds FOR EACH ROW WHEN (NEW.description = 'poison') EXECUTE FUNCTION test_poison();`);
+    try {
+      const payments = await Promise.all(Array.from({ length: 30 }, () => sandboxPayment(svc, 'lean', '100.00', 'AED')));
+      for (const paymentId of payments) await create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '1.00' }).expect(202);
+      const before = await insertBatches();
+      const poisoned = new Set([3, 17]);
+      const results = await Promise.all(
+        payments.map((paymentId, i) =>
+          create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '5.00', ...(poisoned.has(i) ? { description: 'poison' } : {}) }),
+        ),
+      );
+      results.forEach((r, i) => {
+        if (poisoned.has(i)) expect(r.status, JSON.stringify(r.body)).toBeGreaterThanOrEqual(500);
+        else expect(r.status, JSON.stringify(r.body)).toBe(202);
+      });
+      const { rows } = await svc.db.query(
+        `SELECT payment_id, count(*)::int AS n FROM refunds WHERE provider = 'lean' AND payment_id = ANY($1) AND amount = 5 GROUP BY payment_id`,
+        [payments],
+      );
+      expect(rows.map((r) => r.payment_id).sort()).toEqual(payments.filter((_, i) => !poisoned.has(i)).sort());
+      expect(rows.every((r) => r.n === 1)).toBe(true);
+      expect((await insertBatches()).multi - before.multi).toBeGreaterThan(0);
+    } finally {
+      await svc.db.query(`DROP TRIGGER test_poison ON refunds; DROP FUNCTION test_poison();`);
+    }
+  });
+});

@@ -1,6 +1,7 @@
 import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { JobsOptions, Queue } from 'bullmq';
 import { AppConfig } from '../config/config.js';
+import { Batcher } from '../common/batcher.js';
 import { PROVIDERS, type ProviderName } from '../providers/provider.js';
 import { redisOptions, refundQueueName, type RefundJobData } from './queues.js';
 
@@ -25,6 +26,8 @@ const ENQUEUE_TIMEOUT_MS = 2_000;
 export class RefundQueueService implements OnModuleDestroy {
   private readonly logger = new Logger('RefundQueue');
   private readonly queues = {} as Record<ProviderName, Queue<RefundJobData>>;
+  /** Jobs added while others are on their way to Redis go together (one addBulk round trip). */
+  private readonly adders = {} as Record<ProviderName, Batcher<string, void>>;
 
   constructor(cfg: AppConfig) {
     // Producer connections fail fast while Redis is away (no offline queue), unlike the
@@ -35,6 +38,15 @@ export class RefundQueueService implements OnModuleDestroy {
       // Connection errors are reported by the calls that hit them; don't crash on the event.
       queue.on('error', (err) => this.logger.debug({ err: err.message }, 'producer connection error'));
       this.queues[provider] = queue;
+      this.adders[provider] = new Batcher<string, void>(
+        async (refundIds) => {
+          await queue.addBulk(
+            refundIds.map((refundId) => ({ name: 'refund', data: { refundId }, opts: { ...REFUND_JOB_OPTIONS, jobId: refundId } })),
+          );
+          return refundIds.map(() => undefined);
+        },
+        { maxBatch: 64, maxInFlight: 2 },
+      );
     }
   }
 
@@ -49,8 +61,10 @@ export class RefundQueueService implements OnModuleDestroy {
   /** Adds the refund's job; returns false (after logging) when Redis could not take it. */
   async enqueue(provider: ProviderName, refundId: string, delayMs = 0): Promise<boolean> {
     try {
-      await withTimeout(
-        this.queues[provider].add('refund', { refundId }, { ...REFUND_JOB_OPTIONS, jobId: refundId, delay: delayMs }),
+      await withTimeout<unknown>(
+        delayMs === 0
+          ? this.adders[provider].submit(refundId)
+          : this.queues[provider].add('refund', { refundId }, { ...REFUND_JOB_OPTIONS, jobId: refundId, delay: delayMs }),
         ENQUEUE_TIMEOUT_MS,
       );
       return true;

@@ -30,7 +30,7 @@ type CreateOutcome = { created: RefundRow } | { replayOf: RefundRow } | { confli
 const OPTIMISTIC_ATTEMPTS = 2;
 
 /** Snapshot (and insert) batches of creates at the database at once, per process (see RefundsService.snapshots). */
-const CREATE_BATCHES_IN_FLIGHT = 4;
+const CREATE_BATCHES_IN_FLIGHT = 2;
 
 /** The order payment rows are locked in by a batch of creates (INSERT_GUARDED_SQL). */
 function comparePayments(a: { provider: string; paymentId: string }, b: { provider: string; paymentId: string }): number {

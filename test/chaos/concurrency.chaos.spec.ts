@@ -361,7 +361,7 @@ it('fails against a build without the guard serialisation (the suite can catch a
   // the row lock of the locked create path, and the lock an ops retry takes (lockForRaise).
   // (The version still moves, by trigger; nothing checks it any more.)
   const entry = mutantEntry('no-payment-lock', [
-    { file: 'src/refunds/refunds.service.js', from: 'AND guard_version = $16::bigint', to: 'AND $16::bigint IS NOT NULL' },
+    { file: 'src/refunds/refunds.service.js', from: 'AND p.guard_version = q.guard_version', to: 'AND q.guard_version IS NOT NULL' },
     { file: 'src/refunds/refunds.service.js', from: 'p.payment_id = $2 FOR UPDATE OF p', to: 'p.payment_id = $2' },
     { file: 'src/payments/payments.service.js', from: 'payment_id = $2 FOR UPDATE', to: 'payment_id = $2' },
   ]);
