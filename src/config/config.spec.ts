@@ -46,6 +46,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
   });
 
+  it('reads CREATE_BATCH_SIZE, 64 by default, 1 to turn batching off', () => {
+    expect(loadConfig({}).createBatchSize).toBe(64);
+    expect(loadConfig({ CREATE_BATCH_SIZE: '1' }).createBatchSize).toBe(1);
+    expect(() => loadConfig({ CREATE_BATCH_SIZE: '0' })).toThrow(/CREATE_BATCH_SIZE/);
+    expect(() => loadConfig({ CREATE_BATCH_SIZE: 'many' })).toThrow(/CREATE_BATCH_SIZE/);
+  });
+
   it('reads the provider webhook replay windows, with 5 minutes and 6 hours by default', () => {
     expect(loadConfig({}).providerWebhooks).toMatchObject({ toleranceMs: 300_000, leanMaxAgeMs: 21_600_000 });
     expect(loadConfig({ PROVIDER_WEBHOOK_TOLERANCE_MS: '60000', LEAN_WEBHOOK_MAX_AGE_MS: '3600000' }).providerWebhooks).toMatchObject({
