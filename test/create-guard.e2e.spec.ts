@@ -180,6 +180,18 @@ async function insertBatches(): Promise<{ all: number; multi: number }> {
   return { all, multi: all - single };
 }
 
+/** Batched insert statements that Postgres refused and whose creates were retried one by one, both processes. */
+async function insertSplits(): Promise<number> {
+  let total = 0;
+  for (const http of processes()) {
+    const text = (await http().get('/metrics').expect(200)).text;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('refund_create_batch_splits_total{') && line.includes('statement="insert"')) total += Number(line.split(' ').pop());
+    }
+  }
+  return total;
+}
+
 describe('creates batched at the database', () => {
   it('sends concurrent creates as batches, and every batch keeps the over-refund guard', async () => {
     // 24 payments of 100.00, 12 creates of 10.00 on each, all at once through both processes:
@@ -217,6 +229,7 @@ describe('creates batched at the database', () => {
       const payments = await Promise.all(Array.from({ length: 30 }, () => sandboxPayment(svc, 'lean', '100.00', 'AED')));
       for (const paymentId of payments) await create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '1.00' }).expect(202);
       const before = await insertBatches();
+      const splitsBefore = await insertSplits();
       const poisoned = new Set([3, 17]);
       const results = await Promise.all(
         payments.map((paymentId, i) =>
@@ -234,6 +247,8 @@ describe('creates batched at the database', () => {
       expect(rows.map((r) => r.payment_id).sort()).toEqual(payments.filter((_, i) => !poisoned.has(i)).sort());
       expect(rows.every((r) => r.n === 1)).toBe(true);
       expect((await insertBatches()).multi - before.multi).toBeGreaterThan(0);
+      // A poisoned create really was in a batch of several, which was then retried create by create.
+      expect((await insertSplits()) - splitsBefore).toBeGreaterThan(0);
     } finally {
       await svc.db.query(`DROP TRIGGER test_poison ON refunds; DROP FUNCTION test_poison();`);
     }

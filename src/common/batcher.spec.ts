@@ -90,6 +90,39 @@ describe('Batcher', () => {
     expect(seen).toEqual([['first'], ['x', 'bad', 'y'], ['x'], ['bad'], ['y']]);
   });
 
+  it('fails the whole batch at once when splitOn says no item is to blame', async () => {
+    const seen: string[][] = [];
+    const splits: number[] = [];
+    const b = new Batcher<string, string>(
+      async (items) => {
+        seen.push(items);
+        await tick();
+        if (items.length > 1) throw Object.assign(new Error('database away'), { code: 'ECONNREFUSED' });
+        return items;
+      },
+      { maxBatch: 10, maxInFlight: 1, splitOn: (err) => (err as { code?: string }).code === '23505', onSplit: (n) => splits.push(n) },
+    );
+    const results = await Promise.allSettled(['first', 'x', 'y'].map((i) => b.submit(i)));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+    expect(seen).toEqual([['first'], ['x', 'y']]);
+    expect(splits).toEqual([]);
+  });
+
+  it('settles every promise when run throws synchronously, and keeps going', async () => {
+    let calls = 0;
+    const b = new Batcher<number, number>(
+      (items) => {
+        calls++;
+        if (calls <= 2) throw new Error('sync');
+        return Promise.resolve(items);
+      },
+      { maxBatch: 10, maxInFlight: 1 },
+    );
+    const first = await Promise.allSettled([1, 2, 3].map((i) => b.submit(i)));
+    expect(first.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+    expect(await b.submit(4)).toBe(4);
+  });
+
   it('fails a batch whose run answers the wrong number of results', async () => {
     const b = new Batcher<number, number>(async () => [], { maxBatch: 10, maxInFlight: 1 });
     await expect(b.submit(1)).rejects.toThrow('batch of 1 answered 0 results');

@@ -12,12 +12,15 @@
  * waits for a later batch. A batch must not hold two creates on one payment: both would be
  * checked against the same snapshot.
  *
- * When a batch of several items fails, each item is tried again alone, so one bad item fails
- * only its own request. This is safe only where a failed batch wrote nothing (one statement,
- * which Postgres applies all or nothing).
+ * When a batch of several items fails with an error `splitOn` says one item may have caused
+ * (default: any), its items are tried again alone, one after the other (still in the batch's
+ * in-flight slot, so a refused batch never multiplies the load), and one bad item fails only
+ * its own request. Other errors (the database is away) fail the whole batch at once, as they
+ * would have failed each request. Retrying is safe only where a failed batch wrote nothing
+ * (one statement, which Postgres applies all or nothing).
  */
 export class Batcher<I, O> {
-  private readonly queue: Array<{ item: I; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
+  private queue: Array<{ item: I; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
   private inFlight = 0;
 
   constructor(
@@ -26,8 +29,12 @@ export class Batcher<I, O> {
       maxBatch: number;
       maxInFlight: number;
       keyOf?: (item: I) => string;
+      /** Whether a failed batch is retried item by item (default: always). */
+      splitOn?: (err: unknown) => boolean;
       /** Called with the size of every batch sent (for metrics). */
       onBatch?: (size: number) => void;
+      /** Called when a failed batch is retried item by item (for metrics). */
+      onSplit?: (size: number) => void;
     },
   ) {}
 
@@ -47,7 +54,7 @@ export class Batcher<I, O> {
     while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
       const batch = this.take();
       this.inFlight++;
-      this.opts.onBatch?.(batch.length);
+      // runBatch settles every entry's promise and never rejects itself.
       void this.runBatch(batch).finally(() => {
         this.inFlight--;
         this.pump();
@@ -71,31 +78,46 @@ export class Batcher<I, O> {
         rest.push(entry);
       }
     }
-    this.queue.splice(0, this.queue.length, ...rest);
+    this.queue = rest;
     return batch;
   }
 
   private async runBatch(batch: typeof this.queue): Promise<void> {
+    try {
+      this.opts.onBatch?.(batch.length);
+    } catch {
+      // metrics must not lose a batch
+    }
     let outs: O[];
     try {
-      outs = await this.run(batch.map((e) => e.item));
-      if (outs.length !== batch.length) throw new Error(`batch of ${batch.length} answered ${outs.length} results`);
+      outs = await this.runItems(batch.map((e) => e.item));
     } catch (err) {
-      if (batch.length === 1) {
-        batch[0]!.reject(err);
+      if (batch.length === 1 || !(this.opts.splitOn?.(err) ?? true)) {
+        for (const e of batch) e.reject(err);
         return;
       }
+      try {
+        this.opts.onSplit?.(batch.length);
+      } catch {
+        // as above
+      }
       // One item may be what failed the statement: each alone, so only its own request fails.
-      await Promise.all(
-        batch.map((e) =>
-          this.run([e.item]).then(
-            (o) => (o.length === 1 ? e.resolve(o[0]!) : e.reject(new Error(`batch of 1 answered ${o.length} results`))),
-            (itemErr: unknown) => e.reject(itemErr),
-          ),
-        ),
-      );
+      for (const e of batch) {
+        try {
+          e.resolve((await this.runItems([e.item]))[0]!);
+        } catch (itemErr) {
+          e.reject(itemErr);
+        }
+      }
       return;
     }
     batch.forEach((e, i) => e.resolve(outs[i]!));
+  }
+
+  /** run(), with a synchronous throw or a wrong number of results as a rejection. */
+  private async runItems(items: I[]): Promise<O[]> {
+    const outs = await this.run(items);
+    if (outs.length !== items.length) throw new Error(`batch of ${items.length} answered ${outs.length} results`);
+    return outs;
   }
 }

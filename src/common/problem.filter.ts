@@ -73,6 +73,12 @@ export class ProblemFilter implements ExceptionFilter {
       // Postgres data exceptions (bad text encoding, out-of-range values): the input was bad.
       return Problem.validation([{ field: 'request', message: 'contains a value the service cannot store' }]);
     }
+    if (pgCode === '40P01' || pgCode === '40001') {
+      // A deadlock or serialization failure: Postgres rolled the transaction back; nothing was changed.
+      return new Problem('service_unavailable', 'The request collided with a concurrent one; retry it with the same Idempotency-Key.', {
+        retryAfterSeconds: 1,
+      });
+    }
     if (isDependencyOutage(exception)) {
       this.logger.warn(`dependency unavailable: ${(exception as Error).message}`);
       return new Problem('service_unavailable', 'A backing service is unavailable; try again shortly.', {

@@ -44,6 +44,13 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  readonly refundCreateBatchSplits = new Counter({
+    name: 'refund_create_batch_splits_total',
+    help: 'Batched create statements Postgres refused (a bad row, a deadlock) whose creates were then retried one by one',
+    labelNames: ['statement'] as const,
+    registers: [this.registry],
+  });
+
   readonly refundCreateRetries = new Counter({
     name: 'refund_create_optimistic_retries_total',
     help: 'Creates whose optimistic insert found the payment changed by a concurrent create or retry, and looked again',

@@ -40,12 +40,18 @@ export class RefundQueueService implements OnModuleDestroy {
       this.queues[provider] = queue;
       this.adders[provider] = new Batcher<string, void>(
         async (refundIds) => {
-          await queue.addBulk(
-            refundIds.map((refundId) => ({ name: 'refund', data: { refundId }, opts: { ...REFUND_JOB_OPTIONS, jobId: refundId } })),
+          // The timeout here, not only around the caller: a call that never settles would
+          // otherwise keep its in-flight slot, and every later add would wait behind it.
+          await withTimeout(
+            queue.addBulk(
+              refundIds.map((refundId) => ({ name: 'refund', data: { refundId }, opts: { ...REFUND_JOB_OPTIONS, jobId: refundId } })),
+            ),
+            ENQUEUE_TIMEOUT_MS,
           );
           return refundIds.map(() => undefined);
         },
-        { maxBatch: 64, maxInFlight: 2 },
+        // A refused addBulk fails all its adds (Redis away); the sweeper re-adds them from the rows.
+        { maxBatch: 64, maxInFlight: 2, splitOn: () => false },
       );
     }
   }

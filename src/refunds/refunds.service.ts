@@ -32,10 +32,14 @@ const OPTIMISTIC_ATTEMPTS = 2;
 /** Snapshot (and insert) batches of creates at the database at once, per process (see RefundsService.snapshots). */
 const CREATE_BATCHES_IN_FLIGHT = 2;
 
-/** The order payment rows are locked in by a batch of creates (INSERT_GUARDED_SQL). */
-function comparePayments(a: { provider: string; paymentId: string }, b: { provider: string; paymentId: string }): number {
-  if (a.provider !== b.provider) return a.provider < b.provider ? -1 : 1;
-  return a.paymentId < b.paymentId ? -1 : a.paymentId > b.paymentId ? 1 : 0;
+/**
+ * Errors of a batched create statement that one create may have caused (a value Postgres
+ * refuses, a constraint, a trigger's exception) or that a create alone would not meet
+ * (deadlock, serialization failure): the batch is then retried create by create (Batcher).
+ */
+function oneCreateMayHaveFailed(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && /^(22|23|40|P0)/.test(code);
 }
 
 /** At or above the merchant's threshold, an ops approval comes first (contract §6). */
@@ -107,11 +111,13 @@ type GuardedOutcome = { created: RefundRow } | { conflict: true } | 'stale';
 /**
  * Inserts refunds, each with its creation event and the event's outbox entry, for a batch of
  * creates (arrays, one element per create, in GuardedInsert's field order). Each refund is
- * inserted only if its payment's guard version is still the one its checks saw; the payment
- * row is locked first (FOR UPDATE, in the batch's order, which callers sort by payment so
- * two batches never wait on each other in a cycle). When a concurrent holder of that lock
- * commits, Postgres re-reads the row and re-checks the version against its latest version
- * (READ COMMITTED), so a create or retry that committed since the snapshot is always noticed.
+ * inserted only if its payment's guard version is still the one its checks saw, and its
+ * payment row is locked first (FOR UPDATE). A row that changed since the statement's
+ * snapshot is re-read at its latest version and the version re-checked (READ COMMITTED), so a
+ * create or retry that committed since the snapshot is always noticed. A row locked by
+ * someone else right now (SKIP LOCKED) counts as changed too: that create looks again. So a
+ * batch never waits for a payment lock: it cannot hold up its other creates behind one
+ * payment's lock holder, nor deadlock with another batch or a locked create.
  * One row per element, in order: guarded false when the version had moved (nothing written
  * for it), and the refund's columns, all NULL when its key was used concurrently (ON CONFLICT).
  * Casts: in INSERT ... SELECT the parameters get no type from the columns.
@@ -128,7 +134,7 @@ const INSERT_GUARDED_SQL = `
     SELECT q.id FROM q CROSS JOIN LATERAL (
       SELECT 1 FROM payments p
        WHERE p.provider = q.provider AND p.payment_id = q.payment_id AND p.guard_version = q.guard_version
-         FOR UPDATE) locked),
+         FOR UPDATE SKIP LOCKED) locked),
   r AS (
     INSERT INTO refunds (id, merchant_id, provider, payment_id, amount, currency, status, reason, description,
                          metadata, provider_options, idempotency_key, request_hash, created_by_key_id, next_check_at)
@@ -196,12 +202,16 @@ export class RefundsService {
   ) {
     this.snapshots = new Batcher((reqs) => this.readSnapshots(reqs), {
       ...this.batchLimits(),
+      splitOn: oneCreateMayHaveFailed,
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'snapshot' }, n),
+      onSplit: () => this.metrics?.refundCreateBatchSplits.inc({ statement: 'snapshot' }),
     });
     this.inserts = new Batcher((batch) => this.insertGuarded(this.db, batch), {
       ...this.batchLimits(),
       keyOf: (g) => `${g.provider}\u0000${g.paymentId}`,
+      splitOn: oneCreateMayHaveFailed,
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'insert' }, n),
+      onSplit: () => this.metrics?.refundCreateBatchSplits.inc({ statement: 'insert' }),
     });
   }
 
@@ -455,10 +465,7 @@ export class RefundsService {
    * (a trigger on refunds, migration 1763930000000).
    */
   private async insertGuarded(sql: Sql, inserts: GuardedInsert[]): Promise<GuardedOutcome[]> {
-    // Payment order: rows are locked in it, and every batch locking in one order cannot deadlock with another.
-    const order = inserts.map((_, i) => i).sort((x, y) => comparePayments(inserts[x]!, inserts[y]!));
-    const sorted = order.map((i) => inserts[i]!);
-    const col = <K extends keyof GuardedInsert>(k: K) => sorted.map((g) => g[k]);
+    const col = <K extends keyof GuardedInsert>(k: K) => inserts.map((g) => g[k]);
     const rows = await sql.query<RefundRow & { guarded: boolean; ord: string }>(INSERT_GUARDED_SQL, [
       col('id'),
       col('merchantId'),
@@ -478,12 +485,9 @@ export class RefundsService {
       col('guardVersion'),
     ]);
     if (rows.length !== inserts.length) throw new Error(`guarded insert of ${inserts.length} answered ${rows.length} rows`);
-    const outcomes: GuardedOutcome[] = new Array(inserts.length);
-    rows.forEach((row, at) => {
-      const { guarded, ord: _ord, ...created } = row;
-      outcomes[order[at]!] = !guarded ? 'stale' : created.id === null ? { conflict: true as const } : { created: created as RefundRow };
-    });
-    return outcomes;
+    return rows.map(({ guarded, ord: _ord, ...created }) =>
+      !guarded ? 'stale' : created.id === null ? { conflict: true as const } : { created: created as RefundRow },
+    );
   }
 
   /** The checks that depend on the payment alone (not on its other refunds). */
