@@ -42,12 +42,7 @@ export class RefundQueueService implements OnModuleDestroy {
         async (refundIds) => {
           // The timeout here, not only around the caller: a call that never settles would
           // otherwise keep its in-flight slot, and every later add would wait behind it.
-          await withTimeout(
-            queue.addBulk(
-              refundIds.map((refundId) => ({ name: 'refund', data: { refundId }, opts: { ...REFUND_JOB_OPTIONS, jobId: refundId } })),
-            ),
-            ENQUEUE_TIMEOUT_MS,
-          );
+          await this.addNow(provider, refundIds, ENQUEUE_TIMEOUT_MS);
           return refundIds.map(() => undefined);
         },
         // A refused addBulk fails all its adds (Redis away); the sweeper re-adds them from the rows.
@@ -108,11 +103,16 @@ export class RefundQueueService implements OnModuleDestroy {
   /** Adds many jobs at once (no-ops for refunds that already have a job). */
   async enqueueMany(provider: ProviderName, refundIds: string[]): Promise<void> {
     if (refundIds.length === 0) return;
+    await this.addNow(provider, refundIds, ENQUEUE_TIMEOUT_MS * 5);
+  }
+
+  /** One addBulk of due-now jobs, within `timeoutMs`. */
+  private async addNow(provider: ProviderName, refundIds: string[], timeoutMs: number): Promise<void> {
     await withTimeout(
       this.queues[provider].addBulk(
         refundIds.map((refundId) => ({ name: 'refund', data: { refundId }, opts: { ...REFUND_JOB_OPTIONS, jobId: refundId } })),
       ),
-      ENQUEUE_TIMEOUT_MS * 5,
+      timeoutMs,
     );
   }
 }
