@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { money } from '../src/common/money.js';
 import {
   deleteRedisPrefix,
   merchantKey,
@@ -106,6 +107,101 @@ describe('Binance Pay refunds end to end', () => {
     const atProvider = await providerRefunds(paymentId);
     expect(atProvider).toHaveLength(1);
     expect(atProvider[0].status).toBe('REFUND_SUCCESS');
+  });
+
+  it('completes every attempt row and clears the lease in the statements that finish each step', async () => {
+    // Webhooks held back, so the worker's own poll finalises: its answer, the attempt row's
+    // completion and the lease's release are written by one statement (RefundOutcomeService).
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 200, webhookDelayMs: 60_000 });
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+        const res = await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1.50', currency: 'USDT' }).expect(202);
+        ids.push(res.body.id);
+      }
+      for (const id of ids) expect((await untilFinal(m1, id)).status).toBe('succeeded');
+      const { rows } = await svc.db.query(
+        `SELECT r.id, r.lease_owner, r.lease_until, r.attempt_count,
+                (SELECT actor FROM refund_events e WHERE e.refund_id = r.id AND e.to_status = 'succeeded') AS final_actor,
+                (SELECT json_agg(json_build_object('op', a.operation, 'outcome', a.outcome, 'http', a.http_status,
+                                                   'latency', a.latency_ms, 'done', a.completed_at IS NOT NULL) ORDER BY a.number)
+                   FROM refund_attempts a WHERE a.refund_id = r.id) AS attempts
+           FROM refunds r WHERE r.id = ANY($1::uuid[])`,
+        [ids],
+      );
+      expect(rows).toHaveLength(6);
+      for (const r of rows) {
+        expect(r.final_actor).toBe('worker');
+        expect(r.lease_owner).toBeNull();
+        expect(r.lease_until).toBeNull();
+        expect(r.attempts).toHaveLength(r.attempt_count);
+        for (const a of r.attempts) {
+          expect(a).toMatchObject({ done: true, http: 200 });
+          expect(a.outcome).not.toBe('in_flight');
+          expect(a.latency).toEqual(expect.any(Number));
+        }
+        expect(r.attempts[0]).toMatchObject({ op: 'create', outcome: 'pending' });
+        expect(r.attempts.at(-1)).toMatchObject({ op: 'query', outcome: 'succeeded' });
+      }
+    } finally {
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+  });
+
+  it('claims refunds and writes attempt rows in batches under load, each refund keeping its own numbered attempts', async () => {
+    const before = await workerBatches();
+    // 40 refunds at once on 40 payments, with webhooks held back: every refund takes two
+    // worker steps (create, then the query that finds it settled), concurrently. About half
+    // fail at the provider, so an attempt row completed with another refund's answer shows.
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 0, webhookDelayMs: 60_000, refundFailRate: 0.5 });
+    try {
+      const payments = await Promise.all(Array.from({ length: 40 }, () => sandboxPayment(svc, 'binance_pay', '10.00')));
+      const created = await Promise.all(
+        payments.map((paymentId, i) =>
+          createRefund(m1, { provider: 'binance_pay', paymentId, amount: `1.${String(i).padStart(2, '0')}`, currency: 'USDT' }).expect(202),
+        ),
+      );
+      const ids = created.map((r) => r.body.id as string);
+      for (const id of ids) expect(['succeeded', 'failed']).toContain((await untilFinal(m1, id)).status);
+
+      const { rows } = await svc.db.query(
+        `SELECT r.id, r.payment_id, r.amount::text, r.status, r.attempt_count, r.provider_request_id,
+                array_agg(a.outcome ORDER BY a.number) AS outcomes,
+                array_agg(a.number ORDER BY a.number) AS numbers,
+                array_agg(DISTINCT a.provider_request_id) AS request_ids,
+                bool_and(a.completed_at IS NOT NULL AND a.outcome <> 'in_flight') AS all_done
+           FROM refunds r JOIN refund_attempts a ON a.refund_id = r.id
+          WHERE r.id = ANY($1::uuid[]) GROUP BY r.id`,
+        [ids],
+      );
+      expect(rows).toHaveLength(40);
+      for (const r of rows) {
+        // Numbered 1..n from the refund's own counter, no gaps or doubles, all about its request.
+        expect(r.numbers).toEqual(Array.from({ length: r.attempt_count }, (_, k) => k + 1));
+        expect(r.request_ids).toEqual([r.provider_request_id]);
+        expect(r.all_done).toBe(true);
+        // Each call's row holds that call's answer: the create's, then the settling query's.
+        expect(r.outcomes[0]).toBe('pending');
+        expect(r.outcomes.at(-1)).toBe(r.status);
+        // And the provider holds exactly this refund, for this amount, on this payment.
+        const atProvider = await providerRefunds(r.payment_id);
+        expect(atProvider).toHaveLength(1);
+        expect(atProvider[0]).toMatchObject({
+          status: r.status === 'succeeded' ? 'REFUND_SUCCESS' : 'REFUND_FAIL',
+          refundRequestId: r.provider_request_id,
+        });
+        expect(money(atProvider[0].refundAmount).eq(r.amount)).toBe(true);
+      }
+      const after = await workerBatches();
+      // Claims and attempt rows of several refunds really did share statements.
+      expect(after.claim.multi - before.claim.multi).toBeGreaterThan(0);
+      expect(after.attempt.multi - before.attempt.multi).toBeGreaterThan(0);
+      // The fail rate did its part (40 refunds at 0.5: both kinds all but certain).
+      expect(new Set(rows.map((r) => r.status)).size).toBe(2);
+    } finally {
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
   });
 
   it('ends failed with the provider code when the provider refuses (insufficient balance)', async () => {
@@ -421,3 +517,20 @@ describe('API keys', () => {
     expect(ready.body.status).toBe('ok');
   });
 });
+
+/** Batched worker statements so far, per kind: all of them, and those of more than one refund. */
+async function workerBatches(): Promise<Record<'claim' | 'attempt', { all: number; multi: number }>> {
+  const text = (await svc.http().get('/metrics').expect(200)).text;
+  const out = { claim: { all: 0, multi: 0 }, attempt: { all: 0, multi: 0 } };
+  const single = { claim: 0, attempt: 0 };
+  for (const line of text.split('\n')) {
+    const kind = line.includes('statement="claim"') ? 'claim' : line.includes('statement="attempt"') ? 'attempt' : undefined;
+    if (!kind) continue;
+    const value = Number(line.split(' ').pop());
+    if (line.startsWith('refund_worker_batch_size_count{')) out[kind].all += value;
+    if (line.startsWith('refund_worker_batch_size_bucket{') && line.includes('le="1"')) single[kind] += value;
+  }
+  out.claim.multi = out.claim.all - single.claim;
+  out.attempt.multi = out.attempt.all - single.attempt;
+  return out;
+}

@@ -19,6 +19,19 @@
  * would have failed each request. Retrying is safe only where a failed batch wrote nothing
  * (one statement, which Postgres applies all or nothing).
  */
+/**
+ * The limits every batcher of the service uses: `size` items at most, and two batches of a
+ * kind in flight per process (measured best in docs/performance.md, round 3): a few batches
+ * at once, each one backend's work, keep Postgres busy, and the requests that arrive
+ * meanwhile make up the next ones. Size 1 turns batching off: each request is its own
+ * statement, as many at once as the pool allows.
+ */
+export function batchLimits(size: number): { maxBatch: number; maxInFlight: number } {
+  return { maxBatch: size, maxInFlight: size === 1 ? Number.POSITIVE_INFINITY : BATCHES_IN_FLIGHT };
+}
+
+const BATCHES_IN_FLIGHT = 2;
+
 export class Batcher<I, O> {
   private queue: Array<{ item: I; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
   private inFlight = 0;

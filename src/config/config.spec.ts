@@ -53,6 +53,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ CREATE_BATCH_SIZE: 'many' })).toThrow(/CREATE_BATCH_SIZE/);
   });
 
+  it('reads WORKER_BATCH_SIZE, 64 by default, 1 to turn batching off', () => {
+    expect(loadConfig({}).processing.batchSize).toBe(64);
+    expect(loadConfig({ WORKER_BATCH_SIZE: '1' }).processing.batchSize).toBe(1);
+    expect(() => loadConfig({ WORKER_BATCH_SIZE: '0' })).toThrow(/WORKER_BATCH_SIZE/);
+    expect(() => loadConfig({ WORKER_BATCH_SIZE: '1001' })).toThrow(/WORKER_BATCH_SIZE/);
+  });
+
   it('reads the provider webhook replay windows, with 5 minutes and 6 hours by default', () => {
     expect(loadConfig({}).providerWebhooks).toMatchObject({ toleranceMs: 300_000, leanMaxAgeMs: 21_600_000 });
     expect(loadConfig({ PROVIDER_WEBHOOK_TOLERANCE_MS: '60000', LEAN_WEBHOOK_MAX_AGE_MS: '3600000' }).providerWebhooks).toMatchObject({

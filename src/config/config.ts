@@ -104,6 +104,11 @@ export interface ProcessingConfig {
   providerTimeoutMs: number;
   /** Jobs handled at once per provider queue in one worker process (I/O bound). */
   concurrency: number;
+  /**
+   * Most refunds per batched worker statement (lease claims, attempt rows); 1 sends each
+   * alone. Batches form only while earlier ones are at Postgres (no timer).
+   */
+  batchSize: number;
   /** First delay before re-checking a refund the provider has not finalised. */
   pollInitialDelayMs: number;
   /** Cap of the exponential back-off between checks of one refund. */
@@ -241,6 +246,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   cfg.processing = {
     providerTimeoutMs: int(env, 'PROVIDER_TIMEOUT_MS', 10_000, 100, 120_000),
     concurrency: int(env, 'WORKER_CONCURRENCY', 256, 1, 5_000),
+    batchSize: int(env, 'WORKER_BATCH_SIZE', 64, 1, 1_000),
     pollInitialDelayMs: int(env, 'POLL_INITIAL_DELAY_MS', 1_000, 10, 3_600_000),
     pollMaxDelayMs: int(env, 'POLL_MAX_DELAY_MS', 60_000, 10, 86_400_000),
     leaseMs: int(env, 'LEASE_MS', 60_000, 1_000, 3_600_000),

@@ -44,6 +44,14 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  readonly workerBatchSize = new Histogram({
+    name: 'refund_worker_batch_size',
+    help: 'Refunds per batched worker statement sent to Postgres (lease claims, attempt rows); 1 when the worker is not busy',
+    labelNames: ['statement'] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+
   readonly refundCreateBatchSplits = new Counter({
     name: 'refund_create_batch_splits_total',
     help: 'Batched create statements Postgres refused (a bad row, a deadlock) whose creates were then retried one by one',

@@ -2,6 +2,8 @@ import { Injectable, Logger, Optional } from '@nestjs/common';
 import { MetricsService } from '../metrics/metrics.service.js';
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
+import type { Sql } from '../database/database.js';
+import { Batcher, batchLimits } from '../common/batcher.js';
 import type { CallRecord, ProviderActionResult, ProviderOutcome, ProviderResult } from '../providers/provider.js';
 
 /**
@@ -12,19 +14,69 @@ import type { CallRecord, ProviderActionResult, ProviderOutcome, ProviderResult 
 export class AttemptsService {
   private readonly logger = new Logger('Attempts');
 
+  /** Attempt rows written before their calls, many calls' rows per statement under load (startMany()). */
+  private readonly starts: Batcher<AttemptStart, { id: string } | undefined>;
+
   constructor(
     private readonly db: Database,
     private readonly cfg: AppConfig,
     @Optional() private readonly metrics?: MetricsService,
-  ) {}
+  ) {
+    this.starts = new Batcher((items) => this.startMany(items), {
+      ...batchLimits(this.cfg.processing.batchSize),
+      // One refund's rows are numbered from its attempt_count: one per refund per statement.
+      keyOf: (a) => a.refundId,
+      splitOn: () => false,
+      onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'attempt' }, n),
+    });
+  }
 
-  /** A refund or query call, labelled by its classified outcome. */
-  record(
+  /**
+   * The `in_flight` rows of calls about to start, numbered from each refund's attempt_count.
+   * A held lease is renewed before each call, so a step of several calls keeps it throughout.
+   * The refund rows are updated in id order, so two such statements cannot deadlock.
+   */
+  private async startMany(items: AttemptStart[]): Promise<Array<{ id: string } | undefined>> {
+    const rows = await this.db.query<{ id: string; refund_id: string }>(
+      `WITH i AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS i(refund_id, request_id, operation)),
+       l AS (SELECT r.id FROM refunds r JOIN i ON i.refund_id = r.id ORDER BY r.id FOR UPDATE OF r),
+       n AS (UPDATE refunds r SET attempt_count = r.attempt_count + 1,
+                    lease_until = CASE WHEN r.lease_until IS NULL THEN NULL
+                                       ELSE now() + make_interval(secs => $4::double precision / 1000) END
+               FROM l WHERE r.id = l.id RETURNING r.id, r.attempt_count)
+       INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
+       SELECT n.id, n.attempt_count, i.request_id, i.operation, 'in_flight' FROM n JOIN i ON i.refund_id = n.id
+       RETURNING id, refund_id`,
+      [items.map((a) => a.refundId), items.map((a) => a.providerRequestId), items.map((a) => a.operation), this.cfg.processing.leaseMs],
+    );
+    const byRefund = new Map(rows.map((r) => [r.refund_id, { id: r.id }]));
+    return items.map((a) => byRefund.get(a.refundId));
+  }
+
+  /** A refund or query call, labelled by its classified outcome; its attempt row is complete on return. */
+  async record(
     refund: { id: string; provider: string },
     providerRequestId: string,
     operation: string,
     call: () => Promise<ProviderResult>,
   ): Promise<ProviderResult> {
+    const { result, completion } = await this.recordDeferred(refund, providerRequestId, operation, call);
+    await this.complete(this.db, completion);
+    return result;
+  }
+
+  /**
+   * Like record(), but the attempt row's completion is returned instead of written: the
+   * caller writes it in its next statement (completionCte()), saving a round trip per call,
+   * or with complete(). Until then the row says `in_flight`, as after a crash mid-call, which
+   * every reader already treats as "may have reached the provider".
+   */
+  recordDeferred(
+    refund: { id: string; provider: string },
+    providerRequestId: string,
+    operation: string,
+    call: () => Promise<ProviderResult>,
+  ): Promise<{ result: ProviderResult; completion: AttemptCompletion }> {
     return this.run(refund, providerRequestId, operation, call, (r) => ({ label: outcomeLabel(r.outcome), call: r.call, extra: r.extraCalls }), (err) => ({
       outcome: { kind: 'unknown', reason: `adapter error: ${err.message}` },
       call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: err.message },
@@ -32,17 +84,42 @@ export class AttemptsService {
   }
 
   /** An update or cancel call, labelled done / refused / unknown. */
-  recordAction(
+  async recordAction(
     refund: { id: string; provider: string },
     providerRequestId: string,
     operation: string,
     call: () => Promise<ProviderActionResult>,
   ): Promise<ProviderActionResult> {
-    return this.run(refund, providerRequestId, operation, call, (r) => ({ label: r.outcome, call: r.call }), (err) => ({
+    const { result, completion } = await this.run<ProviderActionResult>(refund, providerRequestId, operation, call, (r) => ({ label: r.outcome, call: r.call }), (err) => ({
       outcome: 'unknown',
       message: `adapter error: ${err.message}`,
       call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: err.message },
     }));
+    await this.complete(this.db, completion);
+    return result;
+  }
+
+  /** Writes a completion on its own (and the rows of any extra calls). */
+  async complete(sql: Sql, c: AttemptCompletion): Promise<void> {
+    const params: unknown[] = [];
+    await sql.query(`WITH ${completionCte(c, params)} SELECT 1`, params);
+    await this.completeExtras(sql, c);
+  }
+
+  /**
+   * The rows of a step's further calls (Lean: create, then approve). Rare, so written one by
+   * one after the statement that completed the first call.
+   */
+  async completeExtras(sql: Sql, c: AttemptCompletion): Promise<void> {
+    for (const more of c.extra) {
+      await sql.query(
+        `WITH n AS (UPDATE refunds SET attempt_count = attempt_count + 1 WHERE id = $1 RETURNING attempt_count)
+         INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome, http_status,
+                                      provider_code, error_message, latency_ms, completed_at)
+         SELECT $1, attempt_count, $2, $3, $4, $5, $6, $7, $8, now() FROM n`,
+        [c.refundId, c.providerRequestId, more.operation, more.outcome ?? c.label, more.httpStatus, more.providerCode, more.errorMessage?.slice(0, 1000) ?? null, more.latencyMs],
+      );
+    }
   }
 
   private async run<T>(
@@ -52,18 +129,10 @@ export class AttemptsService {
     call: () => Promise<T>,
     describe: (result: T) => { label: string; call: CallRecord; extra?: CallRecord[] },
     onThrow: (err: Error) => T,
-  ): Promise<T> {
+  ): Promise<{ result: T; completion: AttemptCompletion }> {
     const refundId = refund.id;
-    const [attempt] = await this.db.query<{ id: string }>(
-      // A held lease is renewed before each call, so a step of several calls keeps it throughout.
-      `WITH n AS (UPDATE refunds SET attempt_count = attempt_count + 1,
-                         lease_until = CASE WHEN lease_until IS NULL THEN NULL
-                                            ELSE now() + make_interval(secs => $4::double precision / 1000) END
-                   WHERE id = $1 RETURNING attempt_count)
-       INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
-       SELECT $1, attempt_count, $2, $3, 'in_flight' FROM n RETURNING id`,
-      [refundId, providerRequestId, operation, this.cfg.processing.leaseMs],
-    );
+    const attempt = await this.starts.submit({ refundId, providerRequestId, operation });
+    if (!attempt) throw new Error(`refund ${refundId} not found for its attempt row`);
     let result: T;
     try {
       result = await call();
@@ -79,23 +148,40 @@ export class AttemptsService {
         c.latencyMs / 1000,
       );
     }
-    await this.db.query(
-      `UPDATE refund_attempts SET outcome = $2, http_status = $3, provider_code = $4, error_message = $5,
-              latency_ms = $6, completed_at = now()
-        WHERE id = $1`,
-      [attempt.id, label, rec.httpStatus, rec.providerCode, rec.errorMessage?.slice(0, 1000) ?? null, rec.latencyMs],
-    );
-    for (const more of extra ?? []) {
-      await this.db.query(
-        `WITH n AS (UPDATE refunds SET attempt_count = attempt_count + 1 WHERE id = $1 RETURNING attempt_count)
-         INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome, http_status,
-                                      provider_code, error_message, latency_ms, completed_at)
-         SELECT $1, attempt_count, $2, $3, $4, $5, $6, $7, $8, now() FROM n`,
-        [refundId, providerRequestId, more.operation, more.outcome ?? label, more.httpStatus, more.providerCode, more.errorMessage?.slice(0, 1000) ?? null, more.latencyMs],
-      );
-    }
-    return result;
+    return { result, completion: { attemptId: attempt.id, refundId, providerRequestId, label, call: rec, extra: extra ?? [] } };
   }
+}
+
+interface AttemptStart {
+  refundId: string;
+  providerRequestId: string;
+  operation: string;
+}
+
+/** How a provider call ended, to be written into its in_flight attempt row. */
+export interface AttemptCompletion {
+  attemptId: string;
+  refundId: string;
+  providerRequestId: string;
+  label: string;
+  call: CallRecord;
+  extra: CallRecord[];
+}
+
+/**
+ * A data-modifying CTE (`<name> AS (UPDATE refund_attempts ...)`) that completes the attempt,
+ * for the caller's next statement: Postgres runs it whether or not the statement reads it,
+ * all or nothing with the rest. Its parameters are appended to `params`.
+ */
+export function completionCte(c: AttemptCompletion, params: unknown[], name = 'attempt_done'): string {
+  const p = (v: unknown) => {
+    params.push(v);
+    return `$${params.length}`;
+  };
+  return `${name} AS (UPDATE refund_attempts SET outcome = ${p(c.label)}::text, http_status = ${p(c.call.httpStatus)}::int,
+            provider_code = ${p(c.call.providerCode)}::text, error_message = ${p(c.call.errorMessage?.slice(0, 1000) ?? null)}::text,
+            latency_ms = ${p(Math.round(c.call.latencyMs))}::int, completed_at = now()
+      WHERE id = ${p(c.attemptId)}::bigint)`;
 }
 
 export function outcomeLabel(outcome: ProviderOutcome): string {

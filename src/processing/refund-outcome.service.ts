@@ -3,9 +3,14 @@ import { AppConfig } from '../config/config.js';
 import { Database, Sql } from '../database/database.js';
 import type { ProviderOutcome } from '../providers/provider.js';
 import type { RefundRow } from '../refunds/refund.row.js';
+import { canTransition, isFinal, REFUND_STATUSES, RefundStatus } from '../refunds/refund-status.js';
+import { AttemptCompletion, AttemptsService, completionCte } from './attempts.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
 
 type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
+
+/** Statuses nothing leaves (refund-status.ts: no transition out of them). */
+const TERMINAL: readonly RefundStatus[] = REFUND_STATUSES.filter((s) => isFinal(s) && !REFUND_STATUSES.some((to) => canTransition(s, to)));
 
 /**
  * The one place a provider's answer (poll or webhook) changes a refund. Every change is
@@ -24,6 +29,7 @@ export class RefundOutcomeService {
     private readonly db: Database,
     private readonly state: RefundStateService,
     private readonly cfg: AppConfig,
+    private readonly attempts: AttemptsService,
   ) {}
 
   /**
@@ -32,6 +38,54 @@ export class RefundOutcomeService {
    * money moved, the refund is flagged for review, since the new submission may pay too.
    */
   async apply(
+    refundId: string,
+    outcome: Applicable,
+    actor: string,
+    providerRequestId: string | null,
+    opts: {
+      /** The completion of the provider call this answer came from, written with the change. */
+      attempt?: AttemptCompletion;
+      /** The refund's row as the caller read it moments ago, without a lock (webhooks). */
+      seen?: Pick<RefundRow, 'status' | 'provider_request_id'>;
+    } = {},
+  ): Promise<'final' | 'updated' | 'unchanged' | 'flagged'> {
+    if (opts.seen && !opts.attempt && TERMINAL.includes(opts.seen.status)) {
+      // Nothing leaves succeeded, partially_succeeded or canceled, nor changes their request id
+      // (only `failed` can be retried), so what the locked path below would decide is already
+      // known: a provider's webhook arriving after the worker finished is answered without a
+      // transaction. Only an answer that would flag the refund goes on, to be recorded there.
+      const otherSubmission = providerRequestId !== null && opts.seen.provider_request_id !== providerRequestId;
+      const wouldFlag =
+        outcome.kind === 'final' &&
+        (otherSubmission
+          ? outcome.status === 'succeeded' || outcome.status === 'partially_succeeded'
+          : contradicts(opts.seen.status, outcome.status));
+      if (!wouldFlag) return 'unchanged';
+    }
+    const mismatch = outcome.kind === 'final' && (outcome.update.details as { amountMismatch?: unknown } | undefined)?.amountMismatch;
+    if (outcome.kind === 'final' && providerRequestId !== null && !mismatch) {
+      // The common case, a final answer about the current submission of a refund in
+      // processing, in one statement instead of a transaction of three: the transition is
+      // conditional on exactly what the locked read below would check (status processing,
+      // same request id), under the same row lock. Anything else takes the full path, and so
+      // does an amount mismatch, whose review flag must commit with the status change.
+      const moved = await this.state.transition(this.db, refundId, outcome.status, {
+        from: ['processing'],
+        actor,
+        patch: finalPatch(outcome),
+        requestId: providerRequestId,
+        alsoRun: opts.attempt ? [(params) => completionCte(opts.attempt!, params)] : [],
+      });
+      // The attempt's completion went with that statement whether or not the refund moved.
+      if (opts.attempt) await this.attempts.completeExtras(this.db, opts.attempt);
+      if (moved) return 'final';
+      return this.applyLocked(refundId, outcome, actor, providerRequestId);
+    }
+    if (opts.attempt) await this.attempts.complete(this.db, opts.attempt);
+    return this.applyLocked(refundId, outcome, actor, providerRequestId);
+  }
+
+  private applyLocked(
     refundId: string,
     outcome: Applicable,
     actor: string,
@@ -101,18 +155,7 @@ export class RefundOutcomeService {
       }
 
       const u = outcome.update;
-      // A refusal without any provider-side refund (no status, no id) used no provider slot.
-      const existsAtProvider = Boolean(u.providerStatus || u.providerRefundId);
-      const patch: RefundPatch = {
-        provider_state: existsAtProvider ? 'acknowledged' : 'not_sent',
-        ...(u.providerRefundId ? { provider_refund_id: u.providerRefundId } : {}),
-        ...(u.providerStatus ? { provider_status: u.providerStatus } : {}),
-        ...(u.details ? { provider_details: u.details } : {}),
-        ...(outcome.status === 'partially_succeeded' ? { refunded_amount: u.refundedAmount } : {}),
-        ...(outcome.status === 'failed'
-          ? { failure_code: u.failureCode ?? 'provider_failed', failure_message: u.failureMessage ?? null }
-          : {}),
-      };
+      const patch = finalPatch(outcome);
       if (cur.status === 'requires_action') {
         if (outcome.status === 'failed' && cur.cancel_asked) {
           // We asked the provider to cancel and it ended the refund unpaid: that is our cancel,
@@ -166,6 +209,21 @@ export class RefundOutcomeService {
     this.logger.error({ refundId, reason, actor }, 'refund flagged for review');
     return 'flagged';
   }
+}
+
+/** Provider facts of a final answer, written with the status change. */
+function finalPatch(outcome: Extract<ProviderOutcome, { kind: 'final' }>): RefundPatch {
+  const u = outcome.update;
+  // A refusal without any provider-side refund (no status, no id) used no provider slot.
+  const existsAtProvider = Boolean(u.providerStatus || u.providerRefundId);
+  return {
+    provider_state: existsAtProvider ? 'acknowledged' : 'not_sent',
+    ...(u.providerRefundId ? { provider_refund_id: u.providerRefundId } : {}),
+    ...(u.providerStatus ? { provider_status: u.providerStatus } : {}),
+    ...(u.details ? { provider_details: u.details } : {}),
+    ...(outcome.status === 'partially_succeeded' ? { refunded_amount: u.refundedAmount } : {}),
+    ...(outcome.status === 'failed' ? { failure_code: u.failureCode ?? 'provider_failed', failure_message: u.failureMessage ?? null } : {}),
+  };
 }
 
 /** Provider facts of a non-final answer, merged into the row. */

@@ -1,4 +1,6 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, Optional } from '@nestjs/common';
+import { Batcher, batchLimits } from '../common/batcher.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { AppConfig } from '../config/config.js';
@@ -8,7 +10,7 @@ import type { PaymentRow } from '../payments/payment.row.js';
 import type { ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
-import { AttemptsService } from './attempts.service.js';
+import { AttemptCompletion, AttemptsService, completionCte } from './attempts.service.js';
 import { pendingPatch, RefundOutcomeService } from './refund-outcome.service.js';
 import type { RefundRow } from '../refunds/refund.row.js';
 import type { RefundStatus } from '../refunds/refund-status.js';
@@ -22,6 +24,8 @@ const OWED: string[] = ['queued', 'processing', 'requires_action'];
 const RESEND_EVERY = 6;
 
 export type StepResult = { done: true } | { done: false; at: Date };
+
+type Claimed = { row: RefundRow; payment: PaymentRow | undefined; slots: number | null };
 
 /** A fresh provider request id: 32 hex characters, valid for every provider's id field. */
 export function newProviderRequestId(): string {
@@ -44,6 +48,8 @@ export class RefundWorkerService {
   private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   /** Refunds whose lease this process released while rescheduling (see updateAndRelease()), with a count per refund. */
   private readonly released = new Map<string, number>();
+  private lastSlot?: string[];
+  private readonly claims: Batcher<string, Claimed | undefined>;
 
   constructor(
     private readonly db: Database,
@@ -52,13 +58,22 @@ export class RefundWorkerService {
     private readonly state: RefundStateService,
     private readonly attempts: AttemptsService,
     private readonly outcomes: RefundOutcomeService,
-  ) {}
+    @Optional() private readonly metrics?: MetricsService,
+  ) {
+    this.claims = new Batcher((ids) => this.claimMany(ids), {
+      ...batchLimits(this.cfg.processing.batchSize),
+      keyOf: (id) => id,
+      // A failed claim statement is the database's trouble, not one refund's: the jobs retry.
+      splitOn: () => false,
+      onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'claim' }, n),
+    });
+  }
 
   async step(refundId: string): Promise<StepResult> {
     const claimed = await this.claim(refundId);
     if (!claimed) return this.whenClaimable(refundId);
     try {
-      return await this.advance(claimed.row, claimed.payment);
+      return await this.advance(claimed.row, claimed.payment, claimed.slots);
     } finally {
       // A step that ends by rescheduling released the lease in that same statement.
       const n = this.released.get(refundId) ?? 0;
@@ -73,25 +88,56 @@ export class RefundWorkerService {
     }
   }
 
-  /** Leases the refund and reads its payment's provider data, in one statement. */
-  private async claim(refundId: string): Promise<{ row: RefundRow; payment: PaymentRow | undefined } | undefined> {
-    const found = await this.db.one<RefundRow & { payment_provider_data: PaymentRow['provider_data'] | null }>(
-      `WITH c AS (
-         UPDATE refunds
+  /**
+   * Leases the refund and reads its payment's provider data, in one statement; for a queued
+   * refund of a provider with a last-refund rule, also the payment's used slots (the quick,
+   * unlocked count of lastSlotGate()). Claims made while others are at Postgres go together
+   * (claimMany()).
+   */
+  private claim(refundId: string): Promise<Claimed | undefined> {
+    return this.claims.submit(refundId);
+  }
+
+  /**
+   * One statement claims many refunds. A refund whose row another transaction holds locked
+   * right now (a webhook or an ops action changing it) is skipped, not waited for, so a batch
+   * never queues behind one row or deadlocks with another batch: its step finds it not
+   * claimable and looks again shortly (whenClaimable()), as when another worker holds it.
+   */
+  private async claimMany(ids: string[]): Promise<Array<Claimed | undefined>> {
+    const rows = await this.db.query<RefundRow & { payment_provider_data: PaymentRow['provider_data'] | null; quick_slots: number | null }>(
+      `WITH l AS (SELECT id FROM refunds WHERE id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED),
+       c AS (
+         UPDATE refunds r
             SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000)
-          WHERE id = $1
-            AND status IN ('queued', 'processing', 'requires_action')
-            AND (lease_until IS NULL OR lease_until < now())
-            AND (next_check_at IS NULL OR next_check_at <= now() + interval '50 milliseconds')
-          RETURNING *)
-       SELECT c.*, p.provider_data AS payment_provider_data
+           FROM l
+          WHERE r.id = l.id
+            AND r.status IN ('queued', 'processing', 'requires_action')
+            AND (r.lease_until IS NULL OR r.lease_until < now())
+            AND (r.next_check_at IS NULL OR r.next_check_at <= now() + interval '50 milliseconds')
+          RETURNING r.*)
+       SELECT c.*, p.provider_data AS payment_provider_data,
+              CASE WHEN c.status = 'queued' AND c.provider = ANY($4::text[])
+                   THEN (SELECT s.slots FROM (${slotsSql('c.provider', 'c.payment_id', 'c.id', 'c.status_changed_at')}) s) END AS quick_slots
          FROM c LEFT JOIN payments p ON p.provider = c.provider AND p.payment_id = c.payment_id`,
-      [refundId, this.owner, this.cfg.processing.leaseMs],
+      [ids, this.owner, this.cfg.processing.leaseMs, this.lastSlotProviders()],
     );
-    if (!found) return undefined;
-    const { payment_provider_data: data, ...row } = found;
-    // Only the payment's provider data is used from here on (command()).
-    return { row, payment: data === null ? undefined : ({ provider_data: data } as PaymentRow) };
+    const byId = new Map<string, Claimed>();
+    for (const found of rows) {
+      const { payment_provider_data: data, quick_slots: slots, ...row } = found;
+      // Only the payment's provider data is used from here on (command()).
+      byId.set(row.id, { row, payment: data === null ? undefined : ({ provider_data: data } as PaymentRow), slots });
+    }
+    return ids.map((id) => byId.get(id));
+  }
+
+  /** Providers whose last allowed refund takes the whole remainder (Binance Pay). */
+  private lastSlotProviders(): string[] {
+    this.lastSlot ??= this.providers
+      .all()
+      .filter((p) => p.lastRefundTakesRemainder && p.maxRefundsPerPayment !== undefined)
+      .map((p) => p.name);
+    return this.lastSlot;
   }
 
   /** The refund could not be claimed: finished, leased by another worker, or not due yet. */
@@ -106,7 +152,7 @@ export class RefundWorkerService {
     return { done: false, at: new Date(at) };
   }
 
-  private async advance(row: RefundRow, payment: PaymentRow | undefined): Promise<StepResult> {
+  private async advance(row: RefundRow, payment: PaymentRow | undefined, quickSlots: number | null): Promise<StepResult> {
     const provider = this.providers.find(row.provider);
     if (!provider || !provider.isEnabled()) {
       // Credentials removed after the refund was accepted: keep it, check again later.
@@ -115,7 +161,7 @@ export class RefundWorkerService {
     }
     if (row.status === 'queued') {
       if (provider.lastRefundTakesRemainder && provider.maxRefundsPerPayment !== undefined) {
-        const gate = await this.lastSlotGate(row, provider.maxRefundsPerPayment);
+        const gate = await this.lastSlotGate(row, provider.maxRefundsPerPayment, quickSlots);
         if (gate === 'wait') {
           const at = new Date(Date.now() + LAST_SLOT_WAIT_MS);
           await this.db.query(`UPDATE refunds SET next_check_at = $2 WHERE id = $1 AND status = 'queued'`, [row.id, at]);
@@ -124,14 +170,13 @@ export class RefundWorkerService {
         if (gate === 'mismatch') return this.refuseLastSlot(row);
       }
       const requestId = row.provider_request_id ?? newProviderRequestId();
-      const moved = await this.db.transaction((tx) =>
-        this.state.transition(tx, row.id, 'processing', {
-          from: ['queued'],
-          actor: 'worker',
-          // Stored before the call: after a crash or timeout we ask about this id, never a new one.
-          patch: { provider_request_id: requestId, provider_state: 'unknown', check_count: 0 },
-        }),
-      );
+      // One statement, atomic on its own: no transaction around it.
+      const moved = await this.state.transition(this.db, row.id, 'processing', {
+        from: ['queued'],
+        actor: 'worker',
+        // Stored before the call: after a crash or timeout we ask about this id, never a new one.
+        patch: { provider_request_id: requestId, provider_state: 'unknown', check_count: 0 },
+      });
       if (!moved) return this.whenClaimable(row.id);
       return this.submit(provider, moved, payment);
     }
@@ -153,30 +198,36 @@ export class RefundWorkerService {
       // we expect): re-send the create with the SAME id, which the provider dedups. Absence is
       // not confirmed here, so a refusal proves nothing (it may refuse because the first landed).
       const resent = await this.call(provider, row, 'create', cmd);
-      const o = resent.outcome;
+      const o = resent.result.outcome;
       if (o.kind === 'final' && o.status === 'failed' && !o.update.providerStatus && !o.update.providerRefundId) {
-        return this.reschedule(row, { kind: 'unknown', reason: `re-sent create refused (${o.update.failureCode}); absence unconfirmed` });
+        return this.reschedule(row, { kind: 'unknown', reason: `re-sent create refused (${o.update.failureCode}); absence unconfirmed` }, resent.completion);
       }
-      return this.apply(row, o);
+      return this.apply(row, o, resent.completion);
     }
     // The list the query reads is no older than this: absence is judged from here.
     const queriedAt = Date.now();
     const query = await this.call(provider, row, 'query', cmd);
-    if (query.outcome.kind === 'not_found') {
+    if (query.result.outcome.kind === 'not_found') {
       const sinceCreate = cmd.lastCreateAt ? queriedAt - cmd.lastCreateAt.getTime() : Infinity;
       if (!provider.createIsIdempotent && sinceCreate < this.cfg.processing.absenceGraceMs) {
         // No idempotency at this provider: a create sent moments ago may not be listed yet.
-        return this.reschedule(row, { kind: 'retry', reason: 'too soon to trust absence', retryAfterMs: this.cfg.processing.absenceGraceMs - sinceCreate });
+        return this.reschedule(
+          row,
+          { kind: 'retry', reason: 'too soon to trust absence', retryAfterMs: this.cfg.processing.absenceGraceMs - sinceCreate },
+          query.completion,
+        );
       }
       if (row.provider_state === 'acknowledged') {
         // The provider once had it and now denies it: never resend blindly; ops must look.
         this.logger.error({ refundId: row.id }, 'provider no longer knows an acknowledged refund');
-        return this.reschedule(row, { kind: 'unknown', reason: 'acknowledged refund not found at provider' });
+        return this.reschedule(row, { kind: 'unknown', reason: 'acknowledged refund not found at provider' }, query.completion);
       }
-      // Confirmed absent: (re)send the create with the same provider request id.
+      // Confirmed absent: (re)send the create with the same provider request id. The query's
+      // attempt row is completed first, so the attempts read in order.
+      await this.attempts.complete(this.db, query.completion);
       return this.submit(provider, row, payment);
     }
-    return this.apply(row, query.outcome);
+    return this.apply(row, query.result.outcome, query.completion);
   }
 
   /**
@@ -185,20 +236,21 @@ export class RefundWorkerService {
    * payment is in flight (one of them failing would enlarge the remainder), and only if its
    * amount is exactly the remainder then.
    */
-  private async lastSlotGate(row: RefundRow, max: number): Promise<'ok' | 'wait' | 'mismatch'> {
+  private async lastSlotGate(row: RefundRow, max: number, quickSlots: number | null): Promise<'ok' | 'wait' | 'mismatch'> {
     // Far from the limit (nearly always), one unlocked count settles it. It is the count the
     // locked look makes: the payment lock orders that look only against creates and ops
     // retries on the payment, and neither can make this refund the last slot (the guard under
     // that lock caps the slots; refunds they queue come after this one), while the step to
     // processing comes after the lock is released in either case. Near the limit, the locked look.
-    const [quick] = await this.db.query<{ slots: number }>(this.slotsSql(), [row.provider, row.payment_id, row.id, row.status_changed_at]);
-    if (quick && quick.slots + 1 < max) return 'ok';
+    // The claim made that count already (quickSlots); without it, it is made here.
+    const slots = quickSlots ?? (await this.db.query<{ slots: number }>(slotsSql('$1', '$2', '$3', '$4'), [row.provider, row.payment_id, row.id, row.status_changed_at]))[0]?.slots;
+    if (slots !== undefined && slots + 1 < max) return 'ok';
     return this.db.transaction(async (tx) => {
       const [payment] = await tx.query<{ amount: string }>(
         `SELECT amount FROM payments WHERE provider = $1 AND payment_id = $2 FOR UPDATE`,
         [row.provider, row.payment_id],
       );
-      const [others] = await tx.query<{ slots: number; active: number; refunded: string }>(this.slotsSql(), [
+      const [others] = await tx.query<{ slots: number; active: number; refunded: string }>(slotsSql('$1', '$2', '$3', '$4'), [
         row.provider,
         row.payment_id,
         row.id,
@@ -208,25 +260,6 @@ export class RefundWorkerService {
       if (others.active > 0) return 'wait';
       return money(payment.amount).minus(others.refunded).eq(row.amount) ? 'ok' : 'mismatch';
     });
-  }
-
-  /**
-   * Slots are taken in the order refunds are queued for sending (creation, approval or ops
-   * retry): this refund is the last one only if every other slot went before it. Each ops
-   * retry of a refund the provider had acknowledged left one more used slot behind.
-   */
-  private slotsSql(): string {
-    return `SELECT (COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action', 'succeeded', 'partially_succeeded')
-                                     OR (status = 'failed' AND provider_state = 'acknowledged')
-                                     OR (status = 'queued' AND (status_changed_at, id) < ($4::timestamptz, $3::uuid)))
-                 + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
-                     WHERE r2.provider = $1 AND r2.payment_id = $2 AND e.from_status = 'failed' AND e.to_status = 'queued'
-                       AND e.detail->>'previousProviderState' = 'acknowledged'))::int AS slots,
-                COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action')
-                                    OR (status = 'queued' AND (status_changed_at, id) < ($4::timestamptz, $3::uuid)))::int AS active,
-                COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
-                                  WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded
-           FROM refunds WHERE provider = $1 AND payment_id = $2 AND id <> $3`;
   }
 
   /** The last-slot refund no longer equals the remainder: fail it before anything is sent. */
@@ -249,8 +282,8 @@ export class RefundWorkerService {
   }
 
   private async submit(provider: RefundProvider, row: RefundRow, payment: PaymentRow | undefined): Promise<StepResult> {
-    const result = await this.call(provider, row, 'create', this.command(row, payment));
-    return this.apply(row, result.outcome);
+    const { result, completion } = await this.call(provider, row, 'create', this.command(row, payment));
+    return this.apply(row, result.outcome, completion);
   }
 
   command(row: RefundRow, payment: PaymentRow | undefined): RefundCommand {
@@ -269,35 +302,55 @@ export class RefundWorkerService {
     };
   }
 
-  /** One provider call, recorded in refund_attempts before it starts and after it ends. */
-  private call(provider: RefundProvider, row: RefundRow, kind: 'create' | 'query', cmd: RefundCommand): Promise<ProviderResult> {
-    return this.attempts.record(row, cmd.providerRequestId, kind, () =>
+  /**
+   * One provider call, recorded in refund_attempts before it starts. How it ended is returned
+   * for the step's next statement to write (apply() and reschedule() take it), one round trip
+   * fewer per call.
+   */
+  private call(
+    provider: RefundProvider,
+    row: RefundRow,
+    kind: 'create' | 'query',
+    cmd: RefundCommand,
+  ): Promise<{ result: ProviderResult; completion: AttemptCompletion }> {
+    return this.attempts.recordDeferred(row, cmd.providerRequestId, kind, () =>
       kind === 'create' ? provider.submitRefund(cmd) : provider.queryRefund(cmd),
     );
   }
 
-  /** Applies a classified outcome; conditional on the refund's status, so late answers change nothing. */
-  async apply(row: RefundRow, outcome: ProviderOutcome): Promise<StepResult> {
+  /**
+   * Applies a classified outcome, writing the call's attempt completion with it; conditional
+   * on the refund's status, so late answers change nothing.
+   */
+  private async apply(row: RefundRow, outcome: ProviderOutcome, attempt: AttemptCompletion): Promise<StepResult> {
     switch (outcome.kind) {
-      case 'final':
+      case 'final': {
         // If someone else (a webhook) moved it first, the refund is no longer ours to follow.
-        await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id);
+        const applied = await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id, { attempt });
+        // A move to a final status clears the lease in the same statement (RefundStateService).
+        if (applied === 'final') this.markReleased(row.id);
         return { done: true };
+      }
       case 'pending':
-        if (row.status === 'processing' && outcome.status === 'processing') return this.reschedule(row, outcome);
+        if (row.status === 'processing' && outcome.status === 'processing') return this.reschedule(row, outcome, attempt);
         // Into or out of requires_action: a status change, with its own next check.
-        await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id);
+        await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id, { attempt });
         return this.whenClaimable(row.id);
       case 'not_found':
-        return this.reschedule(row, { kind: 'unknown', reason: 'not found' });
+        return this.reschedule(row, { kind: 'unknown', reason: 'not found' }, attempt);
       case 'retry':
       case 'unknown':
-        return this.reschedule(row, outcome);
+        return this.reschedule(row, outcome, attempt);
     }
   }
 
+  /** The step's lease went with a statement already; step() must not release it again. */
+  private markReleased(refundId: string): void {
+    this.released.set(refundId, (this.released.get(refundId) ?? 0) + 1);
+  }
+
   /** Sets the next check with exponential back-off and jitter; non-final refunds are polled until final. */
-  private async reschedule(row: RefundRow, outcome: ProviderOutcome): Promise<StepResult> {
+  private async reschedule(row: RefundRow, outcome: ProviderOutcome, attempt?: AttemptCompletion): Promise<StepResult> {
     const { pollInitialDelayMs, pollMaxDelayMs } = this.cfg.processing;
     const exp = Math.min(pollMaxDelayMs, pollInitialDelayMs * 2 ** Math.min(row.check_count, 30));
     // Equal jitter: spread retries of many refunds so they do not hit the provider in waves.
@@ -310,7 +363,7 @@ export class RefundWorkerService {
     }
     if (outcome.kind === 'pending') Object.assign(patch, pendingPatch(outcome));
     const status = row.status === 'requires_action' ? 'requires_action' : 'processing';
-    const updated = await this.updateAndRelease(row.id, status, patch);
+    const updated = await this.updateAndRelease(row.id, status, patch, attempt);
     return updated ? { done: false, at } : this.whenClaimable(row.id);
   }
 
@@ -318,10 +371,11 @@ export class RefundWorkerService {
    * RefundStateService.update (provider facts and the next check, no status change) plus the
    * release of this worker's lease, in one statement instead of two: the step is over.
    */
-  private async updateAndRelease(refundId: string, status: RefundStatus, patch: RefundPatch): Promise<boolean> {
+  private async updateAndRelease(refundId: string, status: RefundStatus, patch: RefundPatch, attempt?: AttemptCompletion): Promise<boolean> {
     const known = new Set(['provider_refund_id', 'provider_status', 'provider_state', 'next_check_at', 'check_count', 'provider_details']);
     if (Object.keys(patch).some((k) => !known.has(k) && patch[k as keyof RefundPatch] !== undefined)) {
       // A patch field this statement does not write: the general update, and the release in step().
+      if (attempt) await this.attempts.complete(this.db, attempt);
       return (await this.state.update(this.db, refundId, [status], patch)) !== null;
     }
     const params: unknown[] = [refundId, status, this.owner];
@@ -339,11 +393,34 @@ export class RefundWorkerService {
       params.push(patch.provider_details);
       sets.push(`provider_details = provider_details || $${params.length}::jsonb`);
     }
-    const rows = await this.db.query(`UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING id`, params);
+    // The call's attempt row is completed by the same statement (a CTE runs whether or not
+    // the refund's status still matched).
+    const done = attempt ? `WITH ${completionCte(attempt, params)} ` : '';
+    const rows = await this.db.query(`${done}UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING id`, params);
+    if (attempt) await this.attempts.completeExtras(this.db, attempt);
     // The lease went with this statement whether or not the status still matched.
-    this.released.set(refundId, (this.released.get(refundId) ?? 0) + 1);
+    this.markReleased(refundId);
     return rows.length > 0;
   }
 }
 
-
+/**
+ * Slots are taken in the order refunds are queued for sending (creation, approval or ops
+ * retry): the refund is the last one only if every other slot went before it. Each ops
+ * retry of a refund the provider had acknowledged left one more used slot behind. The
+ * arguments are SQL expressions: the provider, the payment id, the refund's id and its
+ * status_changed_at.
+ */
+function slotsSql(provider: string, paymentId: string, id: string, changedAt: string): string {
+  return `SELECT (COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action', 'succeeded', 'partially_succeeded')
+                                   OR (status = 'failed' AND provider_state = 'acknowledged')
+                                   OR (status = 'queued' AND (status_changed_at, id) < (${changedAt}::timestamptz, ${id}::uuid)))
+               + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
+                   WHERE r2.provider = ${provider} AND r2.payment_id = ${paymentId} AND e.from_status = 'failed' AND e.to_status = 'queued'
+                     AND e.detail->>'previousProviderState' = 'acknowledged'))::int AS slots,
+              COUNT(*) FILTER (WHERE status IN ('processing', 'requires_action')
+                                  OR (status = 'queued' AND (status_changed_at, id) < (${changedAt}::timestamptz, ${id}::uuid)))::int AS active,
+              COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount
+                                WHEN status = 'partially_succeeded' THEN refunded_amount END), 0)::text AS refunded
+         FROM refunds WHERE provider = ${provider} AND payment_id = ${paymentId} AND id <> ${id}`;
+}

@@ -23,6 +23,11 @@ export class ProvidersService {
     return provider;
   }
 
+  /** Every adapter, enabled or not. */
+  all(): RefundProvider[] {
+    return [...this.byName.values()];
+  }
+
   /** The adapter even when disabled (workers finishing refunds accepted earlier). */
   find(name: ProviderName): RefundProvider | undefined {
     return this.byName.get(name);

@@ -55,7 +55,20 @@ export class RefundStateService {
     tx: Sql,
     refundId: string,
     to: RefundStatus,
-    opts: { from?: RefundStatus[]; patch?: RefundPatch; actor: string; detail?: Record<string, unknown> },
+    opts: {
+      from?: RefundStatus[];
+      patch?: RefundPatch;
+      actor: string;
+      detail?: Record<string, unknown>;
+      /** Move only while the refund's current submission is this provider request id. */
+      requestId?: string;
+      /**
+       * Further data-modifying CTEs to run in the same statement (e.g. completing the attempt
+       * row of the call whose answer this is): given the parameter list, each returns
+       * `name AS (...)` and appends its own parameters. They run whether or not the refund moves.
+       */
+      alsoRun?: Array<(params: unknown[]) => string>;
+    },
   ): Promise<RefundRow | null> {
     const allowed = sourcesOf(to);
     const from = opts.from ? opts.from.filter((s) => allowed.includes(s)) : allowed;
@@ -80,20 +93,30 @@ export class RefundStateService {
     const params: unknown[] = [refundId, to, from];
     const sets = [`status = $2`, `updated_at = now()`, `status_changed_at = now()`];
     sets.push(isFinal(to) ? `completed_at = now()` : `completed_at = NULL`);
+    // A final refund is never claimed again, so a worker's lease on it means nothing: clearing
+    // it here saves the worker its release statement. A worker still mid-step (a webhook won)
+    // writes only under status or lease-owner conditions that no longer hold.
+    if (isFinal(to)) sets.push(`lease_owner = NULL`, `lease_until = NULL`);
     if (to === 'succeeded') sets.push(`refunded_amount = amount`);
     this.addPatch(patch, sets, params);
 
     // The status change, its event and the event's outbox entry in one statement (one round
     // trip): the event is written exactly when the change is (the CTEs read the UPDATE's rows).
+    let onlyRequest = '';
+    if (opts.requestId !== undefined) {
+      params.push(opts.requestId);
+      onlyRequest = ` AND prev.provider_request_id = $${params.length}::text`;
+    }
+    const also = (opts.alsoRun ?? []).map((cte) => `, ${cte(params)}`).join('');
     params.push(opts.actor, opts.detail ?? {});
     const [row] = await tx.query<RefundRow & { previous_status: RefundStatus }>(
-      `WITH prev AS (SELECT id, status FROM refunds WHERE id = $1 FOR UPDATE),
+      `WITH prev AS (SELECT id, status, provider_request_id FROM refunds WHERE id = $1 FOR UPDATE),
        u AS (UPDATE refunds r SET ${sets.join(', ')}
-             FROM prev WHERE r.id = prev.id AND prev.status = ANY($3::text[])
+             FROM prev WHERE r.id = prev.id AND prev.status = ANY($3::text[])${onlyRequest}
              RETURNING r.*, prev.status AS previous_status),
        e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
              SELECT id, previous_status, $2::text, $${params.length - 1}::text, $${params.length}::jsonb FROM u RETURNING id),
-       o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)
+       o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)${also}
        SELECT * FROM u`,
       params,
     );

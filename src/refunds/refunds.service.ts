@@ -4,7 +4,7 @@ import { MerchantsService } from '../merchants/merchants.service.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/config.js';
 import { decimalPlaces, formatAmount, money } from '../common/money.js';
-import { Batcher } from '../common/batcher.js';
+import { Batcher, batchLimits } from '../common/batcher.js';
 import { KeyedGate } from '../common/keyed-gate.js';
 import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
@@ -28,9 +28,6 @@ type CreateOutcome = { created: RefundRow } | { replayOf: RefundRow } | { confli
 
 /** How many times a create checks against a fresh snapshot before it takes the payment row lock. */
 const OPTIMISTIC_ATTEMPTS = 2;
-
-/** Snapshot (and insert) batches of creates at the database at once, per process (see RefundsService.snapshots). */
-const CREATE_BATCHES_IN_FLIGHT = 2;
 
 /**
  * Errors of a batched create statement that one create may have caused (a value Postgres
@@ -201,13 +198,13 @@ export class RefundsService {
     @Optional() private readonly metrics?: MetricsService,
   ) {
     this.snapshots = new Batcher((reqs) => this.readSnapshots(reqs), {
-      ...this.batchLimits(),
+      ...batchLimits(this.cfg.createBatchSize),
       splitOn: oneCreateMayHaveFailed,
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'snapshot' }, n),
       onSplit: () => this.metrics?.refundCreateBatchSplits.inc({ statement: 'snapshot' }),
     });
     this.inserts = new Batcher((batch) => this.insertGuarded(this.db, batch), {
-      ...this.batchLimits(),
+      ...batchLimits(this.cfg.createBatchSize),
       keyOf: (g) => `${g.provider}\u0000${g.paymentId}`,
       splitOn: oneCreateMayHaveFailed,
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'insert' }, n),
@@ -227,15 +224,6 @@ export class RefundsService {
   private readonly snapshots: Batcher<SnapshotRequest, CreateSnapshot>;
   private readonly inserts: Batcher<GuardedInsert, GuardedOutcome>;
 
-  /**
-   * CREATE_BATCH_SIZE 1 turns batching off: every create is its own statement, as many at once
-   * as the pool allows. Otherwise a few batches in flight (each one backend's work) are enough
-   * to keep Postgres busy, and the creates that arrive meanwhile make up the next ones.
-   */
-  private batchLimits() {
-    const maxBatch = this.cfg.createBatchSize;
-    return { maxBatch, maxInFlight: maxBatch === 1 ? Number.POSITIVE_INFINITY : CREATE_BATCHES_IN_FLIGHT };
-  }
 
   /**
    * POST /v1/refunds. The refund row (status queued, due now) is committed before the

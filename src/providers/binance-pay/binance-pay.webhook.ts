@@ -131,7 +131,7 @@ export class BinancePayWebhookController {
       refund.amount,
     );
     if (outcome.kind === 'final' || outcome.kind === 'pending') {
-      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:binance_pay', requestId);
+      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:binance_pay', requestId, { seen: refund });
       this.logger.log({ refundId: refund.id, bizStatus, result }, 'Binance Pay webhook applied');
     }
     return ack();

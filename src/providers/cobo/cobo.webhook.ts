@@ -84,7 +84,7 @@ export class CoboWebhookController {
     }
     const outcome = outcomeOfRefund(data, refund.amount);
     if (outcome.kind === 'final' || outcome.kind === 'pending') {
-      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:cobo', requestId ?? refund.provider_request_id);
+      const result = await this.outcomes.apply(refund.id, outcome, 'webhook:cobo', requestId ?? refund.provider_request_id, { seen: refund });
       this.logger.log({ refundId: refund.id, status: data.status, result }, 'Cobo webhook applied');
     }
     return { received: true };
