@@ -226,27 +226,31 @@ describe('creates batched at the database', () => {
       BEGIN RAISE EXCEPTION 'poisoned refund'; END $$;
       CREATE TRIGGER test_poison BEFORE INSERT ON refunds FOR EACH ROW WHEN (NEW.description = 'poison') EXECUTE FUNCTION test_poison();`);
     try {
-      const payments = await Promise.all(Array.from({ length: 30 }, () => sandboxPayment(svc, 'lean', '100.00', 'AED')));
-      for (const paymentId of payments) await create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '1.00' }).expect(202);
-      const before = await insertBatches();
       const splitsBefore = await insertSplits();
-      const poisoned = new Set([3, 17]);
-      const results = await Promise.all(
-        payments.map((paymentId, i) =>
-          create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '5.00', ...(poisoned.has(i) ? { description: 'poison' } : {}) }),
-        ),
-      );
-      results.forEach((r, i) => {
-        if (poisoned.has(i)) expect(r.status, JSON.stringify(r.body)).toBeGreaterThanOrEqual(500);
-        else expect(r.status, JSON.stringify(r.body)).toBe(202);
-      });
-      const { rows } = await svc.db.query(
-        `SELECT payment_id, count(*)::int AS n FROM refunds WHERE provider = 'lean' AND payment_id = ANY($1) AND amount = 5 GROUP BY payment_id`,
-        [payments],
-      );
-      expect(rows.map((r) => r.payment_id).sort()).toEqual(payments.filter((_, i) => !poisoned.has(i)).sort());
-      expect(rows.every((r) => r.n === 1)).toBe(true);
-      expect((await insertBatches()).multi - before.multi).toBeGreaterThan(0);
+      // Whether a poisoned create shares a batch depends on timing (a busy CI machine may send
+      // it alone): up to three rounds, each checked in full, until one was split.
+      for (let round = 0; round < 3 && (await insertSplits()) === splitsBefore; round++) {
+        const payments = await Promise.all(Array.from({ length: 30 }, () => sandboxPayment(svc, 'lean', '100.00', 'AED')));
+        for (const paymentId of payments) await create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '1.00' }).expect(202);
+        const before = await insertBatches();
+        const poisoned = new Set([3, 17]);
+        const results = await Promise.all(
+          payments.map((paymentId, i) =>
+            create(0, { provider: 'lean', paymentId, currency: 'AED', amount: '5.00', ...(poisoned.has(i) ? { description: 'poison' } : {}) }),
+          ),
+        );
+        results.forEach((r, i) => {
+          if (poisoned.has(i)) expect(r.status, JSON.stringify(r.body)).toBeGreaterThanOrEqual(500);
+          else expect(r.status, JSON.stringify(r.body)).toBe(202);
+        });
+        const { rows } = await svc.db.query(
+          `SELECT payment_id, count(*)::int AS n FROM refunds WHERE provider = 'lean' AND payment_id = ANY($1) AND amount = 5 GROUP BY payment_id`,
+          [payments],
+        );
+        expect(rows.map((r) => r.payment_id).sort()).toEqual(payments.filter((_, i) => !poisoned.has(i)).sort());
+        expect(rows.every((r) => r.n === 1)).toBe(true);
+        expect((await insertBatches()).multi - before.multi).toBeGreaterThan(0);
+      }
       // A poisoned create really was in a batch of several, which was then retried create by create.
       expect((await insertSplits()) - splitsBefore).toBeGreaterThan(0);
     } finally {

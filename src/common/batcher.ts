@@ -32,6 +32,17 @@ export function batchLimits(size: number): { maxBatch: number; maxInFlight: numb
 
 const BATCHES_IN_FLIGHT = 2;
 
+/**
+ * Errors of a batched statement that one item may have caused (a value Postgres refuses, a
+ * constraint, a trigger's exception) or that an item alone would not meet (deadlock,
+ * serialization failure): the batch is then retried item by item. Other errors (the
+ * database away) would fail each item alone too.
+ */
+export function oneItemMayHaveFailed(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && /^(22|23|40|P0)/.test(code);
+}
+
 export class Batcher<I, O> {
   private queue: Array<{ item: I; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
   private inFlight = 0;

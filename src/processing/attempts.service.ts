@@ -3,7 +3,7 @@ import { MetricsService } from '../metrics/metrics.service.js';
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
 import type { Sql } from '../database/database.js';
-import { Batcher, batchLimits } from '../common/batcher.js';
+import { Batcher, batchLimits, oneItemMayHaveFailed } from '../common/batcher.js';
 import type { CallRecord, ProviderActionResult, ProviderOutcome, ProviderResult } from '../providers/provider.js';
 
 /**
@@ -26,7 +26,7 @@ export class AttemptsService {
       ...batchLimits(this.cfg.processing.batchSize),
       // One refund's rows are numbered from its attempt_count: one per refund per statement.
       keyOf: (a) => a.refundId,
-      splitOn: () => false,
+      splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'attempt' }, n),
     });
   }
@@ -97,6 +97,20 @@ export class AttemptsService {
     }));
     await this.complete(this.db, completion);
     return result;
+  }
+
+  /**
+   * Runs a statement that carries the completion (completionCte()). Should it fail, the
+   * completion is written on its own before the error goes on, so the call's answer (status,
+   * provider code, error) is not lost with it; best effort, the database may be away.
+   */
+  async carrying<T>(c: AttemptCompletion | undefined, statement: () => Promise<T>): Promise<T> {
+    try {
+      return await statement();
+    } catch (err) {
+      if (c) await this.complete(this.db, c).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Writes a completion on its own (and the rows of any extra calls). */

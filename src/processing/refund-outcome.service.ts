@@ -3,14 +3,12 @@ import { AppConfig } from '../config/config.js';
 import { Database, Sql } from '../database/database.js';
 import type { ProviderOutcome } from '../providers/provider.js';
 import type { RefundRow } from '../refunds/refund.row.js';
-import { canTransition, isFinal, REFUND_STATUSES, RefundStatus } from '../refunds/refund-status.js';
+import { TERMINAL_STATUSES } from '../refunds/refund-status.js';
 import { AttemptCompletion, AttemptsService, completionCte } from './attempts.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
 
 type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
 
-/** Statuses nothing leaves (refund-status.ts: no transition out of them). */
-const TERMINAL: readonly RefundStatus[] = REFUND_STATUSES.filter((s) => isFinal(s) && !REFUND_STATUSES.some((to) => canTransition(s, to)));
 
 /**
  * The one place a provider's answer (poll or webhook) changes a refund. Every change is
@@ -49,7 +47,7 @@ export class RefundOutcomeService {
       seen?: Pick<RefundRow, 'status' | 'provider_request_id'>;
     } = {},
   ): Promise<'final' | 'updated' | 'unchanged' | 'flagged'> {
-    if (opts.seen && !opts.attempt && TERMINAL.includes(opts.seen.status)) {
+    if (opts.seen && !opts.attempt && TERMINAL_STATUSES.includes(opts.seen.status)) {
       // Nothing leaves succeeded, partially_succeeded or canceled, nor changes their request id
       // (only `failed` can be retried), so what the locked path below would decide is already
       // known: a provider's webhook arriving after the worker finished is answered without a
@@ -69,13 +67,15 @@ export class RefundOutcomeService {
       // conditional on exactly what the locked read below would check (status processing,
       // same request id), under the same row lock. Anything else takes the full path, and so
       // does an amount mismatch, whose review flag must commit with the status change.
-      const moved = await this.state.transition(this.db, refundId, outcome.status, {
-        from: ['processing'],
-        actor,
-        patch: finalPatch(outcome),
-        requestId: providerRequestId,
-        alsoRun: opts.attempt ? [(params) => completionCte(opts.attempt!, params)] : [],
-      });
+      const moved = await this.attempts.carrying(opts.attempt, () =>
+        this.state.transition(this.db, refundId, outcome.status, {
+          from: ['processing'],
+          actor,
+          patch: finalPatch(outcome),
+          requestId: providerRequestId,
+          alsoRun: opts.attempt ? [(params) => completionCte(opts.attempt!, params)] : [],
+        }),
+      );
       // The attempt's completion went with that statement whether or not the refund moved.
       if (opts.attempt) await this.attempts.completeExtras(this.db, opts.attempt);
       if (moved) return 'final';

@@ -1,5 +1,5 @@
 import { Injectable, Logger, Optional } from '@nestjs/common';
-import { Batcher, batchLimits } from '../common/batcher.js';
+import { Batcher, batchLimits, oneItemMayHaveFailed } from '../common/batcher.js';
 import { MetricsService } from '../metrics/metrics.service.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -63,8 +63,7 @@ export class RefundWorkerService {
     this.claims = new Batcher((ids) => this.claimMany(ids), {
       ...batchLimits(this.cfg.processing.batchSize),
       keyOf: (id) => id,
-      // A failed claim statement is the database's trouble, not one refund's: the jobs retry.
-      splitOn: () => false,
+      splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'claim' }, n),
     });
   }
@@ -327,8 +326,9 @@ export class RefundWorkerService {
       case 'final': {
         // If someone else (a webhook) moved it first, the refund is no longer ours to follow.
         const applied = await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id, { attempt });
-        // A move to a final status clears the lease in the same statement (RefundStateService).
-        if (applied === 'final') this.markReleased(row.id);
+        // A move to a status nothing leaves clears the lease in the same statement
+        // (RefundStateService); after `failed` the step releases it as usual.
+        if (applied === 'final' && outcome.status !== 'failed') this.markReleased(row.id);
         return { done: true };
       }
       case 'pending':
@@ -396,7 +396,9 @@ export class RefundWorkerService {
     // The call's attempt row is completed by the same statement (a CTE runs whether or not
     // the refund's status still matched).
     const done = attempt ? `WITH ${completionCte(attempt, params)} ` : '';
-    const rows = await this.db.query(`${done}UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING id`, params);
+    const rows = await this.attempts.carrying(attempt, () =>
+      this.db.query(`${done}UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING id`, params),
+    );
     if (attempt) await this.attempts.completeExtras(this.db, attempt);
     // The lease went with this statement whether or not the status still matched.
     this.markReleased(refundId);

@@ -3,7 +3,7 @@ import { MetricsService } from '../metrics/metrics.service.js';
 import { failureCategory } from './failure-category.js';
 import type { Sql } from '../database/database.js';
 import { RefundRow } from './refund.row.js';
-import { isFinal, RefundStatus, sourcesOf } from './refund-status.js';
+import { isFinal, RefundStatus, sourcesOf, TERMINAL_STATUSES } from './refund-status.js';
 
 /** Column changes that may accompany a status change. */
 export interface RefundPatch {
@@ -93,10 +93,12 @@ export class RefundStateService {
     const params: unknown[] = [refundId, to, from];
     const sets = [`status = $2`, `updated_at = now()`, `status_changed_at = now()`];
     sets.push(isFinal(to) ? `completed_at = now()` : `completed_at = NULL`);
-    // A final refund is never claimed again, so a worker's lease on it means nothing: clearing
-    // it here saves the worker its release statement. A worker still mid-step (a webhook won)
-    // writes only under status or lease-owner conditions that no longer hold.
-    if (isFinal(to)) sets.push(`lease_owner = NULL`, `lease_until = NULL`);
+    // A refund in a status nothing leaves is never claimed again, so a worker's lease on it
+    // means nothing: clearing it here saves the worker its release statement. A worker still
+    // mid-step (a webhook won) writes only under status conditions that no longer hold. Not
+    // for `failed`: an ops retry can put it back in line while a worker's step on it is still
+    // running, and that step's lease must keep a second worker off until it ends.
+    if (TERMINAL_STATUSES.includes(to)) sets.push(`lease_owner = NULL`, `lease_until = NULL`);
     if (to === 'succeeded') sets.push(`refunded_amount = amount`);
     this.addPatch(patch, sets, params);
 

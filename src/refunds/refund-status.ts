@@ -46,6 +46,9 @@ export function isFinal(status: RefundStatus): boolean {
   return FINAL_STATUSES.includes(status);
 }
 
+/** Statuses nothing leaves (no transition out of them); `failed` can still be retried by ops. */
+export const TERMINAL_STATUSES: readonly RefundStatus[] = REFUND_STATUSES.filter((s) => TRANSITIONS[s].length === 0);
+
 export function canTransition(from: RefundStatus, to: RefundStatus): boolean {
   return TRANSITIONS[from].includes(to);
 }

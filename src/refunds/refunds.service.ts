@@ -4,7 +4,7 @@ import { MerchantsService } from '../merchants/merchants.service.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/config.js';
 import { decimalPlaces, formatAmount, money } from '../common/money.js';
-import { Batcher, batchLimits } from '../common/batcher.js';
+import { Batcher, batchLimits, oneItemMayHaveFailed } from '../common/batcher.js';
 import { KeyedGate } from '../common/keyed-gate.js';
 import { Problem } from '../common/problem.js';
 import { Database, Sql } from '../database/database.js';
@@ -28,16 +28,6 @@ type CreateOutcome = { created: RefundRow } | { replayOf: RefundRow } | { confli
 
 /** How many times a create checks against a fresh snapshot before it takes the payment row lock. */
 const OPTIMISTIC_ATTEMPTS = 2;
-
-/**
- * Errors of a batched create statement that one create may have caused (a value Postgres
- * refuses, a constraint, a trigger's exception) or that a create alone would not meet
- * (deadlock, serialization failure): the batch is then retried create by create (Batcher).
- */
-function oneCreateMayHaveFailed(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' && /^(22|23|40|P0)/.test(code);
-}
 
 /** At or above the merchant's threshold, an ops approval comes first (contract §6). */
 function statusFor(dto: CreateRefundDto, threshold: string | null): 'queued' | 'pending_approval' {
@@ -199,14 +189,14 @@ export class RefundsService {
   ) {
     this.snapshots = new Batcher((reqs) => this.readSnapshots(reqs), {
       ...batchLimits(this.cfg.createBatchSize),
-      splitOn: oneCreateMayHaveFailed,
+      splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'snapshot' }, n),
       onSplit: () => this.metrics?.refundCreateBatchSplits.inc({ statement: 'snapshot' }),
     });
     this.inserts = new Batcher((batch) => this.insertGuarded(this.db, batch), {
       ...batchLimits(this.cfg.createBatchSize),
       keyOf: (g) => `${g.provider}\u0000${g.paymentId}`,
-      splitOn: oneCreateMayHaveFailed,
+      splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'insert' }, n),
       onSplit: () => this.metrics?.refundCreateBatchSplits.inc({ statement: 'insert' }),
     });
