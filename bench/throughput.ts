@@ -34,6 +34,10 @@
 //   BENCH_TIMEOUT_MS [900000]       the whole run
 //   BENCH_API_PROCESSES [1]         ROLE=api processes; load is spread over all of them (autocannon URLs),
 //                                   the first one's emulators serve every provider call
+//   BENCH_EMULATOR_PROCESS [1]      the sandbox emulators in a process of their own (ROLE=api, its own
+//                                   Postgres role), the service's processes with SANDBOX_SERVE=false, so the
+//                                   provider's CPU and statements are reported apart from the service's;
+//                                   0: the first api process serves them (rounds 1-4, and builds before SANDBOX_SERVE)
 //   BENCH_SERVICE_ENV               extra service environment, e.g. "WORKER_CONCURRENCY=64 DB_POOL_SIZE=20"
 //   BENCH_CPU_PROF=1                CPU profiles of the service per phase (bench/results/profiles-<ts>/)
 //   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
@@ -78,6 +82,9 @@ const E2E_LATENCIES = (env.BENCH_E2E_LATENCIES ?? '0,200').split(',').map((s) =>
 const E2E_TIMEOUT_MS = num('BENCH_E2E_TIMEOUT_MS', 120_000);
 const TIMEOUT_MS = num('BENCH_TIMEOUT_MS', 15 * 60_000);
 const CPU_PROF = env.BENCH_CPU_PROF === '1';
+const EMULATOR_PROCESS = env.BENCH_EMULATOR_PROCESS !== '0';
+/** The Postgres role the emulator process connects as: its backends and statements are told apart by it. */
+const EMULATOR_DB_USER = 'bench_emulator';
 const API_PROCESSES = Math.max(1, Math.min(8, num('BENCH_API_PROCESSES', 1)));
 /** Refunds per payment in the measured phases (Binance allows 10; the 10th must be the exact remainder). */
 const PER_PAYMENT = 8;
@@ -165,19 +172,28 @@ function cpuMs(pid: number, children = false): number {
 }
 
 /** A Postgres cluster's CPU: the postmaster with its exited backends, plus the live ones. */
-function postgresCpuMs(postmasterPid: number): number {
+/**
+ * CPU of the Postgres cluster: the postmaster (with its reaped children) and its live
+ * backends; `emulator` is the part of the live backends of the emulator's role (their process
+ * title names the user), `total` all of it.
+ */
+function postgresCpuMs(postmasterPid: number): { total: number; emulator: number } {
   let total = cpuMs(postmasterPid, true);
+  let emulator = 0;
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === postmasterPid) total += cpuMs(Number(entry));
+      if (ppid !== postmasterPid) continue;
+      const ms = cpuMs(Number(entry));
+      total += ms;
+      if (fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').startsWith(`postgres: ${EMULATOR_DB_USER} `)) emulator += ms;
     } catch {
       // gone
     }
   }
-  return total;
+  return { total, emulator };
 }
 
 /** CPU ms used by each component between start() and stop(). */
@@ -208,6 +224,18 @@ async function statements(db: pg.Pool, enabled: boolean): Promise<unknown[]> {
 
 async function resetStatements(db: pg.Pool, enabled: boolean): Promise<void> {
   if (enabled) await db.query(`SELECT pg_stat_statements_reset()`);
+}
+
+/** Statements the emulator process ran (its own Postgres role) since the last reset. */
+async function emulatorCalls(db: pg.Pool, enabled: boolean): Promise<number> {
+  if (!enabled || !EMULATOR_PROCESS) return NaN;
+  const { rows } = await db.query(
+    `SELECT COALESCE(sum(calls), 0)::int AS n FROM pg_stat_statements
+      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND userid = (SELECT oid FROM pg_roles WHERE rolname = $1)`,
+    [EMULATOR_DB_USER],
+  );
+  return rows[0].n as number;
 }
 
 async function totalCalls(db: pg.Pool, enabled: boolean): Promise<number> {
@@ -507,6 +535,32 @@ async function settle(db: pg.Pool, prefix: string, expected: number, timeoutMs: 
   };
 }
 
+/**
+ * Waits until the Binance Pay emulator has no webhook left to send (bounded by timeoutMs), so
+ * a phase is charged with the webhooks of its own refunds and not the next phase. Returns the
+ * webhooks still pending when the refunds were all final, and when the last one of the
+ * refunds of `prefix` was delivered (seconds after the first of them was created).
+ */
+async function drainWebhooks(db: pg.Pool, prefix: string, timeoutMs: number) {
+  const pendingNow = async () =>
+    (await db.query(`SELECT count(*)::int AS n FROM sandbox.binance_webhooks WHERE status = 'PENDING'`)).rows[0].n as number;
+  const pendingAtFinal = await pendingNow();
+  const deadline = Date.now() + timeoutMs;
+  let pending = pendingAtFinal;
+  while (pending > 0 && Date.now() < deadline) {
+    await sleep(200);
+    pending = await pendingNow();
+  }
+  const { rows } = await db.query(
+    `SELECT count(*) FILTER (WHERE w.status = 'DELIVERED')::int AS delivered,
+            extract(epoch FROM max(w.delivered_at) - (SELECT min(created_at) FROM refunds WHERE merchant_id = $1 AND idempotency_key LIKE $2))::float AS span_s
+       FROM sandbox.binance_webhooks w JOIN refunds r ON r.provider_request_id = w.refund_request_id
+      WHERE r.merchant_id = $1 AND r.idempotency_key LIKE $2`,
+    [MERCHANT, `${prefix}-%`],
+  );
+  return { pendingAtFinal, stillPending: pending, delivered: rows[0].delivered as number, lastDeliveredS: round(rows[0].span_s ?? NaN, 2) };
+}
+
 // ------------------------------------------------------------------------------ profiling
 
 class Profiler {
@@ -568,6 +622,16 @@ async function main(): Promise<number> {
   }
 
   const apiPort = await freePort();
+  const emulatorPort = EMULATOR_PROCESS ? await freePort() : apiPort;
+  let emulatorDatabaseUrl = databaseUrl;
+  if (EMULATOR_PROCESS) {
+    // Superuser like the service's own role: it creates the emulators' schema.
+    await db.query(`CREATE ROLE ${EMULATOR_DB_USER} LOGIN SUPERUSER`);
+    const u = new URL(databaseUrl);
+    u.username = EMULATOR_DB_USER;
+    u.password = '';
+    emulatorDatabaseUrl = u.toString();
+  }
   const queuePrefix = `bench_${randomBytes(3).toString('hex')}`;
   const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`;
   const profileDir = CPU_PROF ? path.join(REPO_ROOT, 'bench', 'results', `profiles-${startedAt.toISOString().replace(/[:.]/g, '-')}`) : undefined;
@@ -585,7 +649,10 @@ async function main(): Promise<number> {
     REDIS_URL: redis.url,
     QUEUE_PREFIX: queuePrefix,
     ADMIN_API_KEY: adminKey,
-    SANDBOX_URL: `http://127.0.0.1:${apiPort}/sandbox`,
+    SANDBOX_URL: `http://127.0.0.1:${emulatorPort}/sandbox`,
+    // With an emulator process, the service's processes only use the emulators.
+    ...(EMULATOR_PROCESS ? { SANDBOX_SERVE: name === 'emulator' ? 'true' : 'false' } : {}),
+    ...(name === 'emulator' ? { DATABASE_URL: emulatorDatabaseUrl } : {}),
     PUBLIC_URL: `http://127.0.0.1:${apiPort}`,
     // The limiter's Redis call stays in the path; its budget does not limit the benchmark.
     RATE_LIMIT_PER_MINUTE: '1000000',
@@ -604,15 +671,21 @@ async function main(): Promise<number> {
   const apis = [api, ...moreApis];
   const apiUrls = () => apis.map((p) => p.url);
   const worker = await serviceProcess('worker', 'worker', run.dir, { env: serviceEnv('worker'), adminKey, queuePrefix });
+  const emulator = EMULATOR_PROCESS
+    ? await serviceProcess('emulator', 'api', run.dir, { env: serviceEnv('emulator'), adminKey, queuePrefix }, emulatorPort)
+    : undefined;
+  /** Where the sandbox's own endpoints (payments, faults) are served. */
+  const sandboxBase = () => (emulator ?? api).url;
   await ensureCwd();
   await api.start();
+  await emulator?.start();
   // One at a time: the first runs the migrations.
   for (const p of moreApis) await p.start();
   const merchantKey = await createMerchantKey(api.url, adminKey, MERCHANT);
   const memory: Record<string, unknown> = { apiIdle: await heapMb(api.url) };
   // Binance checks request timestamps within 1 s of its clock; a loaded 2-core machine can lag more.
-  await setFaults(api.url, { timestampWindowMs: 10_000 });
-  const services = () => [...apis, worker].filter((p) => p.isRunning);
+  await setFaults(sandboxBase(), { timestampWindowMs: 10_000 });
+  const services = () => [...apis, worker, ...(emulator ? [emulator] : [])].filter((p) => p.isRunning);
   const rss = new RssSampler(() => [
     ...services().map((p) => ({ name: p.name, pid: p.pid })),
   ]);
@@ -621,7 +694,11 @@ async function main(): Promise<number> {
   const cpu = new CpuMeter(() => ({
     api: apis.reduce((sum, p) => sum + (p.pid && p.isRunning ? cpuMs(p.pid) : 0), 0),
     worker: worker.pid && worker.isRunning ? cpuMs(worker.pid) : 0,
-    postgres: postgresCpuMs(postmasterPid),
+    ...((): Record<string, number> => {
+      const pgCpu = postgresCpuMs(postmasterPid);
+      return EMULATOR_PROCESS ? { postgres: pgCpu.total - pgCpu.emulator, postgresEmulator: pgCpu.emulator } : { postgres: pgCpu.total };
+    })(),
+    ...(emulator ? { emulator: emulator.pid && emulator.isRunning ? cpuMs(emulator.pid) : 0 } : {}),
     redis: redisPid() ? cpuMs(redisPid()!) : 0,
     bench: (() => {
       const u = process.cpuUsage();
@@ -648,7 +725,7 @@ async function main(): Promise<number> {
   log(`  ${b.perSecond} jobs/s`);
 
   // ---- ingest (API alone) --------------------------------------------------------------
-  const ingestPayments = await createPayments(api.url, Math.ceil(INGEST_REQUESTS / PER_PAYMENT));
+  const ingestPayments = await createPayments(sandboxBase(), Math.ceil(INGEST_REQUESTS / PER_PAYMENT));
   log(`ingest: warm-up, one refund on each of ${ingestPayments.length} payments (first reference looks the payment up)`);
   const warm = await post(apiUrls(), merchantKey, plan('warm', ingestPayments, 1));
   if (warm.errors) throw new Error(`ingest warm-up: ${warm.errors} errors: ${warm.firstErrors.join(' | ')}`);
@@ -704,13 +781,14 @@ async function main(): Promise<number> {
   const e2e: Record<string, unknown> = {};
   for (const latency of E2E_LATENCIES) {
     const label = `e2e${latency}`;
-    const payments = await createPayments(api.url, Math.ceil(E2E_REFUNDS / PER_PAYMENT));
-    await setFaults(api.url, { latencyMs: 0, settleAfterMs: 0, timestampWindowMs: 10_000 });
+    const payments = await createPayments(sandboxBase(), Math.ceil(E2E_REFUNDS / PER_PAYMENT));
+    await setFaults(sandboxBase(), { latencyMs: 0, settleAfterMs: 0, timestampWindowMs: 10_000 });
     log(`end to end, ${latency} ms: warm-up, one refund on each of ${payments.length} payments`);
     const w = await post(apiUrls(), merchantKey, plan(`w${label}`, payments, 1));
     if (w.errors) throw new Error(`${label} warm-up: ${w.errors} errors: ${w.firstErrors.join(' | ')}`);
     await settle(db, `w${label}`, payments.length, E2E_TIMEOUT_MS);
-    await setFaults(api.url, { latencyMs: latency });
+    await drainWebhooks(db, `w${label}`, E2E_TIMEOUT_MS);
+    await setFaults(sandboxBase(), { latencyMs: latency });
     const posts = plan(label, payments, PER_PAYMENT).slice(0, E2E_REFUNDS);
     log(`end to end, ${latency} ms: ${posts.length} refunds posted at ${CONCURRENCY} connections, waiting until final`);
     await resetStatements(db, pgss);
@@ -719,17 +797,29 @@ async function main(): Promise<number> {
     cpu.start();
     const ingestDuring = await post(apiUrls(), merchantKey, posts);
     const result = await settle(db, label, posts.length, E2E_TIMEOUT_MS);
+    // The phase's work includes the provider's webhooks about its refunds (and our handling
+    // of them): the CPU is measured until they are delivered too.
+    const webhooks = await drainWebhooks(db, label, E2E_TIMEOUT_MS);
     const used = cpu.stop();
     memory[`apiAfter${label}`] = await heapMb(api.url);
     memory[`workerAfter${label}`] = await heapMb(worker.url);
     const peaks = notePeaks(rss.stop());
     await profiler.stop(label);
     const calls = await totalCalls(db, pgss);
+    const emuCalls = await emulatorCalls(db, pgss);
     e2e[String(latency)] = {
       latencyMs: latency,
       ...result,
+      // Refunds per second until the last of them is final AND the provider's webhook about it
+      // delivered: the rate the whole flow sustains (a webhook backlog that only grows is not
+      // sustainable). Rounds 1 to 4 reported perSecondUntilFinal, while webhooks queued.
+      perSecond: Math.round(result.final / Math.max(result.seconds, webhooks.lastDeliveredS || 0)),
+      perSecondUntilFinal: result.perSecond,
+      webhooks,
       posts: { perSecond: ingestDuring.perSecond, p99Ms: ingestDuring.p99Ms, errors: ingestDuring.errors, statusCodes: ingestDuring.statusCodes },
       sqlStatementsPerRefund: round(calls / posts.length, 1),
+      // The provider's own (the emulator process's role); the rest are the service's.
+      ...(EMULATOR_PROCESS ? { sqlStatementsPerRefundEmulator: round(emuCalls / posts.length, 1) } : {}),
       cpuMs: used,
       cpuMsPerRefund: perUnit(used, result.final || 1),
       rssPeakMb: peaks,
@@ -737,7 +827,7 @@ async function main(): Promise<number> {
       topStatements: await statements(db, pgss),
     };
     log(
-      `  ${result.perSecond} refunds/s end to end (${result.final}/${result.refunds} final, ${result.succeeded} succeeded), time to final p50 ${result.timeToFinalP50Ms} ms p99 ${result.timeToFinalP99Ms} ms`,
+      `  ${result.perSecond} refunds/s until final (${result.final}/${result.refunds} final, ${result.succeeded} succeeded), time to final p50 ${result.timeToFinalP50Ms} ms p99 ${result.timeToFinalP99Ms} ms; ${webhooks.pendingAtFinal} webhooks still to send then, the last delivered at ${webhooks.lastDeliveredS} s`,
     );
   }
   phases.endToEnd = e2e;
@@ -794,6 +884,23 @@ async function main(): Promise<number> {
 
   const cpuLine = (c: Record<string, number>, worker = false) =>
     (worker ? [c.api, c.worker, c.postgres, c.redis] : [c.api, c.postgres, c.redis, c.bench]).map((v) => (v ?? 0).toFixed(1)).join(' / ');
+  /**
+   * The end-to-end CPU per refund. With the emulator in its own process, the service's share
+   * (api, worker, its Postgres backends, Redis) and the provider's are shown apart, with the
+   * rate the service's own CPU would allow on this machine's cores if the providers ran
+   * elsewhere: a derived figure, not a measurement.
+   */
+  const cpuRows = (x: { cpuMsPerRefund: Record<string, number>; sqlStatementsPerRefund: number; sqlStatementsPerRefundEmulator?: number }) => {
+    const c = x.cpuMsPerRefund;
+    if (c.emulator === undefined) return [row('  CPU ms per refund: api+emulator / worker / postgres / redis', cpuLine(c, true), '', '')];
+    const service = (c.api ?? 0) + (c.worker ?? 0) + (c.postgres ?? 0) + (c.redis ?? 0);
+    return [
+      row('  service CPU ms per refund: api / worker / postgres / redis', cpuLine(c, true), '', ''),
+      row('  provider (emulator) CPU ms per refund: process / postgres', `${(c.emulator ?? 0).toFixed(1)} / ${(c.postgresEmulator ?? 0).toFixed(1)}`, '', ''),
+      row('  SQL statements per refund: service / provider', `${round(x.sqlStatementsPerRefund - (x.sqlStatementsPerRefundEmulator ?? 0), 1)} / ${x.sqlStatementsPerRefundEmulator}`, '', ''),
+      row(`  service CPU per refund; ${os.cpus().length} cores ÷ it (derived), refunds/s`, `${service.toFixed(1)} ms; ${Math.round((os.cpus().length * 1000) / service)}`, '', ''),
+    ];
+  };
   const row = (a1: string, b1: string, c1: string, d1: string) => `${a1.padEnd(58)} ${b1.padStart(16)} ${c1.padStart(16)} ${d1.padStart(5)}`;
   const yes = (x: boolean | null) => (x === null ? '' : x ? 'yes' : 'NO');
   const lines = [
@@ -819,10 +926,12 @@ async function main(): Promise<number> {
       return [
         row(`end to end, emulators ${r.latencyMs} ms: refunds/s`, String(r.perSecond), isSlow ? `>= ${TARGETS.e2eSlowPerSecond}` : `>= ${Math.ceil(aRate * TARGETS.e2eRatio)}`, r.latencyMs === 0 ? yes(ratio >= TARGETS.e2eRatio) : isSlow ? yes(r.perSecond >= TARGETS.e2eSlowPerSecond) : ''),
         row('  end to end / baseline A', ratio.toFixed(3), r.latencyMs === 0 ? `>= ${TARGETS.e2eRatio}` : '', ''),
+        row('  refunds/s until final, webhooks not counted (rounds 1-4)', String((x as { perSecondUntilFinal: number }).perSecondUntilFinal), '', ''),
+        row('  provider webhooks pending when all final / delivered', `${(x as { webhooks: { pendingAtFinal: number } }).webhooks.pendingAtFinal} / ${(x as { webhooks: { delivered: number } }).webhooks.delivered}`, '', ''),
         row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
         row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
-        row('  CPU ms per refund: api+emulator / worker / postgres / redis', cpuLine((x as { cpuMsPerRefund: Record<string, number> }).cpuMsPerRefund, true), '', ''),
+        ...cpuRows(x as { cpuMsPerRefund: Record<string, number>; sqlStatementsPerRefund: number; sqlStatementsPerRefundEmulator?: number }),
       ];
     }),
     ...Object.keys(rssPeaks).map((name) =>
