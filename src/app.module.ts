@@ -93,7 +93,7 @@ export class AppModule {
         }),
         DatabaseModule,
         MetricsModule.register({ http }),
-        ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http, webhookBaseUrl: cfg.publicUrl }), global: true }] : []),
+        ...(cfg.sandbox ? [{ ...SandboxModule.register({ serveHttp: http && cfg.sandboxServe, webhookBaseUrl: cfg.publicUrl }), global: true }] : []),
         ProcessingModule.register({ workers }),
         AuthModule,
         MerchantsModule,

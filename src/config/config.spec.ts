@@ -30,6 +30,7 @@ describe('loadConfig', () => {
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
     [{ REDIS_URL: 'http://x' }, /REDIS_URL/],
     [{ SANDBOX: 'maybe' }, /SANDBOX/],
+    [{ SANDBOX_SERVE: 'maybe' }, /SANDBOX_SERVE/],
     [{ MIGRATIONS_RUN: 'sometimes' }, /MIGRATIONS_RUN/],
     [{ BINANCE_PAY_BASE_URL: 'ftp://x' }, /BINANCE_PAY_BASE_URL/],
     [{ BINANCE_PAY_API_KEY: 'k' }, /BINANCE_PAY_SECRET_KEY/],
@@ -44,6 +45,11 @@ describe('loadConfig', () => {
   ])('rejects %j naming the variable', (env, message) => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it('serves the emulators in API processes unless SANDBOX_SERVE=false', () => {
+    expect(loadConfig({}).sandboxServe).toBe(true);
+    expect(loadConfig({ SANDBOX_SERVE: 'false' }).sandboxServe).toBe(false);
   });
 
   it('reads CREATE_BATCH_SIZE, 64 by default, 1 to turn batching off', () => {

@@ -39,6 +39,11 @@ export class AppConfig {
   queuePrefix!: string;
   adminApiKey?: string;
   sandbox!: boolean;
+  /**
+   * Whether an API process serves the emulators itself (SANDBOX_SERVE, default true). False:
+   * it uses the sandbox providers at sandboxUrl, served by another process, as workers do.
+   */
+  sandboxServe!: boolean;
   /** Where processes reach the built-in emulators (an API process serves them). */
   sandboxUrl!: string;
   /** Our own public address, used in the webhook URL we hand to providers. */
@@ -200,6 +205,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     throw new ConfigError('QUEUE_PREFIX may hold only letters, digits, "_", "." and "-" (at most 64)');
   }
   cfg.sandbox = bool(env, 'SANDBOX', cfg.nodeEnv !== 'production');
+  cfg.sandboxServe = bool(env, 'SANDBOX_SERVE', true);
   cfg.adminApiKey = optional(env, 'ADMIN_API_KEY');
   if (cfg.adminApiKey !== undefined && cfg.adminApiKey.length < 16) {
     throw new ConfigError('ADMIN_API_KEY must be at least 16 characters');
