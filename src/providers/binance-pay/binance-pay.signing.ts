@@ -1,4 +1,5 @@
 import { createHash, createHmac, createVerify, createSign, randomBytes, timingSafeEqual } from 'node:crypto';
+import { privateKeyOf, publicKeyOf } from '../key-objects.js';
 
 /**
  * Binance Pay merchant API signatures (providers.md §1.1, §1.3). Pure functions, shared
@@ -48,7 +49,7 @@ export function binanceHeaders(apiKey: string, secretKey: string, body: string, 
 
 /** Webhooks: base64 RSA PKCS#1 v1.5 SHA-256 over the same payload built from the raw body. */
 export function signBinanceWebhook(privateKeyPem: string, timestamp: string, nonce: string, rawBody: string): string {
-  return createSign('RSA-SHA256').update(binancePayload(timestamp, nonce, rawBody), 'utf8').sign(privateKeyPem, 'base64');
+  return createSign('RSA-SHA256').update(binancePayload(timestamp, nonce, rawBody), 'utf8').sign(privateKeyOf(privateKeyPem), 'base64');
 }
 
 export function verifyBinanceWebhook(
@@ -64,7 +65,7 @@ export function verifyBinanceWebhook(
       Buffer.isBuffer(rawBody) ? rawBody : Buffer.from(rawBody, 'utf8'),
       Buffer.from('\n', 'utf8'),
     ]);
-    return createVerify('RSA-SHA256').update(payload).verify(publicKeyPem, Buffer.from(signatureBase64, 'base64'));
+    return createVerify('RSA-SHA256').update(payload).verify(publicKeyOf(publicKeyPem), Buffer.from(signatureBase64, 'base64'));
   } catch {
     return false;
   }

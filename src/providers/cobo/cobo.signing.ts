@@ -1,4 +1,5 @@
 import { createHash, createPrivateKey, createPublicKey, KeyObject, sign, verify } from 'node:crypto';
+import { keyOf } from '../key-objects.js';
 
 /**
  * Cobo WaaS 2.0 API signatures (providers.md §2.4), with node:crypto only. Shared by the
@@ -12,12 +13,18 @@ import { createHash, createPrivateKey, createPublicKey, KeyObject, sign, verify 
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
+/** The key of a hex seed, parsed once per process (key-objects.ts). */
 export function ed25519PrivateKey(seedHex: string): KeyObject {
-  return createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, Buffer.from(seedHex, 'hex')]), format: 'der', type: 'pkcs8' });
+  return keyOf(`ed25519-private:${seedHex}`, () =>
+    createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, Buffer.from(seedHex, 'hex')]), format: 'der', type: 'pkcs8' }),
+  );
 }
 
+/** The key of a hex public key, parsed once per process (key-objects.ts). */
 export function ed25519PublicKey(publicHex: string): KeyObject {
-  return createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, Buffer.from(publicHex, 'hex')]), format: 'der', type: 'spki' });
+  return keyOf(`ed25519-public:${publicHex}`, () =>
+    createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, Buffer.from(publicHex, 'hex')]), format: 'der', type: 'spki' }),
+  );
 }
 
 /** The hex public key (Biz-Api-Key) of a hex seed. */
