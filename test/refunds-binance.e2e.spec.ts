@@ -7,6 +7,7 @@ import {
   roleKey,
   sandboxPayment,
   setFaults,
+  startPeer,
   startService,
   TestService,
   waitFor,
@@ -515,6 +516,28 @@ describe('API keys', () => {
     await svc.http().get('/health/live').expect(200);
     const ready = await svc.http().get('/health/ready').expect(200);
     expect(ready.body.status).toBe('ok');
+  });
+});
+
+describe('an API process that does not serve the emulators (SANDBOX_SERVE=false)', () => {
+  it('serves no /sandbox routes, and refunds it accepts go through the emulators another process serves', async () => {
+    const peer = await startPeer(svc, { SANDBOX_SERVE: 'false' });
+    try {
+      await peer.http().get('/sandbox/binance-pay/faults').expect(404);
+      await peer.http().post('/sandbox/payments').send({ provider: 'binance_pay', amount: '10.00' }).expect(404);
+      const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+      const res = await peer
+        .http()
+        .post('/v1/refunds')
+        .set('Authorization', `Bearer ${m1}`)
+        .set('Idempotency-Key', randomUUID())
+        .send({ provider: 'binance_pay', paymentId, amount: '4.00', currency: 'USDT' })
+        .expect(202);
+      expect((await untilFinal(m1, res.body.id)).status).toBe('succeeded');
+      expect((await providerRefunds(paymentId)).map((r) => r.refundAmount)).toEqual(['4.00000000']);
+    } finally {
+      await peer.stop();
+    }
   });
 });
 

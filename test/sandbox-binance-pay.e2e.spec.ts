@@ -450,6 +450,27 @@ describe('Binance Pay emulator: duplicates and limits', () => {
     expect((await refund(rid('cap'), prepayId, '10')).json.data).toMatchObject({ refundedAmount: '100.00000000' });
   });
 
+  it('answers a refund after refunds due to settle as if they had settled first', async () => {
+    await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 0 });
+    try {
+      // Due and succeeding: accepted without settling them first, with the same answer.
+      const prepayId = await payment('10');
+      expect((await refund(rid('due'), prepayId, '6')).json.data).toMatchObject({ refundedAmount: '6.00000000', remainingAttempts: 9 });
+      expect((await refund(rid('due'), prepayId, '4')).json.data).toMatchObject({ refundedAmount: '10.00000000', remainingAttempts: 8 });
+      // Both due: settled first, the order is FULL_REFUNDED, and that is the refusal (not "amount too large").
+      const over = await refund(rid('due'), prepayId, '1');
+      expect([over.status, over.json.code]).toEqual([200, '400204']);
+      // A due refund that will fail frees its amount before the next one is decided.
+      const other = await payment('10');
+      await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1 });
+      await refund(rid('due'), other, '4');
+      await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0 });
+      expect((await refund(rid('due'), other, '5')).json.data).toMatchObject({ refundedAmount: '5.00000000', refundAmount: '5.00000000' });
+    } finally {
+      await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 100, refundFailRate: 0 });
+    }
+  });
+
   it('allows 10 refunds, the last one taking the whole remainder', async () => {
     const prepayId = await payment('100');
     for (let i = 1; i <= 9; i++) {

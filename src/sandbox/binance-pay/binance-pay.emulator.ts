@@ -211,33 +211,45 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   }
 
   /**
-   * A new refund on an order with nothing due to settle, without a transaction: one read,
-   * the same decision as refundInTx(), then one statement that moves the order's amounts
-   * only if the order is still as read, and inserts the refund only if it did. When the
-   * order changed in between (another refund, a settlement), nothing is written and the
-   * locked path decides afresh; a twin request that got in first fails the insert on the
-   * unique refundRequestId, and the retry answers it as a duplicate. Returns undefined when
-   * the locked path must decide: a replay, an unknown order, refunds due to settle first.
-   * (Two statements instead of eight: the benchmark runs this emulator on the machine it
-   * measures, docs/performance.md.)
+   * A new refund without a transaction: one read, the same decision as refundInTx(), then one
+   * statement that moves the order's amounts only if the order is still as read, and inserts
+   * the refund only if it did. When the order changed in between (another refund, a
+   * settlement), nothing is written and the locked path decides afresh; a twin request that
+   * got in first fails the insert on the unique refundRequestId, and the retry answers it as a
+   * duplicate. Refunds due to settle that will succeed are left to the loop or their query:
+   * settling them first changes neither what is reserved nor the attempts left, so an
+   * accepted refund gets the same answer; a refusal, or a due refund that will fail (and
+   * free its amount), goes to the locked path, which settles first. Returns undefined when
+   * the locked path must decide (also for a replay and an unknown order). Two statements
+   * instead of eight: the benchmark runs this emulator on the machine it measures
+   * (docs/performance.md).
    */
   private async refundFast(req: RefundRequest, faults: BinancePayFaults): Promise<Record<string, unknown> | undefined> {
-    const [order] = await this.db.query<OrderRow & { taken: boolean; due: boolean }>(
-      `SELECT o.*,
-              EXISTS (SELECT 1 FROM sandbox.binance_refunds r WHERE r.refund_request_id = $2) AS taken,
-              o.pending_amount > 0 AND EXISTS (
-                SELECT 1 FROM sandbox.binance_refunds r
-                 WHERE r.prepay_id = o.prepay_id AND r.status = 'REFUND_PENDING' AND r.settle_at <= now()) AS due
-         FROM sandbox.binance_orders o WHERE o.prepay_id = $1`,
+    const [order] = await this.db.query<OrderRow & { taken: boolean; due: boolean; due_failing: boolean }>(
+      `SELECT o.*, d.due, d.due_failing,
+              EXISTS (SELECT 1 FROM sandbox.binance_refunds r WHERE r.refund_request_id = $2) AS taken
+         FROM sandbox.binance_orders o,
+              LATERAL (SELECT count(*) > 0 AS due, coalesce(bool_or(r.will_fail), false) AS due_failing
+                         FROM sandbox.binance_refunds r
+                        WHERE o.pending_amount > 0 AND r.prepay_id = o.prepay_id
+                          AND r.status = 'REFUND_PENDING' AND r.settle_at <= now()) d
+        WHERE o.prepay_id = $1`,
       [req.prepayId, req.refundRequestId],
     );
-    if (!order || order.taken || order.due) return undefined;
+    if (!order || order.taken || order.due_failing) return undefined;
     const reserved = reservedOf(order);
-    const decision = decideRefund(
-      { status: order.status, orderAmount: money(order.order_amount), reserved, remainingAttempts: order.remaining_attempts },
-      req.refundAmount,
-      faults.insufficientBalance,
-    );
+    let decision: ReturnType<typeof decideRefund>;
+    try {
+      decision = decideRefund(
+        { status: order.status, orderAmount: money(order.order_amount), reserved, remainingAttempts: order.remaining_attempts },
+        req.refundAmount,
+        faults.insufficientBalance,
+      );
+    } catch (err) {
+      // Settling first may change which refusal applies (a fully refunded order's status).
+      if (order.due) return undefined;
+      throw err;
+    }
     const [refund] = await this.db.query<RefundRow>(
       `WITH o AS (
          UPDATE sandbox.binance_orders
