@@ -74,11 +74,21 @@ export class WebhookDeliveries<Row extends DueWebhook> {
         RETURNING ${['id', 'url', 'attempts', ...columns].map((column) => `w.${column}`).join(', ')}`,
       [batch, leaseMs],
     );
-    await Promise.all(claimed.map((delivery) => this.deliver(delivery, shutdown)));
+    const acknowledged = await Promise.all(claimed.map((delivery) => this.deliver(delivery, shutdown)));
+    const delivered = claimed.filter((_, i) => acknowledged[i]);
+    // The batch's successes in one statement (a failure is recorded on its own, as it happens).
+    if (delivered.length > 0) {
+      await this.db.query(
+        `UPDATE ${this.rules.table} w SET status = 'DELIVERED', attempts = d.attempts, delivered_at = now(), last_error = NULL
+           FROM unnest($1::bigint[], $2::int[]) AS d(id, attempts) WHERE w.id = d.id`,
+        [delivered.map((d) => d.id), delivered.map((d) => d.attempts + 1)],
+      );
+    }
     return claimed.length;
   }
 
-  private async deliver(delivery: Row, shutdown: AbortSignal): Promise<void> {
+  /** One attempt; true when the receiver acknowledged it (deliverBatch() records those). */
+  private async deliver(delivery: Row, shutdown: AbortSignal): Promise<boolean> {
     let error: string | undefined;
     try {
       const { body, headers } = await this.rules.request(delivery);
@@ -97,24 +107,18 @@ export class WebhookDeliveries<Row extends DueWebhook> {
         await this.db
           .query(`UPDATE ${this.rules.table} SET next_attempt_at = now() WHERE id = $1`, [delivery.id])
           .catch(() => undefined);
-        return;
+        return false;
       }
       const cause = (err as { cause?: { message?: string } }).cause?.message;
       error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
     }
-    await this.record(delivery, error);
+    if (error === undefined) return true;
+    await this.recordFailure(delivery, error);
+    return false;
   }
 
-  private async record(delivery: Row, error: string | undefined): Promise<void> {
+  private async recordFailure(delivery: Row, error: string): Promise<void> {
     const attempts = delivery.attempts + 1;
-    if (error === undefined) {
-      await this.db.query(
-        `UPDATE ${this.rules.table} SET status = 'DELIVERED', attempts = $2, delivered_at = now(), last_error = NULL
-          WHERE id = $1`,
-        [delivery.id, attempts],
-      );
-      return;
-    }
     const retryIn = this.rules.retryDelay(attempts);
     if (retryIn === undefined) {
       this.logger.warn(`webhook ${delivery.id} failed after ${this.rules.maxAttempts} attempts: ${error}`);
