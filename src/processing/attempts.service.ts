@@ -53,6 +53,36 @@ export class AttemptsService {
     return items.map((a) => byRefund.get(a.refundId));
   }
 
+  /**
+   * For a status change that starts a call (RefundStateService.transition): its options that
+   * count the attempt, renew a held lease and write the call's `in_flight` row in that same
+   * statement, one round trip fewer than startMany(). The row's id comes back on the
+   * transition's row as `started_attempt_id` (startedAttempt()). The refund row is locked by
+   * the transition, so the number is its own, as under startMany()'s lock.
+   */
+  startWithTransition(
+    providerRequestId: string,
+    operation: string,
+  ): { alsoSet: (params: unknown[]) => string[]; alsoRun: Array<(params: unknown[]) => string>; alsoSelect: string } {
+    return {
+      alsoSet: (params) => {
+        params.push(this.cfg.processing.leaseMs);
+        return [
+          `attempt_count = r.attempt_count + 1`,
+          `lease_until = CASE WHEN r.lease_until IS NULL THEN NULL ELSE now() + make_interval(secs => $${params.length}::double precision / 1000) END`,
+        ];
+      },
+      alsoRun: [
+        (params) => {
+          params.push(providerRequestId, operation);
+          return `attempt_start AS (INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
+                    SELECT u.id, u.attempt_count, $${params.length - 1}::text, $${params.length}::text, 'in_flight' FROM u RETURNING id)`;
+        },
+      ],
+      alsoSelect: `(SELECT id FROM attempt_start) AS started_attempt_id`,
+    };
+  }
+
   /** A refund or query call, labelled by its classified outcome; its attempt row is complete on return. */
   async record(
     refund: { id: string; provider: string },
@@ -76,11 +106,21 @@ export class AttemptsService {
     providerRequestId: string,
     operation: string,
     call: () => Promise<ProviderResult>,
+    /** The call's in_flight row, when the statement before it wrote it (startWithTransition()). */
+    started?: { id: string },
   ): Promise<{ result: ProviderResult; completion: AttemptCompletion }> {
-    return this.run(refund, providerRequestId, operation, call, (r) => ({ label: outcomeLabel(r.outcome), call: r.call, extra: r.extraCalls }), (err) => ({
-      outcome: { kind: 'unknown', reason: `adapter error: ${err.message}` },
-      call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: err.message },
-    }));
+    return this.run(
+      refund,
+      providerRequestId,
+      operation,
+      call,
+      (r) => ({ label: outcomeLabel(r.outcome), call: r.call, extra: r.extraCalls }),
+      (err) => ({
+        outcome: { kind: 'unknown', reason: `adapter error: ${err.message}` },
+        call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: err.message },
+      }),
+      started,
+    );
   }
 
   /** An update or cancel call, labelled done / refused / unknown. */
@@ -143,9 +183,10 @@ export class AttemptsService {
     call: () => Promise<T>,
     describe: (result: T) => { label: string; call: CallRecord; extra?: CallRecord[] },
     onThrow: (err: Error) => T,
+    started?: { id: string },
   ): Promise<{ result: T; completion: AttemptCompletion }> {
     const refundId = refund.id;
-    const attempt = await this.starts.submit({ refundId, providerRequestId, operation });
+    const attempt = started ?? (await this.starts.submit({ refundId, providerRequestId, operation }));
     if (!attempt) throw new Error(`refund ${refundId} not found for its attempt row`);
     let result: T;
     try {

@@ -175,9 +175,12 @@ export class RefundWorkerService {
         actor: 'worker',
         // Stored before the call: after a crash or timeout we ask about this id, never a new one.
         patch: { provider_request_id: requestId, provider_state: 'unknown', check_count: 0 },
+        // The create's in_flight attempt row is written by this same statement.
+        ...this.attempts.startWithTransition(requestId, 'create'),
       });
       if (!moved) return this.whenClaimable(row.id);
-      return this.submit(provider, moved, payment);
+      const { started_attempt_id: startedId, ...refund } = moved as RefundRow & { started_attempt_id: string | null };
+      return this.submit(provider, refund as RefundRow, payment, startedId === null ? undefined : { id: startedId });
     }
     // processing
     const cmd = this.command(row, payment);
@@ -280,8 +283,8 @@ export class RefundWorkerService {
     return { done: true };
   }
 
-  private async submit(provider: RefundProvider, row: RefundRow, payment: PaymentRow | undefined): Promise<StepResult> {
-    const { result, completion } = await this.call(provider, row, 'create', this.command(row, payment));
+  private async submit(provider: RefundProvider, row: RefundRow, payment: PaymentRow | undefined, started?: { id: string }): Promise<StepResult> {
+    const { result, completion } = await this.call(provider, row, 'create', this.command(row, payment), started);
     return this.apply(row, result.outcome, completion);
   }
 
@@ -311,9 +314,14 @@ export class RefundWorkerService {
     row: RefundRow,
     kind: 'create' | 'query',
     cmd: RefundCommand,
+    started?: { id: string },
   ): Promise<{ result: ProviderResult; completion: AttemptCompletion }> {
-    return this.attempts.recordDeferred(row, cmd.providerRequestId, kind, () =>
-      kind === 'create' ? provider.submitRefund(cmd) : provider.queryRefund(cmd),
+    return this.attempts.recordDeferred(
+      row,
+      cmd.providerRequestId,
+      kind,
+      () => (kind === 'create' ? provider.submitRefund(cmd) : provider.queryRefund(cmd)),
+      started,
     );
   }
 

@@ -68,6 +68,10 @@ export class RefundStateService {
        * `name AS (...)` and appends its own parameters. They run whether or not the refund moves.
        */
       alsoRun?: Array<(params: unknown[]) => string>;
+      /** Further SET clauses of the refund's UPDATE (alias `r`), appending their own parameters. */
+      alsoSet?: (params: unknown[]) => string[];
+      /** Further output columns, SQL over the CTEs, returned on the row (e.g. an id an alsoRun CTE wrote). */
+      alsoSelect?: string;
     },
   ): Promise<RefundRow | null> {
     const allowed = sourcesOf(to);
@@ -101,6 +105,7 @@ export class RefundStateService {
     if (TERMINAL_STATUSES.includes(to)) sets.push(`lease_owner = NULL`, `lease_until = NULL`);
     if (to === 'succeeded') sets.push(`refunded_amount = amount`);
     this.addPatch(patch, sets, params);
+    if (opts.alsoSet) sets.push(...opts.alsoSet(params));
 
     // The status change, its event and the event's outbox entry in one statement (one round
     // trip): the event is written exactly when the change is (the CTEs read the UPDATE's rows).
@@ -119,7 +124,7 @@ export class RefundStateService {
        e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
              SELECT id, previous_status, $2::text, $${params.length - 1}::text, $${params.length}::jsonb FROM u RETURNING id),
        o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)${also}
-       SELECT * FROM u`,
+       SELECT u.*${opts.alsoSelect ? `, ${opts.alsoSelect}` : ''} FROM u`,
       params,
     );
     if (!row) return null;
