@@ -1,8 +1,10 @@
 import type { Logger } from '@nestjs/common';
 import type { Database } from '../database/database.js';
 
-/** Batches one round of deliveries may send before the loop's other steps get their turn. */
+/** Batches one round of deliveries may send before the loop's other steps get their turn... */
 const MAX_BATCHES_PER_ROUND = 25;
+/** ...and how long it may go on starting new ones. */
+const MAX_ROUND_MS = 1_000;
 
 /** What every claimed delivery carries; an emulator's table adds the columns it signs. */
 export interface DueWebhook {
@@ -21,7 +23,11 @@ export interface WebhookDeliveryRules<Row extends DueWebhook> {
   batch: number;
   /** Upper bound of one delivery; a receiver that does not answer in time counts as failed. */
   timeoutMs: number;
-  /** A claimed delivery is invisible to other processes this long; it must exceed the timeout. */
+  /**
+   * A claimed delivery is invisible to other processes this long; it must exceed the time a
+   * whole batch may take (its deliveries' timeout, and recording failures), since a batch's
+   * successes are recorded together when it ends.
+   */
   leaseMs: number;
   /** One attempt's body and headers (content-type aside); a throw counts as a failed attempt. */
   request(row: Row): Promise<{ body: string; headers: Record<string, string> }>;
@@ -52,7 +58,10 @@ export class WebhookDeliveries<Row extends DueWebhook> {
    * benchmark's load they queued up behind the refunds they report (docs/performance.md).
    */
   async deliverDue(shutdown: AbortSignal): Promise<void> {
-    for (let i = 0; i < MAX_BATCHES_PER_ROUND && !shutdown.aborted; i++) {
+    // Bounded in time too, so the loop's other steps (settling) are not held up for long
+    // behind a backlog of slow receivers.
+    const until = Date.now() + MAX_ROUND_MS;
+    for (let i = 0; i < MAX_BATCHES_PER_ROUND && !shutdown.aborted && Date.now() < until; i++) {
       if ((await this.deliverBatch(shutdown)) < this.rules.batch) return;
     }
   }
@@ -74,6 +83,8 @@ export class WebhookDeliveries<Row extends DueWebhook> {
         RETURNING ${['id', 'url', 'attempts', ...columns].map((column) => `w.${column}`).join(', ')}`,
       [batch, leaseMs],
     );
+    // deliver() never throws (a failure it cannot record is logged), so every acknowledged
+    // delivery of the batch reaches the statement below.
     const acknowledged = await Promise.all(claimed.map((delivery) => this.deliver(delivery, shutdown)));
     const delivered = claimed.filter((_, i) => acknowledged[i]);
     // The batch's successes in one statement (a failure is recorded on its own, as it happens).
@@ -113,7 +124,12 @@ export class WebhookDeliveries<Row extends DueWebhook> {
       error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
     }
     if (error === undefined) return true;
-    await this.recordFailure(delivery, error);
+    try {
+      await this.recordFailure(delivery, error);
+    } catch (err) {
+      // The row stays claimed and is tried again when its lease ends.
+      this.logger.warn(`could not record the failed delivery of webhook ${delivery.id}: ${(err as Error).message}`);
+    }
     return false;
   }
 
