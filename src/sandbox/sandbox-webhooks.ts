@@ -4,7 +4,7 @@ import type { Database } from '../database/database.js';
 /** Batches one round of deliveries may send before the loop's other steps get their turn... */
 const MAX_BATCHES_PER_ROUND = 25;
 /** ...and how long it may go on starting new ones. */
-const MAX_ROUND_MS = 1_000;
+const MAX_ROUND_MS = 5_000;
 
 /** What every claimed delivery carries; an emulator's table adds the columns it signs. */
 export interface DueWebhook {

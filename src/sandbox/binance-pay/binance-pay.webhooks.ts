@@ -11,7 +11,7 @@ import { WEBHOOK_RETRY_DELAYS_MS, isWebhookAcknowledged, webhookRetryDelay } fro
 const POLL_INTERVAL_MS = 200;
 /** Bounded work per tick: orders settled, deliveries sent (concurrently). */
 const SETTLE_BATCH = 50;
-const DELIVERY_BATCH = 20;
+const DELIVERY_BATCH = 50;
 /** Upper bound of one delivery; a receiver that does not answer in time counts as failed. */
 const DELIVERY_TIMEOUT_MS = 5_000;
 /** A claimed delivery is invisible to other processes this long; it must exceed the timeout. */
