@@ -57,8 +57,8 @@ export class AttemptsService {
    * For a status change that starts a call (RefundStateService.transition): its options that
    * count the attempt, renew a held lease and write the call's `in_flight` row in that same
    * statement, one round trip fewer than startMany(). The row's id comes back on the
-   * transition's row as `started_attempt_id` (startedAttempt()). The refund row is locked by
-   * the transition, so the number is its own, as under startMany()'s lock.
+   * transition's row as `started_attempt_id`, for recordDeferred()'s `started`. The refund
+   * row is locked by the transition, so the number is its own, as under startMany()'s lock.
    */
   startWithTransition(
     providerRequestId: string,

@@ -11,7 +11,8 @@ import { KeyObject, createPrivateKey, createPublicKey } from 'node:crypto';
 const MAX_KEYS = 64;
 const keys = new Map<string, KeyObject>();
 
-function cached(id: string, make: () => KeyObject): KeyObject {
+/** Any key, built by `make` the first time its `id` (e.g. a DER form of a hex key) is asked for. */
+export function keyOf(id: string, make: () => KeyObject): KeyObject {
   let key = keys.get(id);
   if (!key) {
     key = make();
@@ -23,15 +24,10 @@ function cached(id: string, make: () => KeyObject): KeyObject {
 
 /** A private key from PEM text, parsed once. */
 export function privateKeyOf(pem: string): KeyObject {
-  return cached(`private:${pem}`, () => createPrivateKey(pem));
+  return keyOf(`private:${pem}`, () => createPrivateKey(pem));
 }
 
 /** A public key from PEM text, parsed once. */
 export function publicKeyOf(pem: string): KeyObject {
-  return cached(`public:${pem}`, () => createPublicKey(pem));
-}
-
-/** Any key, built by `make` from `id` (e.g. a DER form of a hex key) the first time. */
-export function keyOf(id: string, make: () => KeyObject): KeyObject {
-  return cached(id, make);
+  return keyOf(`public:${pem}`, () => createPublicKey(pem));
 }

@@ -87,7 +87,10 @@ interface WebhookRow {
 const PAYMENT_STATUSES = ['PAID', 'INITIAL', 'EXPIRED', 'CANCELED'] as const;
 
 /** Non-failed refunds of the order: what the RefundResult calls refundedAmount. */
-function reservedOf(order: OrderRow) {
+/** The order's columns a refund's answer shows (currentSnapshot()). */
+type SnapshotOrder = Pick<OrderRow, 'prepay_id' | 'order_amount' | 'open_user_id' | 'refunded_amount' | 'pending_amount' | 'remaining_attempts'>;
+
+function reservedOf(order: Pick<OrderRow, 'refunded_amount' | 'pending_amount'>) {
   return money(order.refunded_amount).plus(order.pending_amount);
 }
 
@@ -559,7 +562,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   }
 
   /** The RefundResult as of now: refundedAmount counts the order's non-failed refunds today. */
-  private currentSnapshot(refund: RefundRow, order: OrderRow): RefundSnapshot {
+  private currentSnapshot(refund: RefundRow, order: SnapshotOrder): RefundSnapshot {
     return {
       refundId: refund.refund_id,
       refundRequestId: refund.refund_request_id,
@@ -576,8 +579,8 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   // --- reads -------------------------------------------------------------------------------
 
   /** The refund, whether it is due to settle, and the order's columns its answer shows, in one read. */
-  private async findRefundWithOrder(refundRequestId: string): Promise<{ row: RefundRow; due: boolean; order: OrderRow } | undefined> {
-    const found = await this.db.one<RefundRow & { due: boolean; order: OrderRow }>(
+  private async findRefundWithOrder(refundRequestId: string): Promise<{ row: RefundRow; due: boolean; order: SnapshotOrder } | undefined> {
+    const found = await this.db.one<RefundRow & { due: boolean; order: SnapshotOrder }>(
       `SELECT r.*, r.settle_at <= now() AS due,
               json_build_object('prepay_id', o.prepay_id, 'order_amount', o.order_amount::text, 'open_user_id', o.open_user_id,
                                 'refunded_amount', o.refunded_amount::text, 'pending_amount', o.pending_amount::text,
@@ -588,8 +591,8 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
     );
     if (!found) return undefined;
     const { due, order, ...row } = found;
-    // Only the columns currentSnapshot() reads; amounts stay decimal strings.
-    return { row: row as RefundRow, due, order };
+    // Amounts come as text: they stay decimal strings.
+    return { row, due, order };
   }
 
   private findOrder(query: { prepayId: string } | { merchantTradeNo: string }): Promise<OrderRow | undefined> {

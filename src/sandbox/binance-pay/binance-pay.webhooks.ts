@@ -14,7 +14,7 @@ const SETTLE_BATCH = 50;
 const DELIVERY_BATCH = 50;
 /** Upper bound of one delivery; a receiver that does not answer in time counts as failed. */
 const DELIVERY_TIMEOUT_MS = 5_000;
-/** A claimed delivery is invisible to other processes this long; it must exceed the timeout. */
+/** A claimed delivery is invisible to other processes this long; it must exceed a whole batch (the timeout, and recording). */
 const CLAIM_LEASE_MS = 30_000;
 
 interface DueDelivery extends DueWebhook {
