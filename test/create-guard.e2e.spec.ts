@@ -13,9 +13,13 @@ let peer: Awaited<ReturnType<typeof startPeer>>;
 let merchant: string;
 let ops: string;
 
+// These tests send ~800 creates with one merchant key within a minute, more than the default
+// rate limit (600 a minute) lets through; the limiter stays in the path with room to spare.
+const ENV = { RATE_LIMIT_PER_MINUTE: '100000' };
+
 beforeAll(async () => {
-  svc = await startService('guard');
-  peer = await startPeer(svc);
+  svc = await startService('guard', ENV);
+  peer = await startPeer(svc, ENV);
   merchant = await merchantKey(svc, 'M1001');
   ops = await roleKey(svc, 'ops');
   await setFaults(svc, 'binance-pay', { settleAfterMs: 100 });
