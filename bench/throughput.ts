@@ -171,7 +171,6 @@ function cpuMs(pid: number, children = false): number {
   }
 }
 
-/** A Postgres cluster's CPU: the postmaster with its exited backends, plus the live ones. */
 /**
  * CPU of the Postgres cluster: the postmaster (with its reaped children) and its live
  * backends; `emulator` is the part of the live backends of the emulator's role (their process

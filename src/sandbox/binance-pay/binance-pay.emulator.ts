@@ -86,10 +86,10 @@ interface WebhookRow {
 /** Statuses `POST /sandbox/payments` may seed an order in; PAID is the default. */
 const PAYMENT_STATUSES = ['PAID', 'INITIAL', 'EXPIRED', 'CANCELED'] as const;
 
-/** Non-failed refunds of the order: what the RefundResult calls refundedAmount. */
 /** The order's columns a refund's answer shows (currentSnapshot()). */
 type SnapshotOrder = Pick<OrderRow, 'prepay_id' | 'order_amount' | 'open_user_id' | 'refunded_amount' | 'pending_amount' | 'remaining_attempts'>;
 
+/** Non-failed refunds of the order: what the RefundResult calls refundedAmount. */
 function reservedOf(order: Pick<OrderRow, 'refunded_amount' | 'pending_amount'>) {
   return money(order.refunded_amount).plus(order.pending_amount);
 }
