@@ -150,7 +150,7 @@ describe('Binance Pay refunds end to end', () => {
     }
   });
 
-  it('claims refunds and writes attempt rows in batches under load, each refund keeping its own numbered attempts', async () => {
+  it('claims, moves, reschedules and finishes refunds and writes attempt rows in batches under load, each refund keeping its own numbered attempts', async () => {
     const before = await workerBatches();
     // 40 refunds at once on 40 payments, with webhooks held back: every refund takes two
     // worker steps (create, then the query that finds it settled), concurrently. About half
@@ -195,9 +195,10 @@ describe('Binance Pay refunds end to end', () => {
         expect(money(atProvider[0].refundAmount).eq(r.amount)).toBe(true);
       }
       const after = await workerBatches();
-      // Claims and attempt rows of several refunds really did share statements.
-      expect(after.claim.multi - before.claim.multi).toBeGreaterThan(0);
-      expect(after.attempt.multi - before.attempt.multi).toBeGreaterThan(0);
+      // Claims, moves to processing (with the creates' attempt rows), reschedules after the
+      // creates and final answers of several refunds really did share statements; the attempt
+      // rows of the queries too.
+      for (const kind of BATCHED) expect(after[kind].multi - before[kind].multi, kind).toBeGreaterThan(0);
       // The fail rate did its part (40 refunds at 0.5: both kinds all but certain).
       expect(new Set(rows.map((r) => r.status)).size).toBe(2);
     } finally {
@@ -541,19 +542,20 @@ describe('an API process that does not serve the emulators (SANDBOX_SERVE=false)
   });
 });
 
+const BATCHED = ['claim', 'attempt', 'start', 'reschedule', 'final'] as const;
+
 /** Batched worker statements so far, per kind: all of them, and those of more than one refund. */
-async function workerBatches(): Promise<Record<'claim' | 'attempt', { all: number; multi: number }>> {
+async function workerBatches(): Promise<Record<(typeof BATCHED)[number], { all: number; multi: number }>> {
   const text = (await svc.http().get('/metrics').expect(200)).text;
-  const out = { claim: { all: 0, multi: 0 }, attempt: { all: 0, multi: 0 } };
-  const single = { claim: 0, attempt: 0 };
+  const out = Object.fromEntries(BATCHED.map((k) => [k, { all: 0, multi: 0 }])) as Record<(typeof BATCHED)[number], { all: number; multi: number }>;
+  const single = Object.fromEntries(BATCHED.map((k) => [k, 0])) as Record<(typeof BATCHED)[number], number>;
   for (const line of text.split('\n')) {
-    const kind = line.includes('statement="claim"') ? 'claim' : line.includes('statement="attempt"') ? 'attempt' : undefined;
+    const kind = BATCHED.find((k) => line.includes(`statement="${k}"`));
     if (!kind) continue;
     const value = Number(line.split(' ').pop());
     if (line.startsWith('refund_worker_batch_size_count{')) out[kind].all += value;
     if (line.startsWith('refund_worker_batch_size_bucket{') && line.includes('le="1"')) single[kind] += value;
   }
-  out.claim.multi = out.claim.all - single.claim;
-  out.attempt.multi = out.attempt.all - single.attempt;
+  for (const k of BATCHED) out[k].multi = out[k].all - single[k];
   return out;
 }

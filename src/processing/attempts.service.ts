@@ -5,6 +5,7 @@ import { Database } from '../database/database.js';
 import type { Sql } from '../database/database.js';
 import { Batcher, batchLimits, oneItemMayHaveFailed } from '../common/batcher.js';
 import type { CallRecord, ProviderActionResult, ProviderOutcome, ProviderResult } from '../providers/provider.js';
+import { ItemColumns, type ItemColumn, type TransitionOptions } from '../refunds/refund-state.service.js';
 
 /**
  * Records every provider call in refund_attempts: a row written before the call (so a
@@ -54,16 +55,14 @@ export class AttemptsService {
   }
 
   /**
-   * For a status change that starts a call (RefundStateService.transition): its options that
-   * count the attempt, renew a held lease and write the call's `in_flight` row in that same
-   * statement, one round trip fewer than startMany(). The row's id comes back on the
-   * transition's row as `started_attempt_id`, for recordDeferred()'s `started`. The refund
-   * row is locked by the transition, so the number is its own, as under startMany()'s lock.
+   * For status changes that start a call (RefundStateService.transitionMany()): its options
+   * that count the attempt, renew a held lease and write each moved refund's `in_flight` row
+   * for its provider request id (as the move set it) in that same statement, one round trip
+   * fewer than startMany(). Each row's id comes back on its refund's row as
+   * `started_attempt_id`, for recordDeferred()'s `started`. The refund rows are locked by
+   * the transition, so the numbers are their own, as under startMany()'s lock.
    */
-  startWithTransition(
-    providerRequestId: string,
-    operation: string,
-  ): { alsoSet: (params: unknown[]) => string[]; alsoRun: Array<(params: unknown[]) => string>; alsoSelect: string } {
+  startWithTransition(operation: string): Pick<TransitionOptions, 'alsoSet' | 'alsoRun' | 'alsoSelect'> {
     return {
       alsoSet: (params) => {
         params.push(this.cfg.processing.leaseMs);
@@ -74,12 +73,39 @@ export class AttemptsService {
       },
       alsoRun: [
         (params) => {
-          params.push(providerRequestId, operation);
+          params.push(operation);
           return `attempt_start AS (INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
-                    SELECT u.id, u.attempt_count, $${params.length - 1}::text, $${params.length}::text, 'in_flight' FROM u RETURNING id)`;
+                    SELECT u.id, u.attempt_count, u.provider_request_id, $${params.length}::text, 'in_flight' FROM u RETURNING id, refund_id)`;
         },
       ],
-      alsoSelect: `(SELECT id FROM attempt_start) AS started_attempt_id`,
+      alsoSelect: `(SELECT s.id FROM attempt_start s WHERE s.refund_id = u.id) AS started_attempt_id`,
+    };
+  }
+
+  /**
+   * The completions of many items' calls (none for an item whose entry is undefined), for a
+   * batched statement: columns of its items CTE `i`, and the CTE that writes them, which
+   * runs whether or not the refunds move.
+   */
+  completionsMany(completions: Array<AttemptCompletion | undefined>): Required<Pick<TransitionOptions, 'columns' | 'alsoRun'>> {
+    const col = <T>(name: string, type: string, value: (c: AttemptCompletion) => T): ItemColumn => ({
+      name,
+      type,
+      values: completions.map((c) => (c ? value(c) : null)),
+    });
+    return {
+      columns: [
+        col('a_id', 'bigint', (c) => c.attemptId),
+        col('a_outcome', 'text', (c) => c.label),
+        col('a_http', 'int', (c) => c.call.httpStatus),
+        col('a_code', 'text', (c) => c.call.providerCode),
+        col('a_error', 'text', (c) => c.call.errorMessage?.slice(0, 1000) ?? null),
+        col('a_latency', 'int', (c) => Math.round(c.call.latencyMs)),
+      ],
+      alsoRun: [
+        () => `attempt_done AS (UPDATE refund_attempts a SET outcome = i.a_outcome, http_status = i.a_http, provider_code = i.a_code,
+                 error_message = i.a_error, latency_ms = i.a_latency, completed_at = now() FROM i WHERE a.id = i.a_id)`,
+      ],
     };
   }
 
@@ -97,7 +123,7 @@ export class AttemptsService {
 
   /**
    * Like record(), but the attempt row's completion is returned instead of written: the
-   * caller writes it in its next statement (completionCte()), saving a round trip per call,
+   * caller writes it in its next statement (completionsMany()), saving a round trip per call,
    * or with complete(). Until then the row says `in_flight`, as after a crash mid-call, which
    * every reader already treats as "may have reached the provider".
    */
@@ -140,7 +166,7 @@ export class AttemptsService {
   }
 
   /**
-   * Runs a statement that carries the completion (completionCte()). Should it fail, the
+   * Runs a statement that carries the completion (completionsMany()). Should it fail, the
    * completion is written on its own before the error goes on, so the call's answer (status,
    * provider code, error) is not lost with it; best effort, the database may be away.
    */
@@ -155,8 +181,11 @@ export class AttemptsService {
 
   /** Writes a completion on its own (and the rows of any extra calls). */
   async complete(sql: Sql, c: AttemptCompletion): Promise<void> {
+    const { columns, alsoRun } = this.completionsMany([c]);
+    const cols = new ItemColumns(1);
+    for (const col of columns) cols.add(col.name, col.type, col.values);
     const params: unknown[] = [];
-    await sql.query(`WITH ${completionCte(c, params)} SELECT 1`, params);
+    await sql.query(`WITH ${cols.cte(params)}, ${alsoRun.map((cte) => cte(params)).join(', ')} SELECT 1`, params);
     await this.completeExtras(sql, c);
   }
 
@@ -221,22 +250,6 @@ export interface AttemptCompletion {
   label: string;
   call: CallRecord;
   extra: CallRecord[];
-}
-
-/**
- * A data-modifying CTE (`<name> AS (UPDATE refund_attempts ...)`) that completes the attempt,
- * for the caller's next statement: Postgres runs it whether or not the statement reads it,
- * all or nothing with the rest. Its parameters are appended to `params`.
- */
-export function completionCte(c: AttemptCompletion, params: unknown[], name = 'attempt_done'): string {
-  const p = (v: unknown) => {
-    params.push(v);
-    return `$${params.length}`;
-  };
-  return `${name} AS (UPDATE refund_attempts SET outcome = ${p(c.label)}::text, http_status = ${p(c.call.httpStatus)}::int,
-            provider_code = ${p(c.call.providerCode)}::text, error_message = ${p(c.call.errorMessage?.slice(0, 1000) ?? null)}::text,
-            latency_ms = ${p(Math.round(c.call.latencyMs))}::int, completed_at = now()
-      WHERE id = ${p(c.attemptId)}::bigint)`;
 }
 
 export function outcomeLabel(outcome: ProviderOutcome): string {

@@ -1,13 +1,19 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, Optional } from '@nestjs/common';
+import { Batcher, batchLimits, oneItemMayHaveFailed } from '../common/batcher.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { AppConfig } from '../config/config.js';
 import { Database, Sql } from '../database/database.js';
 import type { ProviderOutcome } from '../providers/provider.js';
 import type { RefundRow } from '../refunds/refund.row.js';
 import { TERMINAL_STATUSES } from '../refunds/refund-status.js';
-import { AttemptCompletion, AttemptsService, completionCte } from './attempts.service.js';
+import { AttemptCompletion, AttemptsService } from './attempts.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
 
 type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
+type FinalMove = { refundId: string; outcome: Extract<ProviderOutcome, { kind: 'final' }>; requestId: string; attempt?: AttemptCompletion };
+
+/** The actor of the worker's steps, whose final answers are batched. */
+const WORKER = 'worker';
 
 
 /**
@@ -23,12 +29,37 @@ type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
 export class RefundOutcomeService {
   private readonly logger = new Logger('RefundOutcome');
 
+  /** The worker's final answers, many refunds' per statement under load. */
+  private readonly finals: Batcher<FinalMove, boolean>;
+
   constructor(
     private readonly db: Database,
     private readonly state: RefundStateService,
     private readonly cfg: AppConfig,
     private readonly attempts: AttemptsService,
-  ) {}
+    @Optional() private readonly metrics?: MetricsService,
+  ) {
+    this.finals = new Batcher((moves) => this.finalMany(moves, WORKER), {
+      ...batchLimits(this.cfg.processing.batchSize),
+      keyOf: (m) => m.refundId,
+      splitOn: oneItemMayHaveFailed,
+      onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'final' }, n),
+    });
+  }
+
+  /**
+   * Final answers about the current submissions of refunds in processing, each moving its
+   * refund under exactly the conditions the locked path (applyLocked()) would check, and
+   * completing its call's attempt row, in one statement. Returns which moved.
+   */
+  private async finalMany(moves: FinalMove[], actor: string): Promise<boolean[]> {
+    const rows = await this.state.transitionMany(
+      this.db,
+      moves.map((m) => ({ refundId: m.refundId, to: m.outcome.status, from: ['processing' as const], patch: finalPatch(m.outcome), requestId: m.requestId })),
+      { actor, ...this.attempts.completionsMany(moves.map((m) => m.attempt)) },
+    );
+    return rows.map((row) => row !== null);
+  }
 
   /**
    * `providerRequestId` names the submission the answer is about. An answer about an
@@ -67,14 +98,10 @@ export class RefundOutcomeService {
       // conditional on exactly what the locked read below would check (status processing,
       // same request id), under the same row lock. Anything else takes the full path, and so
       // does an amount mismatch, whose review flag must commit with the status change.
+      const move: FinalMove = { refundId, outcome, requestId: providerRequestId, attempt: opts.attempt };
       const moved = await this.attempts.carrying(opts.attempt, () =>
-        this.state.transition(this.db, refundId, outcome.status, {
-          from: ['processing'],
-          actor,
-          patch: finalPatch(outcome),
-          requestId: providerRequestId,
-          alsoRun: opts.attempt ? [(params) => completionCte(opts.attempt!, params)] : [],
-        }),
+        // The worker's answers share statements with the other steps' (finalMany()).
+        actor === WORKER && opts.attempt ? this.finals.submit(move) : this.finalMany([move], actor).then(([one]) => one!),
       );
       // The attempt's completion went with that statement whether or not the refund moved.
       if (opts.attempt) await this.attempts.completeExtras(this.db, opts.attempt);

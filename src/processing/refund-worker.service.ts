@@ -10,7 +10,7 @@ import type { PaymentRow } from '../payments/payment.row.js';
 import type { ProviderOutcome, ProviderResult, RefundCommand, RefundProvider } from '../providers/provider.js';
 import { ProvidersService } from '../providers/providers.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
-import { AttemptCompletion, AttemptsService, completionCte } from './attempts.service.js';
+import { AttemptCompletion, AttemptsService } from './attempts.service.js';
 import { pendingPatch, RefundOutcomeService } from './refund-outcome.service.js';
 import type { RefundRow } from '../refunds/refund.row.js';
 import type { RefundStatus } from '../refunds/refund-status.js';
@@ -26,6 +26,8 @@ const RESEND_EVERY = 6;
 export type StepResult = { done: true } | { done: false; at: Date };
 
 type Claimed = { row: RefundRow; payment: PaymentRow | undefined; slots: number | null };
+type Start = { refundId: string; requestId: string };
+type Reschedule = { refundId: string; status: RefundStatus; patch: RefundPatch; attempt?: AttemptCompletion };
 
 /** A fresh provider request id: 32 hex characters, valid for every provider's id field. */
 export function newProviderRequestId(): string {
@@ -50,6 +52,8 @@ export class RefundWorkerService {
   private readonly released = new Map<string, number>();
   private lastSlot?: string[];
   private readonly claims: Batcher<string, Claimed | undefined>;
+  private readonly starts: Batcher<Start, (RefundRow & { started_attempt_id: string | null }) | null>;
+  private readonly reschedules: Batcher<Reschedule, boolean>;
 
   constructor(
     private readonly db: Database,
@@ -66,6 +70,36 @@ export class RefundWorkerService {
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'claim' }, n),
     });
+    this.starts = new Batcher((items) => this.startMany(items), {
+      ...batchLimits(this.cfg.processing.batchSize),
+      keyOf: (s) => s.refundId,
+      splitOn: oneItemMayHaveFailed,
+      onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'start' }, n),
+    });
+    this.reschedules = new Batcher((items) => this.rescheduleMany(items), {
+      ...batchLimits(this.cfg.processing.batchSize),
+      keyOf: (r) => r.refundId,
+      splitOn: oneItemMayHaveFailed,
+      onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'reschedule' }, n),
+    });
+  }
+
+  /**
+   * Moves queued refunds to processing before their creates are sent: the provider request
+   * id stored (after a crash or timeout we ask about this id, never a new one) and each
+   * create's in_flight attempt row written, by one statement for all of them.
+   */
+  private startMany(items: Start[]): Promise<Array<(RefundRow & { started_attempt_id: string | null }) | null>> {
+    return this.state.transitionMany(
+      this.db,
+      items.map(({ refundId, requestId }) => ({
+        refundId,
+        to: 'processing' as const,
+        from: ['queued' as const],
+        patch: { provider_request_id: requestId, provider_state: 'unknown' as const, check_count: 0 },
+      })),
+      { actor: 'worker', ...this.attempts.startWithTransition('create') },
+    ) as Promise<Array<(RefundRow & { started_attempt_id: string | null }) | null>>;
   }
 
   async step(refundId: string): Promise<StepResult> {
@@ -169,17 +203,11 @@ export class RefundWorkerService {
         if (gate === 'mismatch') return this.refuseLastSlot(row);
       }
       const requestId = row.provider_request_id ?? newProviderRequestId();
-      // One statement, atomic on its own: no transaction around it.
-      const moved = await this.state.transition(this.db, row.id, 'processing', {
-        from: ['queued'],
-        actor: 'worker',
-        // Stored before the call: after a crash or timeout we ask about this id, never a new one.
-        patch: { provider_request_id: requestId, provider_state: 'unknown', check_count: 0 },
-        // The create's in_flight attempt row is written by this same statement.
-        ...this.attempts.startWithTransition(requestId, 'create'),
-      });
+      // One statement, atomic on its own (no transaction around it), shared with the moves
+      // of other steps meanwhile (startMany()).
+      const moved = await this.starts.submit({ refundId: row.id, requestId });
       if (!moved) return this.whenClaimable(row.id);
-      const { started_attempt_id: startedId, ...refund } = moved as RefundRow & { started_attempt_id: string | null };
+      const { started_attempt_id: startedId, ...refund } = moved;
       return this.submit(provider, refund as RefundRow, payment, startedId === null ? undefined : { id: startedId });
     }
     // processing
@@ -377,7 +405,8 @@ export class RefundWorkerService {
 
   /**
    * RefundStateService.update (provider facts and the next check, no status change) plus the
-   * release of this worker's lease, in one statement instead of two: the step is over.
+   * release of this worker's lease, in one statement instead of two: the step is over. The
+   * reschedules of other steps meanwhile share that statement (rescheduleMany()).
    */
   private async updateAndRelease(refundId: string, status: RefundStatus, patch: RefundPatch, attempt?: AttemptCompletion): Promise<boolean> {
     const known = new Set(['provider_refund_id', 'provider_status', 'provider_state', 'next_check_at', 'check_count', 'provider_details']);
@@ -386,31 +415,27 @@ export class RefundWorkerService {
       if (attempt) await this.attempts.complete(this.db, attempt);
       return (await this.state.update(this.db, refundId, [status], patch)) !== null;
     }
-    const params: unknown[] = [refundId, status, this.owner];
-    const sets = [
-      `updated_at = now()`,
-      `lease_until = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_until END`,
-      `lease_owner = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_owner END`,
-    ];
-    for (const col of ['provider_refund_id', 'provider_status', 'provider_state', 'next_check_at', 'check_count'] as const) {
-      if (patch[col] === undefined) continue;
-      params.push(patch[col]);
-      sets.push(`${col} = $${params.length}`);
-    }
-    if (patch.provider_details && Object.keys(patch.provider_details).length > 0) {
-      params.push(patch.provider_details);
-      sets.push(`provider_details = provider_details || $${params.length}::jsonb`);
-    }
-    // The call's attempt row is completed by the same statement (a CTE runs whether or not
-    // the refund's status still matched).
-    const done = attempt ? `WITH ${completionCte(attempt, params)} ` : '';
-    const rows = await this.attempts.carrying(attempt, () =>
-      this.db.query(`${done}UPDATE refunds SET ${sets.join(', ')} WHERE id = $1 AND status = $2 RETURNING id`, params),
-    );
+    // The call's attempt row is completed by the same statement (whether or not the refund's
+    // status still matched); should it fail, on its own (carrying()).
+    const updated = await this.attempts.carrying(attempt, () => this.reschedules.submit({ refundId, status, patch, attempt }));
     if (attempt) await this.attempts.completeExtras(this.db, attempt);
     // The lease went with this statement whether or not the status still matched.
     this.markReleased(refundId);
-    return rows.length > 0;
+    return updated;
+  }
+
+  private rescheduleMany(items: Reschedule[]): Promise<boolean[]> {
+    return this.state.updateMany(this.db, items, {
+      ...this.attempts.completionsMany(items.map((r) => r.attempt)),
+      alsoSet: (params) => {
+        params.push(this.owner);
+        const owner = `$${params.length}::text`;
+        return [
+          `lease_until = CASE WHEN r.lease_owner = ${owner} THEN NULL ELSE r.lease_until END`,
+          `lease_owner = CASE WHEN r.lease_owner = ${owner} THEN NULL ELSE r.lease_owner END`,
+        ];
+      },
+    });
   }
 }
 
