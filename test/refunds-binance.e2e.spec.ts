@@ -308,6 +308,66 @@ describe('Binance Pay refunds end to end', () => {
     expect(over.body.code).toBe('amount_exceeds_refundable');
   });
 
+  it("checks Binance's own slot count without counting a refund twice: one in flight is in its latest report, one not yet sent is not", async () => {
+    const accept = async (paymentId: string, n: number) => {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i++) ids.push((await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1.00', currency: 'USDT' }).expect(202)).body.id);
+      return Promise.all(ids.map((id) => untilFinal(m1, id)));
+    };
+    // What Binance reports on every refund of the payment (its query answers carry the order's count).
+    const report = (paymentId: string, left: number) =>
+      svc.db.query(`UPDATE refunds SET provider_details = provider_details || jsonb_build_object('remainingAttempts', $2::int) WHERE payment_id = $1`, [
+        paymentId,
+        left,
+      ]);
+    // Rewinds a finished refund to a state it passed through, leased so no worker touches it.
+    const rewind = (id: string, status: 'queued' | 'processing', providerState: 'not_sent' | 'unknown') =>
+      svc.db.query(
+        `UPDATE refunds SET status = $2, provider_state = $3, refunded_amount = 0, completed_at = NULL,
+                provider_details = provider_details - 'remainingAttempts',
+                next_check_at = now() + interval '1 hour', lease_until = now() + interval '1 hour'
+          WHERE id = $1`,
+        [id, status, providerState],
+      );
+    const restore = (id: string, remaining: number) =>
+      svc.db.query(
+        `UPDATE refunds SET status = 'succeeded', provider_state = 'acknowledged', refunded_amount = amount, completed_at = now(),
+                provider_details = provider_details || jsonb_build_object('remainingAttempts', $2::int),
+                next_check_at = NULL, lease_until = NULL
+          WHERE id = $1`,
+        [id, remaining],
+      );
+
+    // Nine refunds, Binance's answers recorded for eight, which report one slot left; the
+    // ninth is still in flight (sent, its answer not yet written). Those reports count it
+    // already, so one slot is left, not none.
+    const p1 = await sandboxPayment(svc, 'binance_pay', '100.00');
+    const nine = await accept(p1, 9);
+    await report(p1, 1);
+    const inFlight = nine[0].id;
+    await rewind(inFlight, 'processing', 'unknown');
+    const partial = await createRefund(m1, { provider: 'binance_pay', paymentId: p1, amount: '1.00', currency: 'USDT' }).expect(422);
+    expect(partial.body).toMatchObject({ code: 'payment_not_refundable', refundableAmount: '91', remainingRefunds: 1 });
+    const last = await createRefund(m1, { provider: 'binance_pay', paymentId: p1, amount: '91.00', currency: 'USDT' }).expect(202);
+    await restore(inFlight, 1);
+    expect((await untilFinal(m1, last.body.id)).status).toBe('succeeded');
+
+    // Three refunds here, but Binance reports two slots left (seven refunds made outside this
+    // service), and one of ours is accepted but not yet sent, so no report can include it:
+    // one slot is left.
+    const p2 = await sandboxPayment(svc, 'binance_pay', '100.00');
+    const three = await accept(p2, 3);
+    await report(p2, 2);
+    const notSent = three[0].id;
+    await rewind(notSent, 'queued', 'not_sent');
+    const refused = await createRefund(m1, { provider: 'binance_pay', paymentId: p2, amount: '1.00', currency: 'USDT' }).expect(422);
+    expect(refused.body).toMatchObject({ code: 'payment_not_refundable', refundableAmount: '97', remainingRefunds: 1 });
+    // Once it is sent and answered, the report's two slots are what is left.
+    await restore(notSent, 2);
+    const more = await createRefund(m1, { provider: 'binance_pay', paymentId: p2, amount: '1.00', currency: 'USDT' }).expect(202);
+    expect((await untilFinal(m1, more.body.id)).status).toBe('succeeded');
+  });
+
   it('resolves a lost response by query: one refund at the provider, ours succeeded', async () => {
     const paymentId = await sandboxPayment(svc, 'binance_pay', '30.00');
     // Reference the payment first: the fault below would also cut the payment lookup.

@@ -24,6 +24,6 @@ export interface PaymentBalance {
   refundable: string;
   /** Refunds that used (or will use) one of the provider's refund slots. */
   slotsUsed: number;
-  /** Slots left by the provider's own last report, less refunds accepted since (null: never reported). */
+  /** Slots left by the provider's own last report, less refunds accepted but not yet sent (null: never reported). */
   reportedRemaining: number | null;
 }

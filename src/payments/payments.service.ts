@@ -30,10 +30,14 @@ export function balanceSqlFor(provider: string, paymentId: string): string {
      + (SELECT COUNT(*) FROM refund_events e JOIN refunds r2 ON r2.id = e.refund_id
          WHERE r2.provider = ${provider} AND r2.payment_id = ${paymentId} AND e.from_status = 'failed' AND e.to_status = 'queued'
            AND e.detail->>'previousProviderState' = 'acknowledged'))::int AS slots_used,
-    -- The provider's own count, where it reports one (Binance remainingAttempts), and how
-    -- many refunds were accepted since: catches refunds made outside this service.
+    -- The provider's own count, where it reports one (Binance remainingAttempts), and the
+    -- refunds no report can include yet because they were never sent: catches refunds made
+    -- outside this service. A refund in flight (sent, its answer not yet written) is taken
+    -- as counted by the latest report: Binance may have counted it before answering another
+    -- refund, and subtracting it too would refuse the payment's last refund while it is in flight.
     MIN((provider_details->>'remainingAttempts')::int) AS reported_remaining,
     COUNT(*) FILTER (WHERE status IN ('pending_approval', 'queued', 'processing', 'requires_action')
+                       AND provider_state = 'not_sent'
                        AND provider_details->>'remainingAttempts' IS NULL)::int AS unreported_active
   FROM refunds WHERE refunds.provider = ${provider} AND refunds.payment_id = ${paymentId}`;
 }
