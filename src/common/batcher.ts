@@ -1,25 +1,4 @@
 /**
- * Runs many small requests of one kind as few batches (group commit), in this process.
- *
- * Why: under load most of a refund create's database cost is not the work on its rows but
- * the statement around them: a round trip, the backend's wake-up, executor start-up, a
- * commit and its WAL flush. Creates that arrive while earlier batches are in flight wait
- * here and then go to Postgres together, as one statement over arrays. Nothing waits on a
- * timer: with fewer than `maxInFlight` batches running, a request leaves at once, alone, so
- * an idle service answers as fast as before and a busy one pays the fixed cost once per batch.
- *
- * `keyOf` (optional): at most one item per key in a batch; a second item with the same key
- * waits for a later batch. A batch must not hold two creates on one payment: both would be
- * checked against the same snapshot.
- *
- * When a batch of several items fails with an error `splitOn` says one item may have caused
- * (default: any), its items are tried again alone, one after the other (still in the batch's
- * in-flight slot, so a refused batch never multiplies the load), and one bad item fails only
- * its own request. Other errors (the database is away) fail the whole batch at once, as they
- * would have failed each request. Retrying is safe only where a failed batch wrote nothing
- * (one statement, which Postgres applies all or nothing).
- */
-/**
  * The limits every batcher of the service uses: `size` items at most, and two batches of a
  * kind in flight per process (measured best in docs/performance.md, round 3): a few batches
  * at once, each one backend's work, keep Postgres busy, and the requests that arrive
@@ -43,6 +22,27 @@ export function oneItemMayHaveFailed(err: unknown): boolean {
   return typeof code === 'string' && /^(22|23|40|P0)/.test(code);
 }
 
+/**
+ * Runs many small requests of one kind as few batches (group commit), in this process.
+ *
+ * Why: under load most of a refund create's database cost is not the work on its rows but
+ * the statement around them: a round trip, the backend's wake-up, executor start-up, a
+ * commit and its WAL flush. Creates that arrive while earlier batches are in flight wait
+ * here and then go to Postgres together, as one statement over arrays. Nothing waits on a
+ * timer: with fewer than `maxInFlight` batches running, a request leaves at once, alone, so
+ * an idle service answers as fast as before and a busy one pays the fixed cost once per batch.
+ *
+ * `keyOf` (optional): at most one item per key in a batch; a second item with the same key
+ * waits for a later batch. A batch must not hold two creates on one payment: both would be
+ * checked against the same snapshot.
+ *
+ * When a batch of several items fails with an error `splitOn` says one item may have caused
+ * (default: any), its items are tried again alone, one after the other (still in the batch's
+ * in-flight slot, so a refused batch never multiplies the load), and one bad item fails only
+ * its own request. Other errors (the database is away) fail the whole batch at once, as they
+ * would have failed each request. Retrying is safe only where a failed batch wrote nothing
+ * (one statement, which Postgres applies all or nothing).
+ */
 export class Batcher<I, O> {
   private queue: Array<{ item: I; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
   private inFlight = 0;
