@@ -64,9 +64,34 @@ describe('ROLE=api and ROLE=worker', () => {
     const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
     const res = await create(paymentId, '2');
     const steps = api.app.get(RefundWorkerService);
-    await Promise.all(Array.from({ length: 10 }, () => steps.step(res.body.id)));
-    const { rows } = await api.db.query(`SELECT operation FROM refund_attempts WHERE refund_id = $1`, [res.body.id]);
-    expect(rows).toEqual([{ operation: 'create' }]);
+    // Ten steps at once, then ten more while the create is still at the (slowed) provider.
+    await setFaults(api, 'binance-pay', { latencyMs: 300 });
+    try {
+      const running = Array.from({ length: 10 }, () => steps.step(res.body.id));
+      for (let i = 0; i < 10; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        running.push(steps.step(res.body.id));
+      }
+      await Promise.all(running);
+    } finally {
+      await setFaults(api, 'binance-pay', { latencyMs: 0 });
+    }
+    // One create. A later step may legitimately query the refund once the first step has
+    // rescheduled it and its next check is due (the ten claims run one after another on a
+    // slow machine), but never while another step still holds it: each attempt starts after
+    // the one before it completed.
+    const { rows } = await api.db.query(
+      `SELECT operation, created_at, completed_at FROM refund_attempts WHERE refund_id = $1 ORDER BY number`,
+      [res.body.id],
+    );
+    expect(rows.filter((r) => r.operation === 'create')).toHaveLength(1);
+    expect(rows[0].operation).toBe('create');
+    for (let i = 1; i < rows.length; i++) {
+      expect(rows[i - 1].completed_at).not.toBeNull();
+      expect(rows[i].created_at.getTime()).toBeGreaterThanOrEqual(rows[i - 1].completed_at.getTime());
+    }
+    const atProvider = await api.http().get('/sandbox/binance-pay/refunds').query({ prepayId: paymentId }).expect(200);
+    expect(atProvider.body.data).toHaveLength(1);
   });
 
   it('two worker processes finish every refund, each sent exactly once', async () => {
