@@ -1,8 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Database } from '../src/database/database.js';
 import { RefundStateService, type TransitionItem } from '../src/refunds/refund-state.service.js';
-import { RefundOutcomeService } from '../src/processing/refund-outcome.service.js';
-import { MetricsService } from '../src/metrics/metrics.service.js';
 import { merchantKey, sandboxPayment, startService, type TestService } from './support/service.js';
 
 /**
@@ -155,37 +153,5 @@ describe('RefundStateService.transitionMany', () => {
     );
     expect(moved.map((r) => r?.status ?? null)).toEqual(['succeeded', null]);
     expect((await outcomeOf(ids[1]!)).status).toBe('processing');
-  });
-});
-
-describe('RefundOutcomeService.findByRequestId (webhooks), batched', () => {
-  it('gives each concurrent lookup its own refund, in any mix of known, unknown, repeated and superseded ids', async () => {
-    const outcomes = svc.app.get(RefundOutcomeService);
-    const metrics = svc.app.get(MetricsService);
-    const ids = await Promise.all(Array.from({ length: 6 }, () => queuedRefund('1.00')));
-    const tag = Date.now().toString(36);
-    for (const [i, id] of ids.entries()) {
-      await svc.db.query(`UPDATE refunds SET provider_request_id = $2 WHERE id = $1`, [id, `look-${tag}-${i}`]);
-    }
-    // Refund 0 was submitted before under another request id (an ops retry superseded it).
-    await svc.db.query(
-      `INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome) VALUES ($1, 99, $2, 'create', 'failed')`,
-      [ids[0], `look-${tag}-old`],
-    );
-    const asks: Array<{ provider: string; requestId: string; want: string | undefined }> = [
-      ...ids.map((id, i) => ({ provider: 'binance_pay', requestId: `look-${tag}-${i}`, want: id })),
-      { provider: 'binance_pay', requestId: `look-${tag}-3`, want: ids[3] },
-      { provider: 'binance_pay', requestId: `look-${tag}-unknown`, want: undefined },
-      { provider: 'cobo', requestId: `look-${tag}-2`, want: undefined },
-      { provider: 'binance_pay', requestId: `look-${tag}-old`, want: ids[0] },
-      ...ids.map((id, i) => ({ provider: 'binance_pay', requestId: `look-${tag}-${i}`, want: id })).reverse(),
-    ];
-    const before = (await metrics.webhookLookupBatchSize.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
-    const found = await Promise.all(asks.map((a) => outcomes.findByRequestId(a.provider, a.requestId)));
-    expect(found.map((r) => r?.id)).toEqual(asks.map((a) => a.want));
-    expect(found[0]?.amount).toBeDefined();
-    // They went to Postgres in fewer statements than lookups (two alone, the rest together).
-    const after = (await metrics.webhookLookupBatchSize.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
-    expect(after - before).toBeLessThan(asks.length);
   });
 });

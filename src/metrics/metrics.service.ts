@@ -52,13 +52,6 @@ export class MetricsService {
     registers: [this.registry],
   });
 
-  readonly webhookLookupBatchSize = new Histogram({
-    name: 'provider_webhook_lookup_batch_size',
-    help: 'Provider webhooks per batched lookup of their refunds by request id; 1 when the service is not busy',
-    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
-    registers: [this.registry],
-  });
-
   readonly refundCreateBatchSplits = new Counter({
     name: 'refund_create_batch_splits_total',
     help: 'Batched create statements Postgres refused (a bad row, a deadlock) whose creates were then retried one by one',

@@ -32,9 +32,6 @@ export class RefundOutcomeService {
   /** The worker's final answers, many refunds' per statement under load. */
   private readonly finals: Batcher<FinalMove, boolean>;
 
-  /** Webhooks' lookups of their refund by request id, many per statement under load. */
-  private readonly lookups: Batcher<{ provider: string; requestId: string }, RefundRow | undefined>;
-
   constructor(
     private readonly db: Database,
     private readonly state: RefundStateService,
@@ -47,11 +44,6 @@ export class RefundOutcomeService {
       keyOf: (m) => m.refundId,
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'final' }, n),
-    });
-    this.lookups = new Batcher((keys) => this.findManyByRequestId(keys), {
-      ...batchLimits(this.cfg.processing.batchSize),
-      splitOn: oneItemMayHaveFailed,
-      onBatch: (n) => this.metrics?.webhookLookupBatchSize.observe(n),
     });
   }
 
@@ -221,30 +213,13 @@ export class RefundOutcomeService {
    */
   async findByRequestId(provider: string, requestId: string): Promise<RefundRow | undefined> {
     return (
-      (await this.lookups.submit({ provider, requestId })) ??
+      (await this.db.one<RefundRow>(`SELECT * FROM refunds WHERE provider = $1 AND provider_request_id = $2`, [provider, requestId])) ??
       (await this.db.one<RefundRow>(
         `SELECT r.* FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id
           WHERE r.provider = $1 AND a.provider_request_id = $2 LIMIT 1`,
         [provider, requestId],
       ))
     );
-  }
-
-  /**
-   * The refunds whose current submission has these request ids, in one statement. Webhooks
-   * arrive one per refund under load (a third of the service's statements before they were
-   * batched), and a read takes no lock, so a batch never waits on a row.
-   */
-  private async findManyByRequestId(keys: Array<{ provider: string; requestId: string }>): Promise<Array<RefundRow | undefined>> {
-    const rows = await this.db.query<RefundRow & { lookup_ord: string }>(
-      `SELECT k.ord AS lookup_ord, r.*
-         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(provider, request_id, ord)
-         JOIN refunds r ON r.provider = k.provider AND r.provider_request_id = k.request_id`,
-      [keys.map((k) => k.provider), keys.map((k) => k.requestId)],
-    );
-    const byOrd = new Map<number, RefundRow>();
-    for (const { lookup_ord: ord, ...row } of rows) byOrd.set(Number(ord), row as RefundRow);
-    return keys.map((_, i) => byOrd.get(i + 1));
   }
 
   /** Puts a refund in front of a human (ops actions that find the provider disagreeing). */
