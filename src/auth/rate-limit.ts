@@ -1,9 +1,9 @@
 import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import type { Response } from 'express';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { Problem } from '../common/problem.js';
 import { AppConfig } from '../config/config.js';
-import { redisOptions } from '../processing/queues.js';
+import { redisClient } from '../processing/queues.js';
 
 /**
  * GCRA (a token bucket kept as one timestamp, the "theoretical arrival time") in one Lua
@@ -92,8 +92,8 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
 
   async onModuleInit(): Promise<void> {
     if (!this.enabled) return;
-    const redis = new Redis({
-      ...redisOptions(this.cfg.redisUrl),
+    // A cluster client (REDIS_CLUSTER=true) is typed apart but takes the same calls here.
+    const redis = redisClient(this.cfg, {
       lazyConnect: true,
       // Fail fast (and open) while Redis is away instead of queueing requests behind it.
       enableOfflineQueue: false,
@@ -101,7 +101,7 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
       commandTimeout: COMMAND_TIMEOUT_MS,
       connectTimeout: 2_000,
       connectionName: `${this.cfg.queuePrefix}:ratelimit`,
-    }) as RedisWithGcra;
+    }) as unknown as RedisWithGcra;
     redis.defineCommand('gcra', { numberOfKeys: 2, lua: GCRA_SCRIPT });
     redis.on('error', (err: Error) => this.outage(err));
     redis.on('close', () => this.connectionEpoch++);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { queuePrefix } from '../processing/queues.js';
 import { ConfigError, loadConfig } from './config.js';
 
 describe('loadConfig', () => {
@@ -45,6 +46,19 @@ describe('loadConfig', () => {
   ])('rejects %j naming the variable', (env, message) => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it('reads REDIS_CLUSTER (off by default) and then hash-tags each queue\'s prefix', () => {
+    const standalone = loadConfig({ QUEUE_PREFIX: 'rq' });
+    expect(standalone.redisCluster).toBe(false);
+    expect(queuePrefix(standalone, 'refunds-cobo')).toBe('rq');
+    const cluster = loadConfig({ QUEUE_PREFIX: 'rq', REDIS_CLUSTER: 'true', REDIS_URL: 'redis://10.0.0.5:7000/0' });
+    expect(cluster.redisCluster).toBe(true);
+    expect(queuePrefix(cluster, 'refunds-cobo')).toBe('rq:{refunds-cobo}');
+    expect(queuePrefix(cluster, 'merchant-webhooks')).toBe('rq:{merchant-webhooks}');
+    // A cluster has database 0 only.
+    expect(() => loadConfig({ REDIS_CLUSTER: 'true', REDIS_URL: 'redis://127.0.0.1:6379/3' })).toThrow(/REDIS_URL.*database/);
+    expect(() => loadConfig({ REDIS_CLUSTER: 'yes please' })).toThrow(/REDIS_CLUSTER/);
   });
 
   it('serves the emulators in API processes unless SANDBOX_SERVE=false', () => {

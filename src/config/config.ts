@@ -37,6 +37,12 @@ export class AppConfig {
   redisUrl!: string;
   /** Prefix of every BullMQ key, so several deployments (or test runs) can share one Redis. */
   queuePrefix!: string;
+  /**
+   * REDIS_URL names one node of a Redis Cluster (any node: the client learns the others).
+   * Each BullMQ queue then gets a hash-tagged prefix of its own (`queuePrefix()`), so a
+   * queue's keys share one slot and different queues can live on different shards.
+   */
+  redisCluster!: boolean;
   adminApiKey?: string;
   sandbox!: boolean;
   /**
@@ -203,6 +209,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   cfg.queuePrefix = optional(env, 'QUEUE_PREFIX') ?? 'refunds';
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(cfg.queuePrefix)) {
     throw new ConfigError('QUEUE_PREFIX may hold only letters, digits, "_", "." and "-" (at most 64)');
+  }
+  cfg.redisCluster = bool(env, 'REDIS_CLUSTER', false);
+  if (cfg.redisCluster && !/^\/?0?$/.test(new URL(cfg.redisUrl).pathname)) {
+    // A cluster has database 0 only; a URL naming another one is a mistake to report, not ignore.
+    throw new ConfigError('REDIS_URL may not name a database other than 0 when REDIS_CLUSTER=true');
   }
   cfg.sandbox = bool(env, 'SANDBOX', cfg.nodeEnv !== 'production');
   cfg.sandboxServe = bool(env, 'SANDBOX_SERVE', true);

@@ -1,8 +1,8 @@
 import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { AppConfig } from '../config/config.js';
-import { redisOptions, REFUND_QUEUES } from '../processing/queues.js';
+import { queuePrefix, redisClient, REFUND_QUEUES } from '../processing/queues.js';
 import { WEBHOOK_QUEUE } from '../webhooks/webhook-settings.js';
 
 /**
@@ -21,7 +21,7 @@ export const WATCHED_QUEUES = [...REFUND_QUEUES, WEBHOOK_QUEUE];
 @Injectable()
 export class QueueInspector implements OnModuleDestroy {
   private readonly logger = new Logger('QueueInspector');
-  private connection?: Redis;
+  private connection?: Redis | Cluster;
   private resolved?: Queue[];
 
   constructor(private readonly cfg: AppConfig) {}
@@ -29,10 +29,10 @@ export class QueueInspector implements OnModuleDestroy {
   /** The watched queues (created on first use). */
   queues(): Queue[] {
     if (this.resolved) return this.resolved;
-    this.connection = new Redis({ ...redisOptions(this.cfg.redisUrl), enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.connection = redisClient(this.cfg, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.connection.on('error', (err) => this.logger.debug({ err: err.message }, 'inspector connection error'));
     this.resolved = WATCHED_QUEUES.map((name) => {
-      const queue = new Queue(name, { prefix: this.cfg.queuePrefix, connection: this.connection! });
+      const queue = new Queue(name, { prefix: queuePrefix(this.cfg, name), connection: this.connection! });
       queue.on('error', (err) => this.logger.debug({ queue: name, err: err.message }, 'inspector queue error'));
       return queue;
     });

@@ -2,7 +2,7 @@ import { BullModule } from '@nestjs/bullmq';
 import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '../config/config.js';
 import { ProvidersModule } from '../providers/providers.module.js';
-import { REFUND_QUEUES, redisOptions } from './queues.js';
+import { REFUND_QUEUES, registerQueue, WorkerRedis } from './queues.js';
 import { AttemptsService } from './attempts.service.js';
 import { RefundOutcomeService } from './refund-outcome.service.js';
 import { RecoverySweeper } from './recovery-sweeper.js';
@@ -23,16 +23,16 @@ export class ProcessingModule {
       imports: [
         ProvidersModule,
         BullModule.forRootAsync({
-          inject: [AppConfig],
-          useFactory: (cfg: AppConfig) => ({
+          inject: [AppConfig, WorkerRedis],
+          useFactory: (cfg: AppConfig, redis: WorkerRedis) => ({
+            // Each queue registers its own prefix (registerQueue); this is the default.
             prefix: cfg.queuePrefix,
-            // Workers block on Redis and must wait out reconnects (BullMQ requires null here).
-            connection: { ...redisOptions(cfg.redisUrl), maxRetriesPerRequest: null },
+            connection: redis.connection,
           }),
         }),
         ...REFUND_QUEUES.map((name) =>
           // Workers take their connection from these (root options); producers are in RefundQueueService.
-          BullModule.registerQueue({ name }),
+          registerQueue(name),
         ),
       ],
       providers: [

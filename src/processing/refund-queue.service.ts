@@ -3,7 +3,7 @@ import { JobsOptions, Queue } from 'bullmq';
 import { AppConfig } from '../config/config.js';
 import { Batcher } from '../common/batcher.js';
 import { PROVIDERS, type ProviderName } from '../providers/provider.js';
-import { redisOptions, refundQueueName, type RefundJobData } from './queues.js';
+import { bullConnection, closeRedis, queuePrefix, refundQueueName, type RefundJobData } from './queues.js';
 
 /** Options of every refund job: id = refund id, so a refund has at most one live job. */
 export const REFUND_JOB_OPTIONS: JobsOptions = {
@@ -28,13 +28,15 @@ export class RefundQueueService implements OnModuleDestroy {
   private readonly queues = {} as Record<ProviderName, Queue<RefundJobData>>;
   /** Jobs added while others are on their way to Redis go together (one addBulk round trip). */
   private readonly adders = {} as Record<ProviderName, Batcher<string, void>>;
+  private readonly connection: ReturnType<typeof bullConnection>;
 
   constructor(cfg: AppConfig) {
     // Producer connections fail fast while Redis is away (no offline queue), unlike the
     // workers' blocking connections, which must wait out reconnects.
-    const connection = { ...redisOptions(cfg.redisUrl), enableOfflineQueue: false, maxRetriesPerRequest: 1 };
+    const connection = (this.connection = bullConnection(cfg, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }));
     for (const provider of PROVIDERS) {
-      const queue = new Queue<RefundJobData>(refundQueueName(provider), { prefix: cfg.queuePrefix, connection });
+      const name = refundQueueName(provider);
+      const queue = new Queue<RefundJobData>(name, { prefix: queuePrefix(cfg, name), connection });
       // Connection errors are reported by the calls that hit them; don't crash on the event.
       queue.on('error', (err) => this.logger.debug({ err: err.message }, 'producer connection error'));
       this.queues[provider] = queue;
@@ -53,6 +55,7 @@ export class RefundQueueService implements OnModuleDestroy {
 
   async onModuleDestroy(): Promise<void> {
     await Promise.all(Object.values(this.queues).map((q) => q.close().catch(() => undefined)));
+    await closeRedis(this.connection);
   }
 
   queue(provider: ProviderName): Queue<RefundJobData> {

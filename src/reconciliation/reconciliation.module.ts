@@ -1,5 +1,5 @@
-import { BullModule } from '@nestjs/bullmq';
 import { DynamicModule, Module } from '@nestjs/common';
+import { registerQueue } from '../processing/queues.js';
 import { ProvidersModule } from '../providers/providers.module.js';
 import { ReconciliationController } from './reconciliation.controller.js';
 import { ReconciliationProcessor } from './reconciliation.processor.js';
@@ -12,14 +12,14 @@ import { ReconciliationSweeper } from './reconciliation-sweeper.js';
 /**
  * Reconciliation runs (contract §7). The API and the queue producer exist in every role; the
  * run worker and the sweeper/scheduler only where ROLE runs workers. Relies on
- * ProcessingModule's BullModule root (Redis connection and QUEUE_PREFIX).
+ * ProcessingModule's BullModule root (Redis connection) and its own prefix (registerQueue).
  */
 @Module({})
 export class ReconciliationModule {
   static register(opts: { workers: boolean }): DynamicModule {
     return {
       module: ReconciliationModule,
-      imports: [ProvidersModule, ...(opts.workers ? [BullModule.registerQueue({ name: RECONCILIATION_QUEUE })] : [])],
+      imports: [ProvidersModule, ...(opts.workers ? [registerQueue(RECONCILIATION_QUEUE)] : [])],
       controllers: [ReconciliationController],
       providers: [
         { provide: ReconciliationSettings, useFactory: () => ReconciliationSettings.fromEnv(process.env) },

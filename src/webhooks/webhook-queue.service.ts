@@ -1,7 +1,7 @@
 import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { JobsOptions, Queue } from 'bullmq';
 import { AppConfig } from '../config/config.js';
-import { redisOptions } from '../processing/queues.js';
+import { bullConnection, closeRedis, queuePrefix } from '../processing/queues.js';
 import { WEBHOOK_QUEUE, type WebhookJobData } from './webhook-settings.js';
 
 /**
@@ -24,16 +24,18 @@ const REDIS_TIMEOUT_MS = 2_000;
 export class WebhookQueueService implements OnModuleDestroy {
   private readonly logger = new Logger('WebhookQueue');
   readonly queue: Queue<WebhookJobData>;
+  private readonly connection: ReturnType<typeof bullConnection>;
 
   constructor(cfg: AppConfig) {
     // Fail fast while Redis is away (no offline queue): Postgres holds the schedule.
-    const connection = { ...redisOptions(cfg.redisUrl), enableOfflineQueue: false, maxRetriesPerRequest: 1 };
-    this.queue = new Queue<WebhookJobData>(WEBHOOK_QUEUE, { prefix: cfg.queuePrefix, connection });
+    this.connection = bullConnection(cfg, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.queue = new Queue<WebhookJobData>(WEBHOOK_QUEUE, { prefix: queuePrefix(cfg, WEBHOOK_QUEUE), connection: this.connection });
     this.queue.on('error', (err) => this.logger.debug({ err: err.message }, 'producer connection error'));
   }
 
   async onModuleDestroy(): Promise<void> {
     await this.queue.close().catch(() => undefined);
+    await closeRedis(this.connection);
   }
 
   /** Adds one job per delivery (a no-op for a delivery that already has one). */

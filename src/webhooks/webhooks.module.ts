@@ -1,5 +1,5 @@
-import { BullModule } from '@nestjs/bullmq';
 import { DynamicModule, Module } from '@nestjs/common';
+import { registerQueue } from '../processing/queues.js';
 import { WebhookDeliveryProcessor } from './webhook-delivery.processor.js';
 import { WebhookDeliveryService } from './webhook-delivery.service.js';
 import { WebhookDispatcher } from './webhook-dispatcher.js';
@@ -12,14 +12,14 @@ import { WebhookSweeper } from './webhook-sweeper.js';
 /**
  * Outbound merchant webhooks. The endpoints API and the queue producer exist in every
  * role; the outbox dispatcher, the delivery worker and the sweeper only where ROLE runs
- * workers. Relies on ProcessingModule's BullModule root (connection and QUEUE_PREFIX).
+ * workers. Relies on ProcessingModule's BullModule root (connection) and its own prefix (registerQueue).
  */
 @Module({})
 export class WebhooksModule {
   static register(opts: { workers: boolean }): DynamicModule {
     return {
       module: WebhooksModule,
-      imports: opts.workers ? [BullModule.registerQueue({ name: WEBHOOK_QUEUE })] : [],
+      imports: opts.workers ? [registerQueue(WEBHOOK_QUEUE)] : [],
       controllers: [WebhookEndpointsController],
       providers: [
         { provide: WebhookSettings, useFactory: () => WebhookSettings.fromEnv(process.env) },

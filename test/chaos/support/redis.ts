@@ -1,4 +1,4 @@
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -108,5 +108,103 @@ export class RedisServer {
   async dbSize(): Promise<number> {
     const reply = await redisCommand(this.port, 'DBSIZE');
     return Number(reply.replace(/^:/, ''));
+  }
+}
+
+/**
+ * A Redis Cluster of our own: `size` masters (no replicas) on spare ports of 127.0.0.1, each
+ * with its cluster bus on another spare port (`cluster-port`), formed with
+ * `redis-cli --cluster create`, no persistence. For the service with REDIS_CLUSTER=true.
+ */
+export class RedisClusterNodes {
+  private readonly children: ChildProcess[] = [];
+
+  private constructor(
+    private readonly runDir: string,
+    readonly ports: number[],
+    private readonly busPorts: number[],
+  ) {}
+
+  static async create(runDir: string, size = 3): Promise<RedisClusterNodes> {
+    const ports: number[] = [];
+    const busPorts: number[] = [];
+    for (let i = 0; i < size; i++) {
+      ports.push(await freePort());
+      busPorts.push(await freePort());
+    }
+    const nodes = new RedisClusterNodes(runDir, ports, busPorts);
+    onCleanup(
+      `redis cluster ${ports.join(',')}`,
+      async () => nodes.kill(),
+      () => nodes.children.forEach((c) => c.pid && c.exitCode === null && process.kill(c.pid, 'SIGKILL')),
+    );
+    return nodes;
+  }
+
+  /** The seed node's URL (any node would do: the client learns the others). */
+  get url(): string {
+    return `redis://127.0.0.1:${this.ports[0]}`;
+  }
+
+  logFile(port: number): string {
+    return path.join(this.runDir, `redis-cluster-${port}.log`);
+  }
+
+  async start(): Promise<void> {
+    for (const [i, port] of this.ports.entries()) {
+      const dir = path.join(this.runDir, `redis-cluster-${port}`);
+      fs.mkdirSync(dir, { recursive: true });
+      const fd = fs.openSync(this.logFile(port), 'a');
+      const argv = [
+        ...pdeathsigPrefix(),
+        'redis-server',
+        '--port', String(port),
+        '--bind', '127.0.0.1',
+        '--cluster-enabled', 'yes',
+        '--cluster-port', String(this.busPorts[i]),
+        '--cluster-config-file', 'nodes.conf',
+        '--cluster-node-timeout', '3000',
+        '--save', '',
+        '--appendonly', 'no',
+        '--dir', dir,
+        '--daemonize', 'no',
+      ];
+      const child = spawn(argv[0]!, argv.slice(1), {
+        stdio: ['ignore', fd, fd],
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [RUN_DIR_ENV]: this.runDir },
+      });
+      fs.closeSync(fd);
+      this.children.push(child);
+      if (child.pid) recordChild(this.runDir, child.pid);
+    }
+    for (const port of this.ports) {
+      const ok = await pollUntil(async () => (await redisCommand(port, 'PING', 500).catch(() => '')) === '+PONG', 20_000, 100);
+      if (!ok) throw new Error(`redis-server (cluster) on ${port} did not start:\n${tail(this.logFile(port))}`);
+    }
+    const create = spawnSync(
+      'redis-cli',
+      ['--cluster', 'create', ...this.ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed (${create.status}):\n${create.stdout}\n${create.stderr}`);
+    // Every node must see the whole cluster before clients are pointed at it.
+    for (const port of this.ports) {
+      const ok = await pollUntil(async () => {
+        const info = spawnSync('redis-cli', ['-p', String(port), 'CLUSTER', 'INFO'], { encoding: 'utf8', timeout: 5_000 }).stdout ?? '';
+        return /cluster_state:ok/.test(info) && new RegExp(`cluster_known_nodes:${this.ports.length}\\b`).test(info);
+      }, 30_000, 200);
+      if (!ok) throw new Error(`redis cluster node ${port} did not reach cluster_state:ok:\n${tail(this.logFile(port))}`);
+    }
+  }
+
+  async kill(): Promise<void> {
+    await Promise.all(
+      this.children.map(async (child) => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        child.kill('SIGKILL');
+        await exited;
+      }),
+    );
   }
 }
