@@ -35,6 +35,9 @@ redis.call('SET', KEYS[1], tostring(newTat), 'PX', math.max(1, math.ceil(newTat 
 return { 1, math.floor((now + tolerance - newTat) / emission), 0, math.ceil(newTat - now), 0 }
 `;
 
+/** How long start-up waits for the limiter's connection before going on without it. */
+const CONNECT_WAIT_MS = 3_000;
+
 type RedisWithGcra = Redis & {
   gcra(bucket: string, revoked: string, emissionMs: string, burst: string): Promise<[number, number, number, number, number]>;
 };
@@ -105,9 +108,19 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
     redis.defineCommand('gcra', { numberOfKeys: 2, lua: GCRA_SCRIPT });
     redis.on('error', (err: Error) => this.outage(err));
     redis.on('close', () => this.connectionEpoch++);
+    // A cluster client emits no 'close' when one master drops (its connection to that node
+    // errors instead), yet that node's revocation markers may be gone: forget remembered keys.
+    redis.on('node error', () => this.connectionEpoch++);
     this.redis = redis;
+    // Bounded: a cluster client's connect() never settles while the cluster state is 'fail'
+    // (a master down at start), and the API must still start and fail open.
+    const connecting = redis.connect();
+    connecting.catch(() => undefined);
     try {
-      await redis.connect();
+      await Promise.race([
+        connecting,
+        new Promise((_, reject) => setTimeout(() => reject(new Error('Redis not ready within 3 s')), CONNECT_WAIT_MS).unref()),
+      ]);
     } catch (err) {
       // Start anyway: ioredis keeps reconnecting, and until then requests pass (fail open).
       this.outage(err);

@@ -47,6 +47,9 @@ export function redisClient(cfg: RedisTarget, extra: RedisOptions = {}): Redis |
     redisOptions: nodeOptions,
     lazyConnect,
     enableOfflineQueue: enableOfflineQueue ?? true,
+    // TLS: connect to the nodes by the names the cluster announces rather than resolved
+    // addresses, so certificate checks see the host names (managed TLS clusters need this).
+    ...(nodeOptions.tls ? { dnsLookup: (address: string, callback: (err: Error | null, address: string) => void) => callback(null, address) } : {}),
   });
 }
 
@@ -91,9 +94,10 @@ export function registerQueue(name: string): DynamicModule {
 
 /**
  * The connection the workers' root options hand to every registered queue and worker: in
- * cluster mode one client, closed here once the application has shut down. (Nest shuts
- * global modules down after the modules that use them, so the workers, closed by
- * @nestjs/bullmq on shutdown, are gone by then.)
+ * cluster mode one client, closed here once the application has shut down. Nest runs the
+ * shutdown hooks of global modules last, in the reverse of the order they were added; this
+ * is provided by ConfigModule, AppModule's first import, so its hook runs after
+ * @nestjs/bullmq's (which closes the workers and the registered queues).
  */
 @Injectable()
 export class WorkerRedis implements OnApplicationShutdown {

@@ -8,13 +8,16 @@ import { checkInvariants, describeNonFinal, violationKinds, waitAllFinal } from 
 import { LoadRecorder, createPayments, planRefunds, serverErrors, submitRefunds } from './support/load.js';
 import { RedisClusterNodes } from './support/redis.js';
 import { Scenario, assertNoCrash, logTails, printSummary, setFaults, setupScenario, teardownScenario } from './support/scenario.js';
+import { serviceProcess } from './support/service.js';
 
 // Redis Cluster (REDIS_CLUSTER=true): one api process and two workers against a three-master
 // cluster of our own. Refunds of every provider go from 202 to final through the workers, the
 // merchant-webhook queue delivers, the rate limiter counts, readiness and metrics read the
 // queues; then every key is looked up on the node that holds it: each BullMQ queue's keys sit
 // in the slot of its own hash tag (so no script touches two slots), and the queues are spread
-// over more than one node. Finally the processes stop on SIGTERM without an error.
+// over more than one node. Finally the processes stop on SIGTERM without an error. A second
+// test starts an API process while one master is down (cluster state 'fail'): it must start
+// and serve (the rate limiter fails open), and limit again once the master is back.
 
 const PAYMENTS_PER_PROVIDER = 4;
 const REFUNDS_PER_PAYMENT = 3;
@@ -172,4 +175,46 @@ it('runs refunds, webhooks and rate limits on a Redis Cluster, each queue in a s
   expect(limited[2]).toBeLessThan(limited[0]!);
   expect(exits.every((e) => e.code === 0 || e.signal === 'SIGTERM')).toBe(true);
   expect(connectionErrors).toEqual([]);
+}, 240_000);
+
+it('starts an API process while the cluster is failed (a master down), fails open, and limits again once it is back', async () => {
+  onTestFailed(() => {
+    process.stdout.write(`\n${logTails(s)}\n`);
+  });
+  // Needs the first test's cluster and deployment.
+  expect(s).toBeDefined();
+  expect(nodes).toBeDefined();
+  const sc = s!;
+  const cluster = nodes!;
+  // Node 1, not the seed: the client reaches the cluster, which answers CLUSTERDOWN to everything.
+  await cluster.killNode(1);
+  const failed = await pollUntil(async () => cluster.clusterState(0) === 'fail', 30_000, 200);
+  expect(failed).toBe(true);
+
+  const late = await serviceProcess('api-late', 'api', sc.run.dir, sc.dep);
+  sc.processes.push(late);
+  // Before the fix, the rate limiter's connect() never settled here and the process never listened.
+  await late.start(30_000);
+  const auth = { authorization: `Bearer ${sc.merchantKey}` };
+  const whileDown = await request('GET', `${late.url}/v1/refunds?limit=1`, { headers: auth, timeoutMs: 10_000 });
+
+  await cluster.startNode(1);
+  const back = await pollUntil(async () => cluster.clusterState(0) === 'ok' && cluster.clusterState(1) === 'ok', 60_000, 250);
+  const limitedAgain = await pollUntil(async () => {
+    const res = await request('GET', `${late.url}/v1/refunds?limit=1`, { headers: auth, timeoutMs: 10_000 });
+    return res.status === 200 && res.headers.get('ratelimit-remaining') !== null ? res : undefined;
+  }, 60_000, 500);
+  await late.stop();
+
+  printSummary('redis cluster: API started while a master is down', {
+    whileDown: { status: whileDown.status, rateLimitRemaining: whileDown.headers.get('ratelimit-remaining') },
+    clusterBack: back === true,
+    limitedAgain: limitedAgain ? limitedAgain.headers.get('ratelimit-remaining') : 'not within 60 s',
+  });
+  // Fail open: the request is served, without a rate-limit answer (the limiter could not ask Redis).
+  expect(whileDown.status).toBe(200);
+  expect(whileDown.headers.get('ratelimit-remaining')).toBeNull();
+  expect(back).toBe(true);
+  expect(limitedAgain).toBeDefined();
+  expect(late.unexpectedExits).toEqual([]);
 }, 240_000);

@@ -150,37 +150,9 @@ export class RedisClusterNodes {
     return path.join(this.runDir, `redis-cluster-${port}.log`);
   }
 
+  /** Starts every node, forms the cluster and waits until every node sees all of it. */
   async start(): Promise<void> {
-    for (const [i, port] of this.ports.entries()) {
-      const dir = path.join(this.runDir, `redis-cluster-${port}`);
-      fs.mkdirSync(dir, { recursive: true });
-      const fd = fs.openSync(this.logFile(port), 'a');
-      const argv = [
-        ...pdeathsigPrefix(),
-        'redis-server',
-        '--port', String(port),
-        '--bind', '127.0.0.1',
-        '--cluster-enabled', 'yes',
-        '--cluster-port', String(this.busPorts[i]),
-        '--cluster-config-file', 'nodes.conf',
-        '--cluster-node-timeout', '3000',
-        '--save', '',
-        '--appendonly', 'no',
-        '--dir', dir,
-        '--daemonize', 'no',
-      ];
-      const child = spawn(argv[0]!, argv.slice(1), {
-        stdio: ['ignore', fd, fd],
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [RUN_DIR_ENV]: this.runDir },
-      });
-      fs.closeSync(fd);
-      this.children.push(child);
-      if (child.pid) recordChild(this.runDir, child.pid);
-    }
-    for (const port of this.ports) {
-      const ok = await pollUntil(async () => (await redisCommand(port, 'PING', 500).catch(() => '')) === '+PONG', 20_000, 100);
-      if (!ok) throw new Error(`redis-server (cluster) on ${port} did not start:\n${tail(this.logFile(port))}`);
-    }
+    for (const i of this.ports.keys()) await this.startNode(i);
     const create = spawnSync(
       'redis-cli',
       ['--cluster', 'create', ...this.ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'],
@@ -195,6 +167,55 @@ export class RedisClusterNodes {
       }, 30_000, 200);
       if (!ok) throw new Error(`redis cluster node ${port} did not reach cluster_state:ok:\n${tail(this.logFile(port))}`);
     }
+  }
+
+  /**
+   * Starts node i (again): its nodes.conf stays in its directory, so a restarted node comes
+   * back with its identity and slots and rejoins the cluster by itself.
+   */
+  async startNode(i: number): Promise<void> {
+    const port = this.ports[i]!;
+    const dir = path.join(this.runDir, `redis-cluster-${port}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const fd = fs.openSync(this.logFile(port), 'a');
+    const argv = [
+      ...pdeathsigPrefix(),
+      'redis-server',
+      '--port', String(port),
+      '--bind', '127.0.0.1',
+      '--cluster-enabled', 'yes',
+      '--cluster-port', String(this.busPorts[i]),
+      '--cluster-config-file', 'nodes.conf',
+      '--cluster-node-timeout', '3000',
+      '--save', '',
+      '--appendonly', 'no',
+      '--dir', dir,
+      '--daemonize', 'no',
+    ];
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ['ignore', fd, fd],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [RUN_DIR_ENV]: this.runDir },
+    });
+    fs.closeSync(fd);
+    this.children[i] = child;
+    if (child.pid) recordChild(this.runDir, child.pid);
+    const ok = await pollUntil(async () => (await redisCommand(port, 'PING', 500).catch(() => '')) === '+PONG', 20_000, 100);
+    if (!ok) throw new Error(`redis-server (cluster) on ${port} did not start:\n${tail(this.logFile(port))}`);
+  }
+
+  /** SIGKILL of node i (the others mark the cluster failed after the node timeout, 3 s). */
+  async killNode(i: number): Promise<void> {
+    const child = this.children[i];
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** `cluster_state` as node i reports it ('ok' or 'fail'). */
+  clusterState(i: number): string {
+    const info = spawnSync('redis-cli', ['-p', String(this.ports[i]), 'CLUSTER', 'INFO'], { encoding: 'utf8', timeout: 5_000 }).stdout ?? '';
+    return /cluster_state:(\w+)/.exec(info)?.[1] ?? 'unreachable';
   }
 
   async kill(): Promise<void> {
