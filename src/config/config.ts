@@ -262,7 +262,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 
   cfg.processing = {
     providerTimeoutMs: int(env, 'PROVIDER_TIMEOUT_MS', 10_000, 100, 120_000),
-    concurrency: int(env, 'WORKER_CONCURRENCY', 256, 1, 5_000),
+    concurrency: int(env, 'WORKER_CONCURRENCY', 512, 1, 5_000),
     batchSize: int(env, 'WORKER_BATCH_SIZE', 64, 1, 1_000),
     pollInitialDelayMs: int(env, 'POLL_INITIAL_DELAY_MS', 1_000, 10, 3_600_000),
     pollMaxDelayMs: int(env, 'POLL_MAX_DELAY_MS', 60_000, 10, 86_400_000),
