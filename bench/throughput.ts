@@ -40,6 +40,8 @@
 //                                   provider's CPU and statements are reported apart from the service's;
 //                                   0: the first api process serves them (rounds 1-4, and builds before SANDBOX_SERVE)
 //   BENCH_SERVICE_ENV               extra service environment, e.g. "WORKER_CONCURRENCY=64 DB_POOL_SIZE=20"
+//   BENCH_NODE_OPTIONS              Node/V8 flags added to the service processes' NODE_OPTIONS after the heap cap,
+//                                   e.g. "--max-semi-space-size=32" (BENCH_SERVICE_ENV splits on spaces)
 //   BENCH_CPU_PROF=1                CPU profiles of the service per phase (bench/results/profiles-<ts>/)
 //   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
 //   BENCH_SERVICE_BUILD             another build of the service to measure (a directory holding src/ and
@@ -152,6 +154,23 @@ async function heapMb(url: string): Promise<Record<string, number> | undefined> 
     };
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Time a process has spent in garbage collection since it started, in ms: the sum over GC
+ * kinds of prom-client's nodejs_gc_duration_seconds (a PerformanceObserver on 'gc'). NaN when
+ * the process does not answer.
+ */
+async function gcMs(url: string): Promise<number> {
+  try {
+    const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const text = await res.text();
+    let sum = 0;
+    for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)$/gm)) sum += Number(m[1]);
+    return sum * 1000;
+  } catch {
+    return NaN;
   }
 }
 
@@ -673,7 +692,7 @@ async function main(): Promise<number> {
     RATE_LIMIT_PER_MINUTE: '1000000',
     BENCH_PROCESS_NAME: name,
     // The heap cap the Dockerfile and `npm start` run the service with (docs/performance.md, memory).
-    NODE_OPTIONS: [HEAP_CAP, ...(profileDir ? [`--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`] : [])].join(' '),
+    NODE_OPTIONS: [HEAP_CAP, ...(env.BENCH_NODE_OPTIONS ? [env.BENCH_NODE_OPTIONS] : []), ...(profileDir ? [`--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`] : [])].join(' '),
     ...(profileDir ? { BENCH_CPU_PROF_DIR: profileDir } : {}),
     ...extraEnv,
   });
@@ -722,6 +741,28 @@ async function main(): Promise<number> {
   }));
   const perUnit = (ms: Record<string, number>, n: number) =>
     Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, round(v / n, 2)]));
+  /** GC ms so far per service process (the API processes summed), to subtract per phase. */
+  const gcSnapshot = async (): Promise<Record<string, number>> => {
+    const out: Record<string, number> = {};
+    out.api = (await Promise.all(apis.filter((p) => p.isRunning).map((p) => gcMs(p.url)))).reduce((x, y) => x + y, 0);
+    if (worker.isRunning) out.worker = await gcMs(worker.url);
+    if (emulator?.isRunning) out.emulator = await gcMs(emulator.url);
+    return out;
+  };
+  /**
+   * A phase's GC time per unit of work, and its share of the same process's CPU in the phase:
+   * what a change to allocation or to the young generation's size (--max-semi-space-size)
+   * would act on.
+   */
+  const gcPer = (before: Record<string, number>, after: Record<string, number>, cpuUsed: Record<string, number>, n: number) =>
+    Object.fromEntries(
+      Object.keys(after)
+        .filter((k) => before[k] !== undefined && Number.isFinite(after[k]! - before[k]!))
+        .map((k) => {
+          const ms = after[k]! - before[k]!;
+          return [k, { msPerUnit: round(ms / n, 2), shareOfCpu: cpuUsed[k] ? round(ms / cpuUsed[k]!, 3) : null }];
+        }),
+    );
   const phases: Record<string, unknown> = {};
   const rssPeaks: Record<string, number> = {};
   const notePeaks = (peaks: Record<string, number>) => {
@@ -748,10 +789,12 @@ async function main(): Promise<number> {
   log(`ingest: ${ingestPosts.length} POST /v1/refunds at ${CONCURRENCY} connections`);
   await resetStatements(db, pgss);
   await profiler.start('ingest');
+  const ingestGc0 = await gcSnapshot();
   rss.start();
   cpu.start();
   const ingest = await post(apiUrls(), merchantKey, ingestPosts);
   const ingestCpu = cpu.stop();
+  const ingestGc = gcPer(ingestGc0, await gcSnapshot(), ingestCpu, ingest.ok || 1);
   const ingestRss = notePeaks(rss.stop());
   memory.apiAfterIngest = await heapMb(api.url);
   await profiler.stop('ingest');
@@ -761,6 +804,7 @@ async function main(): Promise<number> {
     sqlStatementsPerRequest: round(ingestCalls / ingestPosts.length, 2),
     cpuMs: ingestCpu,
     cpuMsPerRequest: perUnit(ingestCpu, ingest.ok || 1),
+    gcPerRequest: ingestGc,
     rssPeakMb: ingestRss,
     loadAverage: loadAvg(),
     topStatements: await statements(db, pgss),
@@ -815,6 +859,7 @@ async function main(): Promise<number> {
     log(`end to end, ${latency} ms: ${posts.length} refunds posted at ${CONCURRENCY} connections, waiting until final`);
     await resetStatements(db, pgss);
     await profiler.start(label);
+    const gc0 = await gcSnapshot();
     rss.start();
     cpu.start();
     const active: number[] = [];
@@ -836,6 +881,7 @@ async function main(): Promise<number> {
     // Webhooks still owed at the deadline: the rate below would be too high, say so.
     if (webhooks.stillPending > 0) result.timedOut = true;
     const used = cpu.stop();
+    const gc = gcPer(gc0, await gcSnapshot(), used, result.final || 1);
     memory[`apiAfter${label}`] = await heapMb(api.url);
     memory[`workerAfter${label}`] = await heapMb(worker.url);
     const peaks = notePeaks(rss.stop());
@@ -862,6 +908,7 @@ async function main(): Promise<number> {
       ...(EMULATOR_PROCESS ? { sqlStatementsPerRefundEmulator: round(emuCalls / posts.length, 1) } : {}),
       cpuMs: used,
       cpuMsPerRefund: perUnit(used, result.final || 1),
+      gcPerRefund: gc,
       rssPeakMb: peaks,
       loadAverage: loadAvg(),
       topStatements: await statements(db, pgss),
@@ -911,6 +958,7 @@ async function main(): Promise<number> {
       e2eRefunds: E2E_REFUNDS,
       e2eLatencies: E2E_LATENCIES,
       serviceEnv: extraEnv,
+      nodeOptions: [HEAP_CAP, ...(env.BENCH_NODE_OPTIONS ? [env.BENCH_NODE_OPTIONS] : [])].join(' '),
       serviceBuild: env.BENCH_SERVICE_BUILD ?? 'dist/bench',
       postgres: 'own cluster (fsync off, full_page_writes off, shared_buffers 64MB, max_connections 400)',
     },
@@ -941,6 +989,9 @@ async function main(): Promise<number> {
       row(`  service CPU per refund; ${os.cpus().length} cores ÷ it (derived), refunds/s`, `${service.toFixed(1)} ms; ${Math.round((os.cpus().length * 1000) / service)}`, '', ''),
     ];
   };
+  /** GC ms per unit and its share of the process's CPU, e.g. "0.10 (10 %)", per process. */
+  const gcLine = (g: Record<string, { msPerUnit: number; shareOfCpu: number | null }> | undefined, names: string[]) =>
+    names.map((n) => (g?.[n] ? `${g[n]!.msPerUnit.toFixed(2)} (${g[n]!.shareOfCpu === null ? '?' : Math.round(g[n]!.shareOfCpu! * 100)} %)` : '-')).join(' / ');
   const row = (a1: string, b1: string, c1: string, d1: string) => `${a1.padEnd(58)} ${b1.padStart(16)} ${c1.padStart(16)} ${d1.padStart(5)}`;
   const yes = (x: boolean | null) => (x === null ? '' : x ? 'yes' : 'NO');
   const lines = [
@@ -959,6 +1010,7 @@ async function main(): Promise<number> {
     row('  errors (non-2xx, socket errors, timeouts)', String(ingest.errors), '0', yes(ingest.errors === 0)),
     row('  SQL statements per request', String((phases.ingest as { sqlStatementsPerRequest: number }).sqlStatementsPerRequest), '', ''),
     row('  CPU ms per request: api / postgres / redis / load generator', cpuLine((phases.ingest as { cpuMsPerRequest: Record<string, number> }).cpuMsPerRequest), '', ''),
+    row('  GC ms per request (share of its CPU): api', gcLine(ingestGc, ['api']), '', ''),
     ...Object.values(e2e).flatMap((x) => {
       const r = x as ReturnType<typeof settle> extends Promise<infer T> ? T & { latencyMs: number; sqlStatementsPerRefund: number } : never;
       const ratio = r.perSecond / aRate;
@@ -985,6 +1037,12 @@ async function main(): Promise<number> {
           '',
         ),
         ...cpuRows(x as { cpuMsPerRefund: Record<string, number>; sqlStatementsPerRefund: number; sqlStatementsPerRefundEmulator?: number }),
+        row(
+          `  GC ms per refund (share of its CPU): api / worker${emulator ? ' / emulator' : ''}`,
+          gcLine((x as { gcPerRefund: Parameters<typeof gcLine>[0] }).gcPerRefund, ['api', 'worker', ...(emulator ? ['emulator'] : [])]),
+          '',
+          '',
+        ),
       ];
     }),
     ...Object.keys(rssPeaks).map((name) =>
