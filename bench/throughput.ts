@@ -75,6 +75,8 @@ const { createMerchantKey } = await import('../test/chaos/support/load.js');
 type ServiceProcess = Awaited<ReturnType<typeof serviceProcess>>;
 
 const env = process.env;
+/** The service processes' Node flags: the heap cap, then BENCH_NODE_OPTIONS (recorded in the JSON). */
+const SERVICE_NODE_OPTIONS = [HEAP_CAP, ...(env.BENCH_NODE_OPTIONS ? [env.BENCH_NODE_OPTIONS] : [])];
 const num = (name: string, fallback: number) => (env[name] && /^\d+$/.test(env[name]!) ? Number(env[name]) : fallback);
 const CONCURRENCY = num('BENCH_CONCURRENCY', 64);
 const BASELINE_SECONDS = num('BENCH_BASELINE_SECONDS', 10);
@@ -692,7 +694,7 @@ async function main(): Promise<number> {
     RATE_LIMIT_PER_MINUTE: '1000000',
     BENCH_PROCESS_NAME: name,
     // The heap cap the Dockerfile and `npm start` run the service with (docs/performance.md, memory).
-    NODE_OPTIONS: [HEAP_CAP, ...(env.BENCH_NODE_OPTIONS ? [env.BENCH_NODE_OPTIONS] : []), ...(profileDir ? [`--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`] : [])].join(' '),
+    NODE_OPTIONS: [...SERVICE_NODE_OPTIONS, ...(profileDir ? [`--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`] : [])].join(' '),
     ...(profileDir ? { BENCH_CPU_PROF_DIR: profileDir } : {}),
     ...extraEnv,
   });
@@ -958,7 +960,7 @@ async function main(): Promise<number> {
       e2eRefunds: E2E_REFUNDS,
       e2eLatencies: E2E_LATENCIES,
       serviceEnv: extraEnv,
-      nodeOptions: [HEAP_CAP, ...(env.BENCH_NODE_OPTIONS ? [env.BENCH_NODE_OPTIONS] : [])].join(' '),
+      nodeOptions: SERVICE_NODE_OPTIONS.join(' '),
       serviceBuild: env.BENCH_SERVICE_BUILD ?? 'dist/bench',
       postgres: 'own cluster (fsync off, full_page_writes off, shared_buffers 64MB, max_connections 400)',
     },
