@@ -1,7 +1,9 @@
 // Summarises V8 .cpuprofile files (from `BENCH_CPU_PROF=1 npm run bench` or `node --cpu-prof`):
-// self time by function and by package, and inclusive time of chosen frames.
+// self time by function and by package, and inclusive time of chosen frames; and .heapprofile
+// files (from `BENCH_HEAP_PROF=1 npm run bench`): bytes allocated by function and by package, and
+// by the innermost frame of the service's own code on the stack (which of our calls allocates).
 //
-//   node dist/bench/bench/profile-summary.js <file.cpuprofile> [top=30]
+//   node dist/bench/bench/profile-summary.js <file.cpuprofile|file.heapprofile> [top=30]
 import fs from 'node:fs';
 
 interface Node {
@@ -23,7 +25,8 @@ function pkgOf(url: string): string {
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1]!;
   if (url.startsWith('node:')) return 'node:' + url.slice(5).split('/')[0];
-  const s = /\/dist\/(?:bench\/)?src\/([^/]+)/.exec(url);
+  // A build in dist/, or the copy the bench runs the service from (<run dir>/service/src).
+  const s = /\/(?:dist\/(?:bench\/)?|service\/)src\/([^/]+)/.exec(url);
   if (s) return `src/${s[1]}`;
   return url.replace(/^file:\/\//, '').split('/').slice(-2).join('/');
 }
@@ -79,11 +82,70 @@ export function summarise(file: string, top = 30): string {
   return lines.join('\n');
 }
 
+interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: HeapNode[];
+}
+
+/** The service's own code (src/ of a build), as opposed to node_modules and Node's internals. */
+const ownCode = (url: string) => /\/(?:dist\/(?:bench\/)?|service\/)src\//.test(url) && !url.includes('node_modules');
+
+export function summariseHeap(file: string, top = 30): string {
+  const p = JSON.parse(fs.readFileSync(file, 'utf8')) as { head: HeapNode };
+  const byFn = new Map<string, number>();
+  const byPkg = new Map<string, number>();
+  const byOwn = new Map<string, number>();
+  const incl = new Map<string, number>();
+  let total = 0;
+  const frameKey = (n: HeapNode) => `${n.callFrame.functionName || '(anonymous)'} ${pkgOf(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+  const add = (m: Map<string, number>, k: string, v: number) => m.set(k, (m.get(k) ?? 0) + v);
+  // Depth first with the stack, so every allocation is also charged to each package on its
+  // stack once (inclusive) and to the innermost frame of our own code.
+  const walk = (n: HeapNode, stack: HeapNode[]) => {
+    stack.push(n);
+    if (n.selfSize > 0) {
+      total += n.selfSize;
+      add(byFn, frameKey(n), n.selfSize);
+      const name = n.callFrame.functionName;
+      add(byPkg, name.startsWith('(') && !n.callFrame.url ? name : pkgOf(n.callFrame.url), n.selfSize);
+      const seen = new Set<string>();
+      for (const f of stack) if (f.callFrame.url) seen.add(pkgOf(f.callFrame.url));
+      for (const k of seen) add(incl, k, n.selfSize);
+      let own: HeapNode | undefined;
+      for (let i = stack.length - 1; i >= 0 && !own; i--) if (ownCode(stack[i]!.callFrame.url)) own = stack[i];
+      add(byOwn, own ? frameKey(own) : '(no frame of the service on the stack)', n.selfSize);
+    }
+    for (const c of n.children) walk(c, stack);
+    stack.pop();
+  };
+  walk(p.head, []);
+  const pct = (b: number) => `${((100 * b) / (total || 1)).toFixed(1).padStart(5)}%`;
+  const list = (m: Map<string, number>, n: number) =>
+    [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `  ${pct(v)}  ${(v / 1e6).toFixed(1).padStart(8)} MB  ${k}`);
+  return [
+    `${file}: ${(total / 1e6).toFixed(1)} MB allocated (sampled, collected objects included); shares of it`,
+    '',
+    'allocated by package (self):',
+    ...list(byPkg, 20),
+    '',
+    'allocated under package (a frame of it anywhere on the stack):',
+    ...list(incl, 25),
+    '',
+    'allocated by function (self):',
+    ...list(byFn, top),
+    '',
+    'allocated under the innermost frame of the service (src/):',
+    ...list(byOwn, top),
+  ].join('\n');
+}
+
 if (process.argv[1] && /profile-summary\.js$/.test(process.argv[1])) {
   const [file, top] = process.argv.slice(2);
   if (!file) {
-    process.stderr.write('usage: node dist/bench/bench/profile-summary.js <file.cpuprofile> [top]\n');
+    process.stderr.write('usage: node dist/bench/bench/profile-summary.js <file.cpuprofile|file.heapprofile> [top]\n');
     process.exit(2);
   }
-  process.stdout.write(summarise(file, top ? Number(top) : 30) + '\n');
+  const summary = file.endsWith('.heapprofile') ? summariseHeap : summarise;
+  process.stdout.write(summary(file, top ? Number(top) : 30) + '\n');
 }

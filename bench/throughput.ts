@@ -39,10 +39,14 @@
 //                                   Postgres role), the service's processes with SANDBOX_SERVE=false, so the
 //                                   provider's CPU and statements are reported apart from the service's;
 //                                   0: the first api process serves them (rounds 1-4, and builds before SANDBOX_SERVE)
+//   BENCH_PG_SOCKET=1               every connection to Postgres (baseline A's, the service's, the emulators')
+//                                   over its Unix socket instead of TCP 127.0.0.1 (DATABASE_URL ...?host=<dir>)
 //   BENCH_SERVICE_ENV               extra service environment, e.g. "WORKER_CONCURRENCY=64 DB_POOL_SIZE=20"
 //   BENCH_NODE_OPTIONS              Node/V8 flags added to the service processes' NODE_OPTIONS after the heap cap,
 //                                   e.g. "--max-semi-space-size=32" (BENCH_SERVICE_ENV splits on spaces)
 //   BENCH_CPU_PROF=1                CPU profiles of the service per phase (bench/results/profiles-<ts>/)
+//   BENCH_HEAP_PROF=1               allocation profiles instead (where the garbage is allocated, collected
+//                                   objects included), per phase, in the same place; not with BENCH_CPU_PROF
 //   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
 //   BENCH_SERVICE_BUILD             another build of the service to measure (a directory holding src/ and
 //                                   migrations/ as tsc -p bench/tsconfig.json writes them), e.g. an older commit's
@@ -86,8 +90,10 @@ const E2E_REFUNDS = num('BENCH_E2E_REFUNDS', 5_000);
 const E2E_LATENCIES = (env.BENCH_E2E_LATENCIES ?? '0,200,2000').split(',').map((s) => Number(s.trim())).filter((n) => Number.isFinite(n));
 const E2E_TIMEOUT_MS = num('BENCH_E2E_TIMEOUT_MS', 120_000);
 const TIMEOUT_MS = num('BENCH_TIMEOUT_MS', 15 * 60_000);
-const CPU_PROF = env.BENCH_CPU_PROF === '1';
+const HEAP_PROF = env.BENCH_HEAP_PROF === '1';
+const PROFILING = env.BENCH_CPU_PROF === '1' || HEAP_PROF;
 const EMULATOR_PROCESS = env.BENCH_EMULATOR_PROCESS !== '0';
+const PG_SOCKET = env.BENCH_PG_SOCKET === '1';
 /** The Postgres role the emulator process connects as: its backends and statements are told apart by it. */
 const EMULATOR_DB_USER = 'bench_emulator';
 const API_PROCESSES = Math.max(1, Math.min(8, num('BENCH_API_PROCESSES', 1)));
@@ -643,7 +649,16 @@ async function main(): Promise<number> {
     `\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n`,
   );
   await cluster.start();
-  const databaseUrl = await cluster.createDatabase(`refunds_bench_${randomBytes(3).toString('hex')}`);
+  let databaseUrl = await cluster.createDatabase(`refunds_bench_${randomBytes(3).toString('hex')}`);
+  if (PG_SOCKET) {
+    // The cluster's Unix socket (its directory is the cluster's root) instead of TCP
+    // 127.0.0.1, for baseline A, the service and the emulators alike: what a deployment with
+    // Postgres on the same host would use (pg reads the directory from ?host=).
+    const u = new URL(databaseUrl);
+    u.hostname = 'localhost';
+    u.searchParams.set('host', cluster.root);
+    databaseUrl = u.toString();
+  }
   const redis = await RedisServer.create(run.dir);
   await redis.start();
   const redisPid = () => (redis as unknown as { child?: { pid?: number } }).child?.pid;
@@ -670,7 +685,7 @@ async function main(): Promise<number> {
   }
   const queuePrefix = `bench_${randomBytes(3).toString('hex')}`;
   const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`;
-  const profileDir = CPU_PROF ? path.join(REPO_ROOT, 'bench', 'results', `profiles-${startedAt.toISOString().replace(/[:.]/g, '-')}`) : undefined;
+  const profileDir = PROFILING ? path.join(REPO_ROOT, 'bench', 'results', `profiles-${startedAt.toISOString().replace(/[:.]/g, '-')}`) : undefined;
   if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
   const extraEnv: Record<string, string> = {};
   for (const pair of (env.BENCH_SERVICE_ENV ?? '').split(/\s+/).filter(Boolean)) {
@@ -695,7 +710,7 @@ async function main(): Promise<number> {
     BENCH_PROCESS_NAME: name,
     // The heap cap the Dockerfile and `npm start` run the service with (docs/performance.md, memory).
     NODE_OPTIONS: [...SERVICE_NODE_OPTIONS, ...(profileDir ? [`--require ${path.join(REPO_ROOT, 'bench', 'cpu-profile.cjs')}`] : [])].join(' '),
-    ...(profileDir ? { BENCH_CPU_PROF_DIR: profileDir } : {}),
+    ...(profileDir ? { BENCH_CPU_PROF_DIR: profileDir, BENCH_PROF_KIND: HEAP_PROF ? 'heap' : 'cpu' } : {}),
     ...extraEnv,
   });
   const api = await serviceProcess('api', 'api', run.dir, { env: serviceEnv('api'), adminKey, queuePrefix }, apiPort);
@@ -963,6 +978,7 @@ async function main(): Promise<number> {
       nodeOptions: SERVICE_NODE_OPTIONS.join(' '),
       serviceBuild: env.BENCH_SERVICE_BUILD ?? 'dist/bench',
       postgres: 'own cluster (fsync off, full_page_writes off, shared_buffers 64MB, max_connections 400)',
+      postgresConnection: PG_SOCKET ? 'unix socket' : 'tcp 127.0.0.1',
     },
     phases,
     ratios,
@@ -998,7 +1014,7 @@ async function main(): Promise<number> {
   const yes = (x: boolean | null) => (x === null ? '' : x ? 'yes' : 'NO');
   const lines = [
     '',
-    `refund throughput, ${os.cpus().length} cores, ${API_PROCESSES} api process${API_PROCESSES > 1 ? "es" : ""}, load average ${loadAtStart.join(' ')} at start, ${result.loadAverage.atEnd.join(' ')} at end`,
+    `refund throughput, ${os.cpus().length} cores, ${API_PROCESSES} api process${API_PROCESSES > 1 ? "es" : ""}${PG_SOCKET ? ", Postgres over its Unix socket" : ""}, load average ${loadAtStart.join(' ')} at start, ${result.loadAverage.atEnd.join(' ')} at end`,
     row('measure', 'value', 'target', 'met'),
     row('-'.repeat(58), '-'.repeat(16), '-'.repeat(16), '-'.repeat(5)),
     row(`baseline A: create tx through pg (${CONCURRENCY} conns), tx/s (mean)`, String(aRate), '', ''),
