@@ -154,6 +154,40 @@ describe('RateLimiter outside the HTTP stack', () => {
     }
   });
 
+  it('takes exactly one unit per call when a burst of calls shares one pipelined write', async () => {
+    const cfg = loadConfig({
+      NODE_ENV: 'test',
+      REDIS_URL,
+      SANDBOX: 'true',
+      QUEUE_PREFIX: `rl-pipe-${randomBytes(4).toString('hex')}`,
+      RATE_LIMIT_PER_MINUTE: '10',
+    });
+    const limiter = new RateLimiter(cfg);
+    await limiter.onModuleInit();
+    try {
+      await limiter.take('warm'); // the script is loaded on the connection (EVAL once, then EVALSHA)
+      const stream = (limiter as unknown as { redis: { stream: { write: (...args: unknown[]) => boolean } } }).redis.stream;
+      const write = stream.write;
+      let writes = 0;
+      stream.write = function (this: unknown, ...args: unknown[]) {
+        writes++;
+        return write.apply(this, args);
+      };
+      // 50 requests of one key in one turn of the event loop, as under load.
+      const decisions = await Promise.all(Array.from({ length: 50 }, () => limiter.take('burst')));
+      stream.write = write;
+      const allowed = decisions.filter((d) => d?.allowed);
+      expect(allowed).toHaveLength(10);
+      expect(decisions.filter((d) => d && !d.allowed)).toHaveLength(40);
+      // Each allowed call took its own unit: remaining 9, 8, ..., 0, each once.
+      expect(allowed.map((d) => d!.remaining).sort((x, y) => y - x)).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+      // One write for the 50 scripts, not one each (ioredis auto-pipelining).
+      expect(writes).toBeLessThanOrEqual(2);
+    } finally {
+      await limiter.onModuleDestroy();
+    }
+  });
+
   it('is off with RATE_LIMIT_PER_MINUTE=0', async () => {
     const cfg = loadConfig({ NODE_ENV: 'test', REDIS_URL, SANDBOX: 'true', RATE_LIMIT_PER_MINUTE: '0' });
     const limiter = new RateLimiter(cfg);

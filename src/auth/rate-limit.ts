@@ -104,6 +104,11 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
       commandTimeout: COMMAND_TIMEOUT_MS,
       connectTimeout: 2_000,
       connectionName: `${this.cfg.queuePrefix}:ratelimit`,
+      // One script per API request: under load, the requests a turn of the event loop read
+      // share one write to Redis and one read of its answers instead of a socket write each
+      // (docs/performance.md, round 11). NOSCRIPT, timeouts and the offline check still
+      // apply per command.
+      enableAutoPipelining: true,
     }) as unknown as RedisWithGcra;
     redis.defineCommand('gcra', { numberOfKeys: 2, lua: GCRA_SCRIPT });
     redis.on('error', (err: Error) => this.outage(err));
