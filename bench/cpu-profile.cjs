@@ -1,4 +1,5 @@
 // Loaded into service processes by `npm run bench` with BENCH_CPU_PROF=1 or BENCH_HEAP_PROF=1
+// (named for CPU profiles, its first use; BENCH_CPU_PROF_DIR holds heap profiles too)
 // (NODE_OPTIONS=--require). SIGWINCH (not SIGUSR2: Nest's shutdown hooks listen to it) starts
 // the profiler; the next stops it and writes <BENCH_CPU_PROF_DIR>/<BENCH_PROCESS_NAME>-<label>
 // .cpuprofile, or .heapprofile with BENCH_PROF_KIND=heap (label from the file

@@ -47,6 +47,7 @@
 //   BENCH_CPU_PROF=1                CPU profiles of the service per phase (bench/results/profiles-<ts>/)
 //   BENCH_HEAP_PROF=1               allocation profiles instead (where the garbage is allocated, collected
 //                                   objects included), per phase, in the same place; not with BENCH_CPU_PROF
+//                                   (the same hook, bench/cpu-profile.cjs, takes both kinds)
 //   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
 //   BENCH_SERVICE_BUILD             another build of the service to measure (a directory holding src/ and
 //                                   migrations/ as tsc -p bench/tsconfig.json writes them), e.g. an older commit's
@@ -91,6 +92,10 @@ const E2E_LATENCIES = (env.BENCH_E2E_LATENCIES ?? '0,200,2000').split(',').map((
 const E2E_TIMEOUT_MS = num('BENCH_E2E_TIMEOUT_MS', 120_000);
 const TIMEOUT_MS = num('BENCH_TIMEOUT_MS', 15 * 60_000);
 const HEAP_PROF = env.BENCH_HEAP_PROF === '1';
+if (HEAP_PROF && env.BENCH_CPU_PROF === '1') {
+  process.stderr.write('BENCH_CPU_PROF=1 and BENCH_HEAP_PROF=1: one kind of profile per run\n');
+  process.exit(2);
+}
 const PROFILING = env.BENCH_CPU_PROF === '1' || HEAP_PROF;
 const EMULATOR_PROCESS = env.BENCH_EMULATOR_PROCESS !== '0';
 const PG_SOCKET = env.BENCH_PG_SOCKET === '1';
@@ -986,6 +991,7 @@ async function main(): Promise<number> {
     targets: TARGETS,
     met,
     profiles: profileDir ? path.relative(REPO_ROOT, profileDir) : null,
+    profileKind: profileDir ? (HEAP_PROF ? 'heap' : 'cpu') : null,
   };
 
   const cpuLine = (c: Record<string, number>, worker = false) =>

@@ -1,5 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import net from 'node:net';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.js';
@@ -185,6 +186,64 @@ describe('RateLimiter outside the HTTP stack', () => {
       expect(writes).toBeLessThanOrEqual(2);
     } finally {
       await limiter.onModuleDestroy();
+    }
+  });
+
+  it('fails open within its 500 ms of each call while Redis stalls, also behind a batch in flight', async () => {
+    // A proxy in front of the test Redis that can hold Redis's answers back: a stalled Redis
+    // without stalling the Redis other tests share.
+    const target = new URL(REDIS_URL);
+    let stalled = false;
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(Number(target.port || 6379), target.hostname);
+      sockets.add(client).add(upstream);
+      client.pipe(upstream);
+      upstream.on('data', (chunk) => {
+        if (!stalled) client.write(chunk);
+      });
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', close).on('close', close);
+      upstream.on('error', close).on('close', close);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const url = new URL(REDIS_URL);
+    url.host = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const cfg = loadConfig({
+      NODE_ENV: 'test',
+      REDIS_URL: url.toString(),
+      SANDBOX: 'true',
+      QUEUE_PREFIX: `rl-stall-${randomBytes(4).toString('hex')}`,
+      RATE_LIMIT_PER_MINUTE: '10',
+    });
+    const limiter = new RateLimiter(cfg);
+    await limiter.onModuleInit();
+    try {
+      expect((await limiter.take('k'))?.allowed).toBe(true);
+      stalled = true;
+      const timed = async () => {
+        const started = Date.now();
+        const decision = await limiter.take('k');
+        return { decision, ms: Date.now() - started };
+      };
+      // The first take's batch is written at once; the second, 50 ms later, waits behind it.
+      const first = timed();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const second = timed();
+      for (const { decision, ms } of await Promise.all([first, second])) {
+        expect(decision).toBeUndefined(); // failed open
+        // 500 ms from its own call (with room for a busy machine); behind a batch without
+        // a deadline of its own, the second took ~950 ms.
+        expect(ms).toBeLessThan(800);
+      }
+    } finally {
+      stalled = false;
+      await limiter.onModuleDestroy();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 

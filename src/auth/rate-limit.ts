@@ -63,6 +63,20 @@ const OUTAGE_LOG_INTERVAL_MS = 30_000;
 const COMMAND_TIMEOUT_MS = 500;
 
 /**
+ * The script's answer, or a rejection COMMAND_TIMEOUT_MS after the call. ioredis's own
+ * commandTimeout starts when the command is written, and with auto-pipelining a command
+ * first waits for the batch in flight before it: on a stalled Redis that alone would
+ * double the wait.
+ */
+function withinDeadline<T>(answer: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis did not answer within ${COMMAND_TIMEOUT_MS} ms`)), COMMAND_TIMEOUT_MS);
+  });
+  return Promise.race([answer, deadline]).finally(() => clearTimeout(timer));
+}
+
+/**
  * Per-API-key rate limit (refunds-api.md §8 `rate_limited`), shared by every process on
  * one Redis: RATE_LIMIT_PER_MINUTE requests per minute sustained, RATE_LIMIT_BURST back to
  * back (default: one minute's budget). Keyed by the authenticated key's id (the bootstrap
@@ -104,10 +118,11 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
       commandTimeout: COMMAND_TIMEOUT_MS,
       connectTimeout: 2_000,
       connectionName: `${this.cfg.queuePrefix}:ratelimit`,
-      // One script per API request: under load, the requests a turn of the event loop read
-      // share one write to Redis and one read of its answers instead of a socket write each
-      // (docs/performance.md, round 11). NOSCRIPT, timeouts and the offline check still
-      // apply per command.
+      // One script per API request: under load, the scripts of all requests read in one
+      // event-loop turn go out in one write, and their answers come back in one read,
+      // instead of a socket write each (docs/performance.md, finding 32). Standalone only:
+      // a cluster client takes this from its own options, which redisClient() leaves alone.
+      // A batch waits for the one before it, so take() bounds the wait itself.
       enableAutoPipelining: true,
     }) as unknown as RedisWithGcra;
     redis.defineCommand('gcra', { numberOfKeys: 2, lua: GCRA_SCRIPT });
@@ -148,11 +163,8 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
     if (!this.enabled || !this.redis) return undefined;
     const burst = this.cfg.rateLimit.burst;
     try {
-      const [allowed, remaining, retryAfterMs, resetMs, revoked] = await this.redis.gcra(
-        this.bucketKey(keyId),
-        this.revokedKey(keyId),
-        String(this.emissionMs),
-        String(burst),
+      const [allowed, remaining, retryAfterMs, resetMs, revoked] = await withinDeadline(
+        this.redis.gcra(this.bucketKey(keyId), this.revokedKey(keyId), String(this.emissionMs), String(burst)),
       );
       return {
         allowed: allowed === 1,
