@@ -1,5 +1,10 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { Writable } from 'node:stream';
+import { pinoHttp } from 'pino-http';
 import { describe, expect, it } from 'vitest';
-import { redactUrl } from './app.module.js';
+import { httpLoggerOptions, redactUrl } from './app.module.js';
 
 describe('redactUrl (request URLs in logs)', () => {
   it('redacts the values of secret-looking query parameters and keeps the rest', () => {
@@ -9,5 +14,68 @@ describe('redactUrl (request URLs in logs)', () => {
     expect(redactUrl('/v1/refunds?password')).toBe('/v1/refunds?password');
     expect(redactUrl('/v1/refunds?%E0%A4%A=x')).toBe('/v1/refunds?%E0%A4%A=x');
     expect(redactUrl('/v1/refunds')).toBe('/v1/refunds');
+  });
+});
+
+describe('httpLoggerOptions (the access log, through pino-http)', () => {
+  /** Serves one request through pino-http with the service's options; returns the lines logged. */
+  async function logOf(path: string, headers: Record<string, string>, role: 'api' | 'worker' | 'all' = 'api'): Promise<Record<string, unknown>[]> {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const middleware = pinoHttp(httpLoggerOptions({ logLevel: 'info', role }), sink);
+    // A line outside any request (startup, sweepers, the worker's jobs).
+    middleware.logger.info('process line');
+    const server = http.createServer((req, res) => {
+      middleware(req, res);
+      req.log.info({ step: 'inside' }, 'handler line');
+      res.statusCode = 202;
+      res.end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers });
+      await res.text();
+      // pino-http logs on 'finish'; give the line a turn to reach the sink.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+    return lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  it('writes one access line per request with the role, pid, host, request id and a redacted URL, and no credentials', async () => {
+    const lines = await logOf('/v1/refunds?api_key=rk_live_secret&limit=5', {
+      authorization: 'Bearer rk_live_secret_header',
+      'x-request-id': 'req-123',
+    });
+    const access = lines.find((l) => l.msg === 'request completed');
+    expect(access).toMatchObject({
+      role: 'api',
+      pid: process.pid,
+      hostname: hostname(),
+      req: { id: 'req-123', method: 'GET', url: '/v1/refunds?api_key=[redacted]&limit=5' },
+      res: { statusCode: 202 },
+    });
+    // Lines written inside the request carry the role and the request too.
+    expect(lines.find((l) => l.msg === 'handler line')).toMatchObject({ role: 'api', req: { id: 'req-123' }, step: 'inside' });
+    const all = JSON.stringify(lines);
+    expect(all).not.toContain('rk_live_secret');
+    expect(all).not.toContain('authorization');
+    // The role appears once per line (a base binding, not also a per-request child).
+    for (const line of lines) expect(JSON.stringify(line).match(/"role"/g)).toHaveLength(1);
+  });
+
+  it('names the process role of workers too, and leaves health probes out of the access log', async () => {
+    const lines = await logOf('/health/live', {}, 'worker');
+    expect(lines.find((l) => l.msg === 'request completed')).toBeUndefined();
+    expect(lines.find((l) => l.msg === 'handler line')).toMatchObject({ role: 'worker' });
+    // Outside requests too: what a worker logs is mostly not about an HTTP request.
+    expect(lines.find((l) => l.msg === 'process line')).toMatchObject({ role: 'worker', pid: process.pid });
   });
 });
