@@ -60,12 +60,16 @@ export function redactUrl(url: string): string {
   return `${url.slice(0, q)}?${query}`;
 }
 
-/** pino-http's options: the access log and every other log line of the process. */
+/**
+ * pino-http's options: the access log and every other log line of the process. nestjs-pino
+ * keeps one logger per process, built from the first app's options (one app per process, as
+ * deployed; an app built later in the same process logs with the first one's role and level).
+ */
 export function httpLoggerOptions(cfg: Pick<AppConfig, 'logLevel' | 'role'>): HttpLoggerOptions {
   return {
     level: cfg.logLevel,
     // The role on every line of the process, as a base binding: pino-http's customProps would
-    // build a second child logger per request (~15 µs, docs/performance.md finding 34).
+    // build a second child logger per request (~14 µs, docs/performance.md finding 34).
     base: { pid: process.pid, hostname: hostname(), role: cfg.role },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     genReqId: (req, res) => {
