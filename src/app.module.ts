@@ -69,7 +69,7 @@ export function httpLoggerOptions(cfg: Pick<AppConfig, 'logLevel' | 'role'>): Ht
   return {
     level: cfg.logLevel,
     // The role on every line of the process, as a base binding: pino-http's customProps would
-    // build a second child logger per request (~14 µs, docs/performance.md finding 34).
+    // build a second child logger per request (14–32 µs, docs/performance.md finding 34).
     base: { pid: process.pid, hostname: hostname(), role: cfg.role },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     genReqId: (req, res) => {

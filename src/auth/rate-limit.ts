@@ -2,6 +2,7 @@ import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/commo
 import type { Response } from 'express';
 import type { Redis } from 'ioredis';
 import { Problem } from '../common/problem.js';
+import { withTimeout } from '../common/with-timeout.js';
 import { AppConfig } from '../config/config.js';
 import { redisClient } from '../processing/queues.js';
 
@@ -61,20 +62,6 @@ const REVOKED_MARKER_SECONDS = 86_400;
 const OUTAGE_LOG_INTERVAL_MS = 30_000;
 /** A rate-limit check never holds a request up longer than this (then it fails open). */
 const COMMAND_TIMEOUT_MS = 500;
-
-/**
- * The script's answer, or a rejection COMMAND_TIMEOUT_MS after the call. ioredis's own
- * commandTimeout starts when the command is written, and with auto-pipelining a command
- * first waits for the batch in flight before it: on a stalled Redis that alone would
- * double the wait.
- */
-function withinDeadline<T>(answer: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Redis did not answer within ${COMMAND_TIMEOUT_MS} ms`)), COMMAND_TIMEOUT_MS);
-  });
-  return Promise.race([answer, deadline]).finally(() => clearTimeout(timer));
-}
 
 /**
  * Per-API-key rate limit (refunds-api.md §8 `rate_limited`), shared by every process on
@@ -163,8 +150,12 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
     if (!this.enabled || !this.redis) return undefined;
     const burst = this.cfg.rateLimit.burst;
     try {
-      const [allowed, remaining, retryAfterMs, resetMs, revoked] = await withinDeadline(
+      // A deadline from the call: ioredis's commandTimeout starts only when the command is
+      // written, and with auto-pipelining a command first waits for the batch in flight
+      // before it, which on a stalled Redis would double the wait.
+      const [allowed, remaining, retryAfterMs, resetMs, revoked] = await withTimeout(
         this.redis.gcra(this.bucketKey(keyId), this.revokedKey(keyId), String(this.emissionMs), String(burst)),
+        COMMAND_TIMEOUT_MS,
       );
       return {
         allowed: allowed === 1,

@@ -1,4 +1,5 @@
 import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { withTimeout } from '../common/with-timeout.js';
 import { AppConfig } from '../config/config.js';
 import { Database } from '../database/database.js';
 import { PROVIDERS, type ProviderName } from '../providers/provider.js';
@@ -154,14 +155,4 @@ export function waitingAgeSeconds(job: { timestamp: number; processedOn?: number
   const base = Math.max(job.timestamp || 0, job.processedOn || 0);
   const dueAt = base + (Number.isFinite(job.delay) ? Math.max(job.delay!, 0) : 0);
   return Math.max(0, (now - dueAt) / 1000);
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

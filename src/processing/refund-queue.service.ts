@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { JobsOptions, Queue } from 'bullmq';
+import { withTimeout } from '../common/with-timeout.js';
 import { AppConfig } from '../config/config.js';
 import { Batcher } from '../common/batcher.js';
 import { PROVIDERS, type ProviderName } from '../providers/provider.js';
@@ -118,14 +119,4 @@ export class RefundQueueService implements OnModuleDestroy {
       timeoutMs,
     );
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { JobsOptions, Queue } from 'bullmq';
+import { withTimeout } from '../common/with-timeout.js';
 import { AppConfig } from '../config/config.js';
 import { bullConnection, closeRedis, queuePrefix } from '../processing/queues.js';
 import { RECONCILIATION_QUEUE, type ReconciliationJobData } from './reconciliation-settings.js';
@@ -70,14 +71,4 @@ export class ReconciliationQueueService implements OnModuleDestroy {
       return false;
     }
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
