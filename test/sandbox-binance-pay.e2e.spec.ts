@@ -704,6 +704,71 @@ describe('Binance Pay emulator: webhooks', () => {
     }
   });
 
+  it('settles many orders in one batch, each with its own amounts, status and webhooks', async () => {
+    // Nothing settles while the refunds go in; then all of them fall due at once (below).
+    await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 600_000 });
+    const path = `/hook/${rid('batch')}`;
+    const orders: Array<{ prepayId: string; amount: number; count: number; refunded: number }> = [];
+    for (let i = 0; i < 8; i++) {
+      const amount = 10 * (i + 1);
+      const prepayId = await payment(String(amount));
+      // Order i gets i % 3 + 1 refunds of i + 1 each; every third order is refunded in full,
+      // and order 3's one refund fails.
+      const count = i % 3 === 2 ? amount / (i + 1) : (i % 3) + 1;
+      const fails = i === 3;
+      if (fails) await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1 });
+      for (let k = 0; k < count; k++) {
+        const res = await refund(rid('batch'), prepayId, String(i + 1), { webhookUrl: `${receiverUrl}${path}` });
+        expect(res.json.status).toBe('SUCCESS');
+      }
+      if (fails) await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0 });
+      orders.push({ prepayId, amount, count, refunded: fails ? 0 : count * (i + 1) });
+    }
+    const ids = orders.map((o) => o.prepayId);
+    const db = new pg.Client({ connectionString: dbUrl });
+    await db.connect();
+    try {
+      await db.query('UPDATE sandbox.binance_refunds SET settle_at = now() WHERE prepay_id = ANY($1)', [ids]);
+      // Delivered without any query of ours: the loop settled them (queries settle lazily too).
+      const expected = orders.reduce((n, o) => n + o.count, 0);
+      const received = await waitFor('every webhook', async () => {
+        const mine = hooks.filter((h) => h.path === path);
+        return mine.length === expected && mine.map((h) => JSON.parse(h.body));
+      });
+      for (const o of orders) {
+        const mine = received.filter((body) => body.bizIdStr === o.prepayId);
+        expect(mine.length).toBe(o.count);
+        for (const body of mine) {
+          // Each webhook describes its own order as the settlement left it.
+          expect(body.bizStatus).toBe(o.refunded === 0 ? 'REFUND_REJECTED' : 'REFUND_SUCCESS');
+          expect(JSON.parse(body.data).refundInfo).toMatchObject({
+            orderAmount: o.amount.toFixed(8),
+            refundedAmount: o.refunded.toFixed(8),
+          });
+        }
+      }
+      const { rows } = await db.query<{ prepay_id: string; refunded_amount: string; pending_amount: string; status: string }>(
+        'SELECT prepay_id, refunded_amount::text, pending_amount::text, status FROM sandbox.binance_orders WHERE prepay_id = ANY($1)',
+        [ids],
+      );
+      for (const o of orders) {
+        const row = rows.find((r) => r.prepay_id === o.prepayId)!;
+        expect(Number(row.refunded_amount)).toBe(o.refunded);
+        expect(Number(row.pending_amount)).toBe(0);
+        expect(row.status).toBe(o.refunded === 0 ? 'PAID' : o.refunded === o.amount ? 'FULL_REFUNDED' : 'REFUNDED');
+      }
+      // Settled together: one transaction, one now(), for the refunds of several orders.
+      const { rows: batches } = await db.query<{ orders: number }>(
+        `SELECT count(DISTINCT prepay_id)::int AS orders FROM sandbox.binance_refunds
+          WHERE prepay_id = ANY($1) GROUP BY settled_at ORDER BY 1 DESC LIMIT 1`,
+        [ids],
+      );
+      expect(batches[0]!.orders).toBeGreaterThan(1);
+    } finally {
+      await db.end();
+    }
+  });
+
   it('sends REFUND_REJECTED for failed refunds, and applies the drop and duplicate faults', async () => {
     await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1, duplicateWebhookRate: 1 });
     const rejectedPath = `/hook/${rid('rejected')}`;

@@ -1,7 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { BinancePayEmulatorController, BinancePayMerchantHttp } from './binance-pay/binance-pay.emulator.controller.js';
 import { BinancePayEmulator } from './binance-pay/binance-pay.emulator.js';
-import { BinancePayWebhooks } from './binance-pay/binance-pay.webhooks.js';
+import { BinancePaySettlement, BinancePayWebhooks } from './binance-pay/binance-pay.webhooks.js';
 import { CoboApiHttp, CoboEmulatorController } from './cobo/cobo.emulator.controller.js';
 import { CoboEmulator } from './cobo/cobo.emulator.js';
 import { CoboWebhooks } from './cobo/cobo.webhooks.js';
@@ -39,6 +39,7 @@ export class SandboxModule {
         BinancePayEmulator,
         BinancePayMerchantHttp,
         BinancePayWebhooks,
+        BinancePaySettlement,
         CoboEmulator,
         CoboApiHttp,
         CoboWebhooks,

@@ -329,7 +329,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
     if (!locked) throw new BinanceFail(BinanceCode.ORDER_NOT_FOUND, 'Order not found.');
 
     // Settle what is due first, so a refund that has just failed frees its amount.
-    const order = await this.settleDueInTx(tx, locked, faults);
+    const order = await this.settleOneDueInTx(tx, locked, faults);
     const reserved = reservedOf(order);
     const decision = decideRefund(
       {
@@ -366,7 +366,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
     if (!found) throw new BinanceFail(BinanceCode.ORDER_NOT_FOUND, 'Refund not found.');
     if (found.row.status === 'REFUND_PENDING' && found.due) {
       // Settle lazily so callers see the final state on time even if no loop ran yet.
-      await this.settleOrder(found.row.prepay_id, false, faults);
+      await this.settleOrder(found.row.prepay_id, faults);
       found = (await this.findRefundWithOrder(refundRequestId))!;
     }
     return {
@@ -385,7 +385,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
     let order = await this.findOrder(query);
     if (!order) throw new BinanceFail(BinanceCode.ORDER_NOT_FOUND, 'Order not found.');
     if (order.status === 'REFUNDING') {
-      await this.settleOrder(order.prepay_id, false, faults);
+      await this.settleOrder(order.prepay_id, faults);
       order = (await this.findOrder({ prepayId: order.prepay_id }))!;
     }
     const merchant = await this.credentials.binancePayMerchant();
@@ -414,75 +414,106 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   // --- settlement --------------------------------------------------------------------------
 
   /**
-   * Settles the due pending refunds of every order that has some (at most `limit` orders).
-   * Orders another process is settling right now are skipped, not waited for.
+   * Settles the earliest `limit` due pending refunds and any others due on their orders, all in
+   * one transaction; returns how many due refunds it found (`limit` means there may be more).
+   * Orders another process is settling right now are skipped, not waited for. One transaction
+   * of four statements for the whole batch, not one of five per order: under load the
+   * per-order loop fell so far behind that nearly every refund was settled by its query
+   * instead, and its webhook was queued only then, after the caller already knew the outcome
+   * (docs/performance.md, round 12).
    */
   async settleAllDue(limit: number): Promise<number> {
-    const rows = await this.db.query<{ prepay_id: string }>(
-      `SELECT DISTINCT prepay_id FROM (
-         SELECT prepay_id FROM sandbox.binance_refunds
-          WHERE status = 'REFUND_PENDING' AND settle_at <= now()
-          ORDER BY settle_at LIMIT $1) due`,
+    const due = await this.db.query<{ prepay_id: string }>(
+      `SELECT prepay_id FROM sandbox.binance_refunds
+        WHERE status = 'REFUND_PENDING' AND settle_at <= now()
+        ORDER BY settle_at LIMIT $1`,
       [limit],
     );
-    if (rows.length === 0) return 0;
+    if (due.length === 0) return 0;
+    // Read before the transaction: a second pool connection taken while holding one could
+    // starve the pool when many transactions wait on the same order lock.
     const faults = await this.faults();
-    for (const row of rows) await this.settleOrder(row.prepay_id, true, faults);
-    return rows.length;
+    await this.db.transaction(async (tx) => {
+      const orders = await tx.query<OrderRow>(
+        'SELECT * FROM sandbox.binance_orders WHERE prepay_id = ANY($1::text[]) ORDER BY prepay_id FOR UPDATE SKIP LOCKED',
+        [[...new Set(due.map((d) => d.prepay_id))]],
+      );
+      await this.settleDueInTx(tx, orders, faults);
+    });
+    return due.length;
   }
 
-  /** Settles the order's due refunds under its row lock. */
-  async settleOrder(prepayId: string, skipLocked: boolean, knownFaults?: BinancePayFaults): Promise<void> {
+  /** Settles the order's due refunds under its row lock (waiting for it). */
+  async settleOrder(prepayId: string, knownFaults?: BinancePayFaults): Promise<void> {
     // Read before the transaction: a second pool connection taken while holding one could
     // starve the pool when many transactions wait on the same order lock.
     const faults = knownFaults ?? (await this.faults());
     await this.db.transaction(async (tx) => {
-      const [order] = await tx.query<OrderRow>(
-        `SELECT * FROM sandbox.binance_orders WHERE prepay_id = $1 FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''}`,
-        [prepayId],
-      );
-      if (order) await this.settleDueInTx(tx, order, faults);
+      const locked = await tx.query<OrderRow>('SELECT * FROM sandbox.binance_orders WHERE prepay_id = $1 FOR UPDATE', [prepayId]);
+      await this.settleDueInTx(tx, locked, faults);
     });
   }
 
+  /** settleDueInTx() of one locked order: the order as it stands afterwards. */
+  private async settleOneDueInTx(tx: Sql, order: OrderRow, faults: BinancePayFaults): Promise<OrderRow> {
+    return (await this.settleDueInTx(tx, [order], faults)).get(order.prepay_id) ?? order;
+  }
+
   /**
-   * Moves the locked order's due REFUND_PENDING refunds to their decided final status,
-   * updates the order and queues their webhooks in the same transaction, so exactly one
-   * process settles each refund and queues its webhook once. Returns the updated order.
+   * Moves the locked orders' due REFUND_PENDING refunds to their decided final status,
+   * updates the orders and queues their webhooks in the same transaction, so exactly one
+   * process settles each refund and queues its webhook once. Two statements however many
+   * orders. Returns the orders whose refunds it settled, as updated, by prepay_id.
    */
-  private async settleDueInTx(tx: Sql, order: OrderRow, faults: BinancePayFaults): Promise<OrderRow> {
-    // One statement settles the due refunds and sums the order's refunds as they stand after
+  private async settleDueInTx(tx: Sql, orders: readonly OrderRow[], faults: BinancePayFaults): Promise<Map<string, OrderRow>> {
+    const updated = new Map<string, OrderRow>();
+    if (orders.length === 0) return updated;
+    // One statement settles the due refunds and sums each order's refunds as they stand after
     // it: the statement cannot read its own update, so the settled rows are laid over what it
-    // reads. The order is locked by the caller, so nothing else changes its refunds meanwhile.
+    // reads. The orders are locked by the caller, so nothing else changes their refunds meanwhile.
     const settled = await tx.query<RefundRow & { succeeded: string; pending: string; pending_count: number }>(
       `WITH s AS (
          UPDATE sandbox.binance_refunds
             SET status = CASE WHEN will_fail THEN 'REFUND_FAIL' ELSE 'REFUND_SUCCESS' END, settled_at = now()
-          WHERE prepay_id = $1 AND status = 'REFUND_PENDING' AND settle_at <= now()
+          WHERE prepay_id = ANY($1::text[]) AND status = 'REFUND_PENDING' AND settle_at <= now()
           RETURNING *),
        t AS (
-         SELECT coalesce(sum(x.refund_amount) FILTER (WHERE x.status = 'REFUND_SUCCESS'), 0) AS succeeded,
+         SELECT x.prepay_id,
+                coalesce(sum(x.refund_amount) FILTER (WHERE x.status = 'REFUND_SUCCESS'), 0) AS succeeded,
                 coalesce(sum(x.refund_amount) FILTER (WHERE x.status = 'REFUND_PENDING'), 0) AS pending,
                 (count(*) FILTER (WHERE x.status = 'REFUND_PENDING'))::int AS pending_count
-           FROM (SELECT r.refund_amount, coalesce(s.status, r.status) AS status
+           FROM (SELECT r.prepay_id, r.refund_amount, coalesce(s.status, r.status) AS status
                    FROM sandbox.binance_refunds r LEFT JOIN s ON s.refund_id = r.refund_id
-                  WHERE r.prepay_id = $1) x)
-       SELECT s.*, t.succeeded, t.pending, t.pending_count FROM s CROSS JOIN t`,
-      [order.prepay_id],
+                  WHERE r.prepay_id = ANY($1::text[])) x
+          GROUP BY x.prepay_id)
+       SELECT s.*, t.succeeded, t.pending, t.pending_count FROM s JOIN t ON t.prepay_id = s.prepay_id`,
+      [orders.map((o) => o.prepay_id)],
     );
-    if (settled.length === 0) return order;
+    if (settled.length === 0) return updated;
 
-    const sums = settled[0]!;
-    const status = orderStatusFromRefunds(money(order.order_amount), money(sums.succeeded), sums.pending_count);
-    // The order as the next statement leaves it, which the webhooks describe (settling changes
-    // only its amounts and status).
-    const after: OrderRow = { ...order, refunded_amount: sums.succeeded, pending_amount: sums.pending, status };
-    const hooks: WebhookInsert[] = [];
-    for (const refund of settled.sort((a, b) => a.created_at.getTime() - b.created_at.getTime())) {
-      if (refund.webhook_url) hooks.push(...this.webhooksFor(refund, after, faults));
+    const byOrder = new Map<string, typeof settled>();
+    for (const row of settled) {
+      const rows = byOrder.get(row.prepay_id);
+      if (rows) rows.push(row);
+      else byOrder.set(row.prepay_id, [row]);
     }
-    // The order's new amounts and the webhooks, in one statement.
-    const [updated] = await tx.query<OrderRow>(
+    const changes: Array<{ prepayId: string; succeeded: string; pending: string; status: string }> = [];
+    const hooks: WebhookInsert[] = [];
+    for (const order of orders) {
+      const rows = byOrder.get(order.prepay_id);
+      if (!rows) continue;
+      const sums = rows[0]!;
+      const status = orderStatusFromRefunds(money(order.order_amount), money(sums.succeeded), sums.pending_count);
+      changes.push({ prepayId: order.prepay_id, succeeded: sums.succeeded, pending: sums.pending, status });
+      // The order as the next statement leaves it, which the webhooks describe (settling changes
+      // only its amounts and status).
+      const after: OrderRow = { ...order, refunded_amount: sums.succeeded, pending_amount: sums.pending, status };
+      for (const refund of rows.sort((a, b) => a.created_at.getTime() - b.created_at.getTime())) {
+        if (refund.webhook_url) hooks.push(...this.webhooksFor(refund, after, faults));
+      }
+    }
+    // The orders' new amounts and the webhooks, in one statement.
+    const rows = await tx.query<OrderRow>(
       `WITH w AS (
          INSERT INTO sandbox.binance_webhooks
            (refund_id, refund_request_id, prepay_id, url, biz_status, body, status, next_attempt_at)
@@ -491,13 +522,16 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
            FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::double precision[])
                 WITH ORDINALITY AS h(refund_id, refund_request_id, prepay_id, url, biz_status, body, status, delay_ms, ord)
           ORDER BY h.ord)
-       UPDATE sandbox.binance_orders SET refunded_amount = $2, pending_amount = $3, status = $4
-        WHERE prepay_id = $1 RETURNING *`,
+       UPDATE sandbox.binance_orders o
+          SET refunded_amount = v.succeeded, pending_amount = v.pending, status = v.status
+         FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::text[]) AS v(prepay_id, succeeded, pending, status)
+        WHERE o.prepay_id = v.prepay_id
+       RETURNING o.*`,
       [
-        order.prepay_id,
-        sums.succeeded,
-        sums.pending,
-        status,
+        changes.map((c) => c.prepayId),
+        changes.map((c) => c.succeeded),
+        changes.map((c) => c.pending),
+        changes.map((c) => c.status),
         hooks.map((h) => h.refund.refund_id),
         hooks.map((h) => h.refund.refund_request_id),
         hooks.map((h) => h.refund.prepay_id),
@@ -508,7 +542,8 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
         hooks.map((h) => h.delayMs),
       ],
     );
-    return updated!;
+    for (const row of rows) updated.set(row.prepay_id, row);
+    return updated;
   }
 
   /** The webhook rows of a settled refund (none, one, or two under the duplicate fault). */
@@ -604,7 +639,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   // --- inspection (the emulator's own records, for tests) ----------------------------------
 
   async inspectRefunds(prepayId?: string): Promise<Array<Record<string, unknown>>> {
-    if (prepayId) await this.settleOrder(prepayId, false);
+    if (prepayId) await this.settleOrder(prepayId);
     const rows = prepayId
       ? await this.db.query<RefundRow>(
           'SELECT * FROM sandbox.binance_refunds WHERE prepay_id = $1 ORDER BY created_at, refund_id',
@@ -625,7 +660,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   }
 
   async inspectOrder(prepayId: string): Promise<Record<string, unknown> | undefined> {
-    await this.settleOrder(prepayId, false);
+    await this.settleOrder(prepayId);
     const order = await this.findOrder({ prepayId });
     if (!order) return undefined;
     return {

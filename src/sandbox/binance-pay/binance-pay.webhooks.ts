@@ -9,8 +9,10 @@ import { WEBHOOK_RETRY_DELAYS_MS, isWebhookAcknowledged, webhookRetryDelay } fro
 
 /** How often each serving process looks for due settlements and deliveries. */
 const POLL_INTERVAL_MS = 200;
-/** Bounded work per tick: orders settled, deliveries sent (concurrently). */
+/** Due refunds settled per transaction, and at most this many transactions per round. */
 const SETTLE_BATCH = 50;
+const MAX_SETTLE_BATCHES_PER_ROUND = 20;
+/** Deliveries sent at once. */
 const DELIVERY_BATCH = 50;
 /** Upper bound of one delivery; a receiver that does not answer in time counts as failed. */
 const DELIVERY_TIMEOUT_MS = 5_000;
@@ -23,10 +25,12 @@ interface DueDelivery extends DueWebhook {
 }
 
 /**
- * The background half of the emulator: settles due refunds (the query paths also settle
- * lazily) and delivers their webhooks (sandbox-webhooks.ts). Runs in every process that
- * serves the emulator; Postgres row locks (SKIP LOCKED) and claim leases keep the
- * processes from doing the same work twice.
+ * The background half of the emulator, in two loops: BinancePaySettlement settles due
+ * refunds (the query paths also settle lazily), and this one delivers their webhooks
+ * (sandbox-webhooks.ts). Apart, so a round of slow deliveries (up to seconds under load)
+ * does not hold up settling, and with it the webhooks of everything due meanwhile. Both run
+ * in every process that serves the emulator; Postgres row locks (SKIP LOCKED) and claim
+ * leases keep the processes from doing the same work twice.
  */
 @Injectable()
 export class BinancePayWebhooks extends SandboxLoop {
@@ -52,10 +56,7 @@ export class BinancePayWebhooks extends SandboxLoop {
   }
 
   protected steps(): LoopStep[] {
-    return [
-      { what: 'settling refunds', run: () => this.emulator.settleAllDue(SETTLE_BATCH) },
-      { what: 'delivering webhooks', run: () => this.webhooks.deliverDue(this.shutdown.signal) },
-    ];
+    return [{ what: 'delivering webhooks', run: () => this.webhooks.deliverDue(this.shutdown.signal) }];
   }
 
   /** A fresh timestamp, nonce and signature per attempt, over the same stored body. */
@@ -72,5 +73,23 @@ export class BinancePayWebhooks extends SandboxLoop {
         'BinancePay-Signature': signBinanceWebhook(merchant.webhookPrivateKeyPem, timestamp, nonce, delivery.body),
       },
     };
+  }
+}
+
+/** Settles due refunds a batch at a time, while batches come back full (bounded per round). */
+@Injectable()
+export class BinancePaySettlement extends SandboxLoop {
+  constructor(private readonly emulator: BinancePayEmulator) {
+    super(new Logger('BinancePaySandboxSettlement'), POLL_INTERVAL_MS);
+  }
+
+  protected steps(): LoopStep[] {
+    return [{ what: 'settling refunds', run: () => this.settleDue() }];
+  }
+
+  private async settleDue(): Promise<void> {
+    for (let i = 0; i < MAX_SETTLE_BATCHES_PER_ROUND && !this.stopped; i++) {
+      if ((await this.emulator.settleAllDue(SETTLE_BATCH)) < SETTLE_BATCH) return;
+    }
   }
 }
