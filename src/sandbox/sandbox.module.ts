@@ -17,7 +17,7 @@ import { LeanSandboxPayments } from './lean/lean.payments.js';
 /**
  * The built-in provider emulators (refunds-api.md §9). Needs the global Database (and
  * AppConfig) providers. `serveHttp: true` mounts the HTTP surface and runs the
- * settle/webhook loop; `false` (worker-only processes) provides just SandboxCredentials.
+ * settlement and webhook loops; `false` (worker-only processes) provides just SandboxCredentials.
  */
 @Module({})
 export class SandboxModule {
