@@ -705,47 +705,66 @@ describe('Binance Pay emulator: webhooks', () => {
   });
 
   it('settles many orders in one batch, each with its own amounts, status and webhooks', async () => {
-    // Nothing settles while the refunds go in; then all of them fall due at once (below).
+    // Nothing settles while the refunds go in; then they fall due at once (below).
     await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 600_000 });
     const path = `/hook/${rid('batch')}`;
-    const orders: Array<{ prepayId: string; amount: number; count: number; refunded: number }> = [];
+    interface Planned {
+      prepayId: string;
+      amount: number;
+      /** Refund request ids that fall due, with whether each fails. */
+      due: Array<{ id: string; fails: boolean; amount: number }>;
+      /** Refunds that stay pending (not due in the batch). */
+      notDue: Array<{ id: string; amount: number }>;
+    }
+    const orders: Planned[] = [];
     for (let i = 0; i < 8; i++) {
       const amount = 10 * (i + 1);
-      const prepayId = await payment(String(amount));
-      // Order i gets i % 3 + 1 refunds of i + 1 each; every third order is refunded in full,
-      // and order 3's one refund fails.
+      const o: Planned = { prepayId: await payment(String(amount)), amount, due: [], notDue: [] };
+      // Order i gets i % 3 + 1 refunds of i + 1 each, every third order ten (refunded in full).
+      // Order 3's refund fails; order 4's second fails beside a success; order 1's second is
+      // not due yet, so that order stays REFUNDING with an amount pending.
       const count = i % 3 === 2 ? amount / (i + 1) : (i % 3) + 1;
-      const fails = i === 3;
-      if (fails) await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1 });
       for (let k = 0; k < count; k++) {
-        const res = await refund(rid('batch'), prepayId, String(i + 1), { webhookUrl: `${receiverUrl}${path}` });
+        const id = rid('batch');
+        const fails = (i === 3 && k === 0) || (i === 4 && k === 1);
+        if (fails) await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 1 });
+        const res = await refund(id, o.prepayId, String(i + 1), { webhookUrl: `${receiverUrl}${path}` });
+        if (fails) await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0 });
         expect(res.json.status).toBe('SUCCESS');
+        if (i === 1 && k === 1) o.notDue.push({ id, amount: i + 1 });
+        else o.due.push({ id, fails, amount: i + 1 });
       }
-      if (fails) await control('PUT', '/sandbox/binance-pay/faults', { refundFailRate: 0 });
-      orders.push({ prepayId, amount, count, refunded: fails ? 0 : count * (i + 1) });
+      orders.push(o);
     }
     const ids = orders.map((o) => o.prepayId);
+    const dueIds = orders.flatMap((o) => o.due.map((d) => d.id));
     const db = new pg.Client({ connectionString: dbUrl });
     await db.connect();
     try {
-      await db.query('UPDATE sandbox.binance_refunds SET settle_at = now() WHERE prepay_id = ANY($1)', [ids]);
+      await db.query('UPDATE sandbox.binance_refunds SET settle_at = now() WHERE refund_request_id = ANY($1)', [dueIds]);
       // Delivered without any query of ours: the loop settled them (queries settle lazily too).
-      const expected = orders.reduce((n, o) => n + o.count, 0);
-      const received = await waitFor('every webhook', async () => {
-        const mine = hooks.filter((h) => h.path === path);
-        return mine.length === expected && mine.map((h) => JSON.parse(h.body));
-      });
-      for (const o of orders) {
-        const mine = received.filter((body) => body.bizIdStr === o.prepayId);
-        expect(mine.length).toBe(o.count);
-        for (const body of mine) {
-          // Each webhook describes its own order as the settlement left it.
-          expect(body.bizStatus).toBe(o.refunded === 0 ? 'REFUND_REJECTED' : 'REFUND_SUCCESS');
-          expect(JSON.parse(body.data).refundInfo).toMatchObject({
-            orderAmount: o.amount.toFixed(8),
-            refundedAmount: o.refunded.toFixed(8),
-          });
+      // One webhook per due refund (a retried delivery could repeat one: keep the first).
+      const received = await waitFor('a webhook for every due refund', async () => {
+        const byId = new Map<string, any>();
+        for (const h of hooks.filter((x) => x.path === path)) {
+          const body = JSON.parse(h.body);
+          const info = JSON.parse(body.data).refundInfo;
+          if (!byId.has(info.refundRequestId)) byId.set(info.refundRequestId, { body, info });
         }
+        return byId.size >= dueIds.length && byId;
+      });
+      expect(received.size).toBe(dueIds.length);
+      for (const o of orders) {
+        const refunded = o.due.filter((d) => !d.fails).reduce((n, d) => n + d.amount, 0);
+        const pending = o.notDue.reduce((n, d) => n + d.amount, 0);
+        for (const d of o.due) {
+          // Each webhook describes its own refund and its own order as the settlement left it.
+          const { body, info } = received.get(d.id);
+          expect(body.bizIdStr).toBe(o.prepayId);
+          expect(body.bizStatus).toBe(d.fails ? 'REFUND_REJECTED' : 'REFUND_SUCCESS');
+          expect(info).toMatchObject({ orderAmount: o.amount.toFixed(8), refundedAmount: (refunded + pending).toFixed(8) });
+        }
+        for (const d of o.notDue) expect(received.has(d.id)).toBe(false);
       }
       const { rows } = await db.query<{ prepay_id: string; refunded_amount: string; pending_amount: string; status: string }>(
         'SELECT prepay_id, refunded_amount::text, pending_amount::text, status FROM sandbox.binance_orders WHERE prepay_id = ANY($1)',
@@ -753,19 +772,64 @@ describe('Binance Pay emulator: webhooks', () => {
       );
       for (const o of orders) {
         const row = rows.find((r) => r.prepay_id === o.prepayId)!;
-        expect(Number(row.refunded_amount)).toBe(o.refunded);
-        expect(Number(row.pending_amount)).toBe(0);
-        expect(row.status).toBe(o.refunded === 0 ? 'PAID' : o.refunded === o.amount ? 'FULL_REFUNDED' : 'REFUNDED');
+        const refunded = o.due.filter((d) => !d.fails).reduce((n, d) => n + d.amount, 0);
+        const pending = o.notDue.reduce((n, d) => n + d.amount, 0);
+        expect([Number(row.refunded_amount), Number(row.pending_amount)]).toEqual([refunded, pending]);
+        const status = pending > 0 ? 'REFUNDING' : refunded === 0 ? 'PAID' : refunded === o.amount ? 'FULL_REFUNDED' : 'REFUNDED';
+        expect(row.status).toBe(status);
       }
       // Settled together: one transaction, one now(), for the refunds of several orders.
       const { rows: batches } = await db.query<{ orders: number }>(
         `SELECT count(DISTINCT prepay_id)::int AS orders FROM sandbox.binance_refunds
-          WHERE prepay_id = ANY($1) GROUP BY settled_at ORDER BY 1 DESC LIMIT 1`,
+          WHERE prepay_id = ANY($1) AND settled_at IS NOT NULL GROUP BY settled_at ORDER BY 1 DESC LIMIT 1`,
         [ids],
       );
       expect(batches[0]!.orders).toBeGreaterThan(1);
     } finally {
       await db.end();
+    }
+  });
+
+  it('settles due refunds of free orders while earlier ones wait on orders locked elsewhere', async () => {
+    await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 600_000 });
+    // Fifty due refunds on five orders someone else holds, more than one batch takes, all due
+    // before the one refund of a free order.
+    const locked: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const prepayId = await payment('10');
+      for (let k = 0; k < 10; k++) expect((await refund(rid('held'), prepayId, '1')).json.status).toBe('SUCCESS');
+      locked.push(prepayId);
+    }
+    const free = await payment('10');
+    const freeId = rid('free');
+    expect((await refund(freeId, free, '1')).json.status).toBe('SUCCESS');
+    // The holder locks the five orders, then everything falls due: theirs first.
+    const holder = new pg.Client({ connectionString: dbUrl });
+    const other = new pg.Client({ connectionString: dbUrl });
+    await holder.connect();
+    await other.connect();
+    const pendingHeld = async () =>
+      (
+        await other.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM sandbox.binance_refunds WHERE prepay_id = ANY($1) AND status = 'REFUND_PENDING'`,
+          [locked],
+        )
+      ).rows[0]!.n;
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM sandbox.binance_orders WHERE prepay_id = ANY($1) FOR UPDATE', [locked]);
+      await other.query(`UPDATE sandbox.binance_refunds SET settle_at = now() - interval '1 minute' WHERE prepay_id = ANY($1)`, [locked]);
+      await other.query('UPDATE sandbox.binance_refunds SET settle_at = now() WHERE refund_request_id = $1', [freeId]);
+      await waitFor('the free order settled', async () => {
+        const { rows } = await other.query('SELECT status FROM sandbox.binance_refunds WHERE refund_request_id = $1', [freeId]);
+        return rows[0]?.status === 'REFUND_SUCCESS';
+      });
+      expect(await pendingHeld()).toBe(50);
+      await holder.query('ROLLBACK');
+      await waitFor('the held orders settled once free', async () => (await pendingHeld()) === 0);
+    } finally {
+      await holder.end();
+      await other.end();
     }
   });
 

@@ -16,6 +16,8 @@ export interface LoopStep {
 export abstract class SandboxLoop implements OnApplicationBootstrap, OnModuleDestroy {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
+  /** wake() came during a round: start the next one right after it. */
+  private again = false;
   /** Aborted when the module is destroyed: in-flight work stops waiting, new work is not started. */
   protected readonly shutdown = new AbortController();
 
@@ -41,12 +43,25 @@ export abstract class SandboxLoop implements OnApplicationBootstrap, OnModuleDes
     return this.shutdown.signal.aborted;
   }
 
+  /** Starts a round now, or right after the one in flight: work is due that should not wait for the timer. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.schedule(0);
+  }
+
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       this.running = this.tick().finally(() => {
         this.running = undefined;
-        this.schedule(this.intervalMs);
+        const again = this.again;
+        this.again = false;
+        this.schedule(again ? 0 : this.intervalMs);
       });
     }, delayMs);
   }

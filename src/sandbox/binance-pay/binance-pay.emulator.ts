@@ -414,33 +414,36 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
   // --- settlement --------------------------------------------------------------------------
 
   /**
-   * Settles the earliest `limit` due pending refunds and any others due on their orders, all in
-   * one transaction; returns how many due refunds it found (`limit` means there may be more).
-   * Orders another process is settling right now are skipped, not waited for. One transaction
-   * of four statements for the whole batch, not one of five per order: under load the
-   * per-order loop fell so far behind that nearly every refund was settled by its query
-   * instead, and its webhook was queued only then, after the caller already knew the outcome
-   * (docs/performance.md, round 12).
+   * Settles up to `limit` due pending refunds whose orders no one else holds, earliest first,
+   * and any others due on those orders, in one transaction; returns how many due refunds it
+   * took (`limit`: there may be more). Orders locked elsewhere (another process's batch, a
+   * refund or query settling them) are skipped, not waited for, so processes share the work.
+   * BEGIN, two statements and COMMIT for the batch (after a probe and the fault settings),
+   * not five statements per order: under load the per-order loop fell so far behind that
+   * nearly every refund was settled by its query instead, and its webhook was queued only
+   * then, after the caller already knew the outcome (docs/performance.md, round 12).
    */
   async settleAllDue(limit: number): Promise<number> {
-    const due = await this.db.query<{ prepay_id: string }>(
-      `SELECT prepay_id FROM sandbox.binance_refunds
-        WHERE status = 'REFUND_PENDING' AND settle_at <= now()
-        ORDER BY settle_at LIMIT $1`,
-      [limit],
+    const [anyDue] = await this.db.query<{ found: number }>(
+      `SELECT 1 AS found FROM sandbox.binance_refunds WHERE status = 'REFUND_PENDING' AND settle_at <= now() LIMIT 1`,
     );
-    if (due.length === 0) return 0;
+    if (!anyDue) return 0;
     // Read before the transaction: a second pool connection taken while holding one could
     // starve the pool when many transactions wait on the same order lock.
     const faults = await this.faults();
-    await this.db.transaction(async (tx) => {
-      const orders = await tx.query<OrderRow>(
-        'SELECT * FROM sandbox.binance_orders WHERE prepay_id = ANY($1::text[]) ORDER BY prepay_id FOR UPDATE SKIP LOCKED',
-        [[...new Set(due.map((d) => d.prepay_id))]],
+    return this.db.transaction(async (tx) => {
+      // One row per due refund taken, its order locked (an order's row once, however many).
+      const taken = await tx.query<OrderRow>(
+        `SELECT o.* FROM sandbox.binance_refunds r JOIN sandbox.binance_orders o ON o.prepay_id = r.prepay_id
+          WHERE r.status = 'REFUND_PENDING' AND r.settle_at <= now()
+          ORDER BY r.settle_at LIMIT $1
+          FOR UPDATE OF o SKIP LOCKED`,
+        [limit],
       );
+      const orders = [...new Map(taken.map((o) => [o.prepay_id, o])).values()];
       await this.settleDueInTx(tx, orders, faults);
+      return taken.length;
     });
-    return due.length;
   }
 
   /** Settles the order's due refunds under its row lock (waiting for it). */

@@ -9,7 +9,7 @@ import { WEBHOOK_RETRY_DELAYS_MS, isWebhookAcknowledged, webhookRetryDelay } fro
 
 /** How often each serving process looks for due settlements and deliveries. */
 const POLL_INTERVAL_MS = 200;
-/** Due refunds settled per transaction, and at most this many transactions per round. */
+/** Due refunds taken per settlement transaction (with the others due on their orders), and transactions per round at most. */
 const SETTLE_BATCH = 50;
 const MAX_SETTLE_BATCHES_PER_ROUND = 20;
 /** Deliveries sent at once. */
@@ -76,10 +76,17 @@ export class BinancePayWebhooks extends SandboxLoop {
   }
 }
 
-/** Settles due refunds a batch at a time, while batches come back full (bounded per round). */
+/**
+ * Settles due refunds a batch at a time, while batches come back full (bounded per round),
+ * and wakes the delivery loop when it settled any, so their webhooks go out at once rather
+ * than at the delivery loop's next tick.
+ */
 @Injectable()
 export class BinancePaySettlement extends SandboxLoop {
-  constructor(private readonly emulator: BinancePayEmulator) {
+  constructor(
+    private readonly emulator: BinancePayEmulator,
+    private readonly webhooks: BinancePayWebhooks,
+  ) {
     super(new Logger('BinancePaySandboxSettlement'), POLL_INTERVAL_MS);
   }
 
@@ -88,8 +95,15 @@ export class BinancePaySettlement extends SandboxLoop {
   }
 
   private async settleDue(): Promise<void> {
-    for (let i = 0; i < MAX_SETTLE_BATCHES_PER_ROUND && !this.stopped; i++) {
-      if ((await this.emulator.settleAllDue(SETTLE_BATCH)) < SETTLE_BATCH) return;
+    let taken = 0;
+    try {
+      for (let i = 0; i < MAX_SETTLE_BATCHES_PER_ROUND && !this.stopped; i++) {
+        const n = await this.emulator.settleAllDue(SETTLE_BATCH);
+        taken += n;
+        if (n < SETTLE_BATCH) return;
+      }
+    } finally {
+      if (taken > 0) this.webhooks.wake();
     }
   }
 }
