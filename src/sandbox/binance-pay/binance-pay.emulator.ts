@@ -418,7 +418,7 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
    * and any others due on those orders, in one transaction; returns how many due refunds it
    * took (`limit`: there may be more). Orders locked elsewhere (another process's batch, a
    * refund or query settling them) are skipped, not waited for, so processes share the work.
-   * BEGIN, two statements and COMMIT for the batch (after a probe and the fault settings),
+   * BEGIN, three statements and COMMIT for the batch (after a probe and the fault settings),
    * not five statements per order: under load the per-order loop fell so far behind that
    * nearly every refund was settled by its query instead, and its webhook was queued only
    * then, after the caller already knew the outcome (docs/performance.md, round 12).
