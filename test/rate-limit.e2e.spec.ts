@@ -155,16 +155,22 @@ describe('RateLimiter outside the HTTP stack', () => {
     }
   });
 
-  it('takes exactly one unit per call when a burst of calls shares one pipelined write', async () => {
+  /** A started limiter with a budget of 10 a minute on `redisUrl`, under a fresh key prefix. */
+  async function startLimiter(redisUrl: string, prefix: string): Promise<RateLimiter> {
     const cfg = loadConfig({
       NODE_ENV: 'test',
-      REDIS_URL,
+      REDIS_URL: redisUrl,
       SANDBOX: 'true',
-      QUEUE_PREFIX: `rl-pipe-${randomBytes(4).toString('hex')}`,
+      QUEUE_PREFIX: `${prefix}-${randomBytes(4).toString('hex')}`,
       RATE_LIMIT_PER_MINUTE: '10',
     });
     const limiter = new RateLimiter(cfg);
     await limiter.onModuleInit();
+    return limiter;
+  }
+
+  it('takes exactly one unit per call when a burst of calls shares one pipelined write', async () => {
+    const limiter = await startLimiter(REDIS_URL, 'rl-pipe');
     try {
       await limiter.take('warm'); // the script is loaded on the connection (EVAL once, then EVALSHA)
       const stream = (limiter as unknown as { redis: { stream: { write: (...args: unknown[]) => boolean } } }).redis.stream;
@@ -212,15 +218,7 @@ describe('RateLimiter outside the HTTP stack', () => {
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
     const url = new URL(REDIS_URL);
     url.host = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
-    const cfg = loadConfig({
-      NODE_ENV: 'test',
-      REDIS_URL: url.toString(),
-      SANDBOX: 'true',
-      QUEUE_PREFIX: `rl-stall-${randomBytes(4).toString('hex')}`,
-      RATE_LIMIT_PER_MINUTE: '10',
-    });
-    const limiter = new RateLimiter(cfg);
-    await limiter.onModuleInit();
+    const limiter = await startLimiter(url.toString(), 'rl-stall');
     try {
       expect((await limiter.take('k'))?.allowed).toBe(true);
       stalled = true;

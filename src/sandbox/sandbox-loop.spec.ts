@@ -65,6 +65,14 @@ describe('SandboxLoop.wake', () => {
     expect(loop.rounds).toBe(2);
   });
 
+  it('does nothing before the loop started, so bootstrap does not start a second chain of rounds', async () => {
+    const loop = new CountingLoop();
+    loops.push(loop);
+    loop.wake();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(loop.rounds).toBe(0);
+  });
+
   it('does nothing once stopped', async () => {
     const loop = new CountingLoop();
     loop.onApplicationBootstrap();

@@ -43,9 +43,13 @@ export abstract class SandboxLoop implements OnApplicationBootstrap, OnModuleDes
     return this.shutdown.signal.aborted;
   }
 
-  /** Starts a round now, or right after the one in flight: work is due that should not wait for the timer. */
+  /**
+   * Starts a round now, or right after the one in flight: work is due that should not wait
+   * for the timer. Before the loop started (bootstrap) it does nothing: starting here too
+   * would run two chains of rounds side by side.
+   */
   wake(): void {
-    if (this.stopped) return;
+    if (this.stopped || (this.timer === undefined && !this.running)) return;
     if (this.running) {
       this.again = true;
       return;
