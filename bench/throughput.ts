@@ -256,6 +256,36 @@ async function statements(db: pg.Pool, enabled: boolean): Promise<unknown[]> {
   return rows;
 }
 
+/**
+ * Row writes per table (pg_stat_user_tables): inserts, updates and the share of updates that
+ * were HOT (no new index entries; finding 38). Cumulative counters, read before and after.
+ */
+const WRITE_TABLES = ['refunds', 'payments', 'refund_attempts', 'refund_events'];
+type RowWrites = Record<string, { ins: number; upd: number; hot: number }>;
+
+async function rowWrites(db: pg.Pool): Promise<RowWrites> {
+  // The statistics of other backends reach the shared counters within a second of their
+  // commit (stats_fetch_consistency aside); the callers read after a drain, well past that.
+  const { rows } = await db.query(
+    `SELECT relname, n_tup_ins::bigint::float AS ins, n_tup_upd::bigint::float AS upd, n_tup_hot_upd::bigint::float AS hot
+       FROM pg_stat_user_tables WHERE schemaname = 'public' AND relname = ANY($1::text[])`,
+    [WRITE_TABLES],
+  );
+  return Object.fromEntries(rows.map((r) => [r.relname as string, { ins: r.ins as number, upd: r.upd as number, hot: r.hot as number }]));
+}
+
+function rowWritesPer(before: RowWrites, after: RowWrites, units: number): Record<string, { inserts: number; updates: number; hotShare: number }> {
+  const out: Record<string, { inserts: number; updates: number; hotShare: number }> = {};
+  for (const t of WRITE_TABLES) {
+    const a = after[t];
+    const b = before[t] ?? { ins: 0, upd: 0, hot: 0 };
+    if (!a) continue;
+    const upd = a.upd - b.upd;
+    out[t] = { inserts: round((a.ins - b.ins) / units, 2), updates: round(upd / units, 2), hotShare: upd ? round((a.hot - b.hot) / upd, 2) : NaN };
+  }
+  return out;
+}
+
 async function resetStatements(db: pg.Pool, enabled: boolean): Promise<void> {
   if (enabled) await db.query(`SELECT pg_stat_statements_reset()`);
 }
@@ -882,6 +912,8 @@ async function main(): Promise<number> {
     const posts = plan(label, payments, PER_PAYMENT).slice(0, E2E_REFUNDS);
     log(`end to end, ${latency} ms: ${posts.length} refunds posted at ${CONCURRENCY} connections, waiting until final`);
     await resetStatements(db, pgss);
+    await sleep(1_100); // the warm-up's row counters reach the shared statistics
+    const writes0 = await rowWrites(db);
     await profiler.start(label);
     const gc0 = await gcSnapshot();
     rss.start();
@@ -912,6 +944,8 @@ async function main(): Promise<number> {
     await profiler.stop(label);
     const calls = await totalCalls(db, pgss);
     const emuCalls = await emulatorCalls(db, pgss);
+    await sleep(1_100);
+    const writes = rowWritesPer(writes0, await rowWrites(db), posts.length);
     e2e[String(latency)] = {
       latencyMs: latency,
       ...result,
@@ -930,6 +964,7 @@ async function main(): Promise<number> {
       sqlStatementsPerRefund: round(calls / posts.length, 1),
       // The provider's own (the emulator process's role); the rest are the service's.
       ...(EMULATOR_PROCESS ? { sqlStatementsPerRefundEmulator: round(emuCalls / posts.length, 1) } : {}),
+      rowWritesPerRefund: writes,
       cpuMs: used,
       cpuMsPerRefund: perUnit(used, result.final || 1),
       gcPerRefund: gc,
@@ -1080,6 +1115,14 @@ async function main(): Promise<number> {
         row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
         row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
+        row(
+          '  refunds rows per refund: updates (HOT share); payments',
+          (({ refunds: t, payments: p }) => (t ? `${t.updates} (${Math.round(t.hotShare * 100)} %); ${p?.updates ?? '-'}` : '-'))(
+            (x as { rowWritesPerRefund: ReturnType<typeof rowWritesPer> }).rowWritesPerRefund,
+          ),
+          '',
+          '',
+        ),
         // What 1,000 refunds/s at 200 ms keeps in flight (two calls each): the target's
         // waiting load, which a slower emulator reaches on this machine's CPU.
         row(
