@@ -1,8 +1,9 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config/config.js';
+import { Database } from '../src/database/database.js';
 import { RefundWorkerService } from '../src/processing/refund-worker.service.js';
 import { FAST_ENV, merchantKey, REDIS_URL, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
 
@@ -92,6 +93,49 @@ describe('ROLE=api and ROLE=worker', () => {
     }
     const atProvider = await api.http().get('/sandbox/binance-pay/refunds').query({ prepayId: paymentId }).expect(200);
     expect(atProvider.body.data).toHaveLength(1);
+  });
+
+  it('decides when to look again at refunds it cannot claim from the claim statement alone', async () => {
+    const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
+    const [leased, notDue, final] = await Promise.all(['1', '1', '1'].map(async (a) => (await create(paymentId, a)).body.id as string));
+    const missing = randomUUID();
+    // Held by another worker for 3 s; due in 3 s; final already (its webhook won the race).
+    await api.db.query(`UPDATE refunds SET lease_owner = 'another-worker', lease_until = now() + interval '3 seconds' WHERE id = $1`, [leased]);
+    await api.db.query(`UPDATE refunds SET next_check_at = now() + interval '3 seconds' WHERE id = $1`, [notDue]);
+    await api.db.query(
+      `UPDATE refunds SET status = 'succeeded', refunded_amount = amount, completed_at = now(), next_check_at = NULL WHERE id = $1`,
+      [final],
+    );
+    const rows = await api.db.query(`SELECT id, lease_until, next_check_at FROM refunds WHERE id = ANY($1::uuid[])`, [[leased, notDue]]);
+    const times = Object.fromEntries(rows.rows.map((r) => [r.id, r]));
+
+    const db = api.app.get(Database);
+    const statements = vi.spyOn(db, 'query');
+    try {
+      // At once, so they share claim statements.
+      const steps = api.app.get(RefundWorkerService);
+      const [a, b, c, d] = await Promise.all([leased, notDue, final, missing].map((id) => steps.step(id)));
+      expect(a).toEqual({ done: false, at: expect.any(Date) });
+      expect(a.done === false && a.at.getTime()).toBeGreaterThanOrEqual(times[leased].lease_until.getTime());
+      expect(b).toEqual({ done: false, at: expect.any(Date) });
+      expect(b.done === false && b.at.getTime()).toBeGreaterThanOrEqual(times[notDue].next_check_at.getTime());
+      expect(c).toEqual({ done: true });
+      expect(d).toEqual({ done: true });
+      // Claims, and nothing else: no row read per refund a claim could not take.
+      // (The first claim goes alone, the others batch behind it.)
+      const sql = statements.mock.calls.map(([text]) => text);
+      expect(sql.length).toBeGreaterThan(0);
+      for (const text of sql) expect(text).toContain('FOR UPDATE SKIP LOCKED');
+    } finally {
+      statements.mockRestore();
+    }
+    // Nothing was changed by the look: the other worker's lease and the next check stand.
+    const after = await api.db.query(`SELECT id, status, lease_owner, next_check_at FROM refunds WHERE id = ANY($1::uuid[])`, [[leased, notDue, final]]);
+    const byId = Object.fromEntries(after.rows.map((r) => [r.id, r]));
+    expect(byId[leased]).toMatchObject({ status: 'queued', lease_owner: 'another-worker' });
+    expect(byId[notDue]).toMatchObject({ status: 'queued', lease_owner: null });
+    expect(byId[notDue].next_check_at.getTime()).toBe(times[notDue].next_check_at.getTime());
+    expect(byId[final]).toMatchObject({ status: 'succeeded', lease_owner: null });
   });
 
   it('two worker processes finish every refund, each sent exactly once', async () => {
