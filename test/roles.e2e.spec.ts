@@ -99,9 +99,9 @@ describe('ROLE=api and ROLE=worker', () => {
     const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
     const [leased, notDue, final] = await Promise.all(['1', '1', '1'].map(async (a) => (await create(paymentId, a)).body.id as string));
     const missing = randomUUID();
-    // Held by another worker for 3 s; due in 3 s; final already (its webhook won the race).
-    await api.db.query(`UPDATE refunds SET lease_owner = 'another-worker', lease_until = now() + interval '3 seconds' WHERE id = $1`, [leased]);
-    await api.db.query(`UPDATE refunds SET next_check_at = now() + interval '3 seconds' WHERE id = $1`, [notDue]);
+    // Held by another worker for 10 s; due in 10 s; final already (its webhook won the race).
+    await api.db.query(`UPDATE refunds SET lease_owner = 'another-worker', lease_until = now() + interval '10 seconds' WHERE id = $1`, [leased]);
+    await api.db.query(`UPDATE refunds SET next_check_at = now() + interval '10 seconds' WHERE id = $1`, [notDue]);
     await api.db.query(
       `UPDATE refunds SET status = 'succeeded', refunded_amount = amount, completed_at = now(), next_check_at = NULL WHERE id = $1`,
       [final],
@@ -121,11 +121,12 @@ describe('ROLE=api and ROLE=worker', () => {
       expect(b.done === false && b.at.getTime()).toBeGreaterThanOrEqual(times[notDue].next_check_at.getTime());
       expect(c).toEqual({ done: true });
       expect(d).toEqual({ done: true });
-      // Claims, and nothing else: no row read per refund a claim could not take.
-      // (The first claim goes alone, the others batch behind it.)
+      // Claims (the first goes alone, the others batch behind it), and no row read per
+      // refund a claim could not take. The sandbox's own loops share this Database, so the
+      // statements are picked out by their text.
       const sql = statements.mock.calls.map(([text]) => text);
-      expect(sql.length).toBeGreaterThan(0);
-      for (const text of sql) expect(text).toContain('FOR UPDATE SKIP LOCKED');
+      expect(sql.some((text) => text.includes('FOR UPDATE SKIP LOCKED'))).toBe(true);
+      expect(sql.filter((text) => /FROM refunds WHERE id = \$1\b/.test(text))).toEqual([]);
     } finally {
       statements.mockRestore();
     }
@@ -136,6 +137,22 @@ describe('ROLE=api and ROLE=worker', () => {
     expect(byId[notDue]).toMatchObject({ status: 'queued', lease_owner: null });
     expect(byId[notDue].next_check_at.getTime()).toBe(times[notDue].next_check_at.getTime());
     expect(byId[final]).toMatchObject({ status: 'succeeded', lease_owner: null });
+  });
+
+  it('reads a failed refund afresh rather than trust the claim\'s snapshot (an ops retry may have put it back in line)', async () => {
+    const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
+    const id = (await create(paymentId, '1')).body.id as string;
+    await api.db.query(`UPDATE refunds SET status = 'failed', failure_code = 'TEST', completed_at = now(), next_check_at = NULL WHERE id = $1`, [id]);
+    const db = api.app.get(Database);
+    const statements = vi.spyOn(db, 'query');
+    try {
+      expect(await api.app.get(RefundWorkerService).step(id)).toEqual({ done: true });
+      expect(statements.mock.calls.map(([text]) => text).filter((text) => /FROM refunds WHERE id = \$1\b/.test(text))).toHaveLength(1);
+    } finally {
+      statements.mockRestore();
+    }
+    // Settled, as the next test expects every refund of this database to end.
+    await api.db.query(`UPDATE refunds SET status = 'succeeded', refunded_amount = amount, failure_code = NULL WHERE id = $1`, [id]);
   });
 
   it('two worker processes finish every refund, each sent exactly once', async () => {

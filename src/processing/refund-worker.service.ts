@@ -20,6 +20,8 @@ import type { RefundStatus } from '../refunds/refund-status.js';
 const LAST_SLOT_WAIT_MS = 2_000;
 /** Statuses a worker still follows: requires_action is polled slowly, since the provider may move on its own. */
 const OWED: string[] = ['queued', 'processing', 'requires_action'];
+/** Statuses that are not owed but can become owed again (ops retry; approval). */
+const REOPENABLE: string[] = ['failed', 'pending_approval'];
 /** For providers that dedup creates: every this many inconclusive checks, re-send the same create. */
 const RESEND_EVERY = 6;
 
@@ -106,7 +108,13 @@ export class RefundWorkerService {
 
   async step(refundId: string): Promise<StepResult> {
     const claimed = await this.claim(refundId);
-    if ('unclaimed' in claimed) return this.notClaimable(claimed.unclaimed);
+    if ('unclaimed' in claimed) {
+      // A failed refund can be put back in line by an ops retry, a pending one by its
+      // approval; the claim saw the row as of its snapshot, which may predate that commit.
+      // Read it afresh then (rare), so the job is not dropped for the sweeper to find.
+      if (claimed.unclaimed && REOPENABLE.includes(claimed.unclaimed.status)) return this.whenClaimable(refundId);
+      return this.notClaimable(claimed.unclaimed);
+    }
     try {
       return await this.advance(claimed.row, claimed.payment, claimed.slots);
     } finally {
@@ -143,8 +151,9 @@ export class RefundWorkerService {
    * (`u`, read in the statement's snapshot), so the step decides when to look again without
    * a second statement: most often the refund is final already, its webhook having won the
    * race with this poll (finding 35; round 13 counted 0.65 such reads per refund at 2,000 ms).
-   * A refund changed between the snapshot and the lock (a webhook's commit) reads as it was:
-   * the step looks again in 250 ms and finds it then.
+   * A refund changed between the snapshot and the lock reads as it was: one still owed then
+   * (a webhook's commit making it final) is looked at again in 250 ms; one not owed then
+   * but reopenable (failed, pending approval) is read afresh by step().
    */
   private async claimMany(ids: string[]): Promise<Array<Claimed | Unclaimed>> {
     type Found = RefundRow & {
@@ -192,7 +201,7 @@ export class RefundWorkerService {
         continue;
       }
       // Only the payment's provider data is used from here on (command()).
-      byId.set(row.id, { row, payment: data === null ? undefined : ({ provider_data: data } as PaymentRow), slots });
+      byId.set(askedId, { row, payment: data === null ? undefined : ({ provider_data: data } as PaymentRow), slots });
     }
     return ids.map((id) => byId.get(id) ?? { unclaimed: null });
   }
