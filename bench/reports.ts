@@ -85,7 +85,7 @@ async function load(url: string): Promise<{ seconds: number; tableMb: number; in
     // Commits stay synchronous (a dozen of them; nothing to gain): the VACUUM after the load
     // marks a page all-visible only once the commits of its rows are flushed, and with
     // asynchronous commit it ran too soon and marked none, so every summary paid a heap visit
-    // per row that autovacuum would have spared it (finding 39).
+    // per row that autovacuum would have spared it (finding 40).
     await db.query(`INSERT INTO merchants (id, name) SELECT 'M' || lpad(g::text, 4, '0'), 'Merchant ' || g FROM generate_series(0, 49) g`);
     const payments = Math.max(1, Math.ceil(ROWS / 10));
     await db.query(
