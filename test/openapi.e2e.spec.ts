@@ -1,4 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
+import type { FastifyInstance } from 'fastify';
+import { servedRoutes } from '../src/common/served-routes.js';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
@@ -55,31 +57,16 @@ afterAll(async () => {
  *   by SwaggerModule around GET /docs, which is documented.
  * - /console, /console/*path: the ops console, a static single-page app (HTML, scripts)
  *   for browsers; everything it shows comes from the documented /v1 routes.
- * Bull Board (/ops/queues) is Express middleware, not a route, so it is not enumerated here;
- * it is a UI too, not an API.
+ * - /ops/queues, /ops/queues/...: Bull Board, the queue dashboard (its page, its assets and
+ *   the JSON its page reads), a UI for ops behind its own key check, not part of our API.
  */
-const UNDOCUMENTED = [/^\/sandbox\//, /^\/docs\/.+/, /^\/console(\/|$)/];
+const UNDOCUMENTED = [/^\/sandbox\//, /^\/docs\/.+/, /^\/console(\/|$)/, /^\/ops\/queues(\/|$)/];
 
-interface Layer {
-  route?: { path: string | string[]; methods: Record<string, boolean> };
-}
-
-/** Method and OpenAPI-style path of every route the Express app serves. */
+/** Method and path of every route the app serves (Fastify's onRoute, src/common/served-routes.ts). */
 function registeredRoutes(app: INestApplication): string[] {
-  const express = app.getHttpAdapter().getInstance() as { router?: { stack: Layer[] }; _router?: { stack: Layer[] } };
-  const stack = (express.router ?? express._router)?.stack ?? [];
-  const out = new Set<string>();
-  for (const layer of stack) {
-    if (!layer.route) continue;
-    // Catch-all mounts (nestjs-pino's request logger on `{/*splat}`) are middleware, not routes.
-    const paths = (Array.isArray(layer.route.path) ? layer.route.path : [layer.route.path]).filter((p) => /^\/?[\w-]/.test(p));
-    for (const method of Object.keys(layer.route.methods).filter((m) => layer.route!.methods[m] && m !== '_all')) {
-      for (const p of paths) out.add(`${method.toUpperCase()} ${toOpenApiPath(p)}`);
-    }
-  }
-  return [...out].sort();
+  const routes = servedRoutes(app.getHttpAdapter().getInstance() as FastifyInstance);
+  return [...new Set(routes.map((r) => `${r.method} ${toOpenApiPath(r.url)}`))].sort();
 }
-
 function toOpenApiPath(path: string): string {
   return (path.replace(/:([A-Za-z0-9_]+)/g, '{$1}').replace(/\/+$/, '') || '/').replace(/^([^/])/, '/$1');
 }

@@ -1,10 +1,12 @@
+import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { servedRoutes } from '../src/common/served-routes.js';
 import { REFUND_QUEUES } from '../src/processing/queues.js';
 import { WEBHOOK_QUEUE } from '../src/webhooks/webhook-settings.js';
 import { merchantKey, roleKey, startService, TestService } from './support/service.js';
 
-// Bull Board at /ops/queues: Express middleware with its own key check (ops and admin keys,
-// Bearer or HTTP Basic), read-only.
+// Bull Board at /ops/queues: a Fastify plugin behind its own key check (src/ops/ops-auth.ts:
+// ops and admin keys, Bearer or HTTP Basic), read-only.
 let svc: TestService;
 let ops: string;
 let finance: string;
@@ -34,6 +36,21 @@ describe('GET /ops/queues (Bull Board)', () => {
     const unknown = await svc.http().get('/ops/queues').set('Authorization', basic('ops', 'rk_ops_not_a_real_key')).expect(401);
     expect(unknown.headers['www-authenticate']).toMatch(/^Basic realm="ops"/);
     await svc.http().get('/ops/queues').set('Authorization', 'Bearer rk_ops_not_a_real_key').expect(401);
+  });
+
+  it('guards every route of the board, whatever its spelling: 401 without a key, 403 for a merchant', async () => {
+    const board = servedRoutes(svc.app.getHttpAdapter().getInstance() as FastifyInstance).filter((r) => /^\/ops\/queues(\/|$)/.test(r.url));
+    expect(board.length).toBeGreaterThan(20);
+    for (const { method, url } of board) {
+      const concrete = url.replace(/:\w+/g, 'x').replace(/\*$/, 'x.js');
+      // Routes match case-insensitively and with a trailing slash; the check must too.
+      for (const path of [concrete, concrete.toUpperCase(), `${concrete}/`]) {
+        const none = await svc.http()[method.toLowerCase() as 'get'](path);
+        expect(none.status, `${method} ${path} without a key`).toBe(401);
+        const asMerchant = await svc.http()[method.toLowerCase() as 'get'](path).set('Authorization', `Bearer ${merchant}`);
+        expect(asMerchant.status, `${method} ${path} as a merchant`).toBe(403);
+      }
+    }
   });
 
   it('answers 403 to merchant and finance keys', async () => {

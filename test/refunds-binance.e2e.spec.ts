@@ -478,6 +478,29 @@ describe('bad input changes nothing', () => {
       ['NUL in a string', () => createRefund(m1, { ...valid, description: 'a\u0000b' }), 400, 'validation_failed'],
       ['NUL in metadata', () => createRefund(m1, { ...valid, metadata: { k: '\u0000' } }), 400, 'validation_failed'],
       ['upper-case path without a key', () => svc.http().post('/V1/refunds').set('Idempotency-Key', 'k9').send(valid), 401, 'unauthorized'],
+      [
+        'a form body',
+        () =>
+          svc.http().post('/v1/refunds').set('Authorization', `Bearer ${m1}`).set('Idempotency-Key', 'k10').type('form')
+            .send(new URLSearchParams(Object.entries(valid).map(([k, v]) => [k, String(v)])).toString()),
+        415,
+        'unsupported_media_type',
+      ],
+      [
+        'text/plain to an escaped /v1 path',
+        () => svc.http().post('/v%31/refunds').set('Authorization', `Bearer ${m1}`).set('Idempotency-Key', 'k11').set('Content-Type', 'text/plain').send('hello'),
+        415,
+        'unsupported_media_type',
+      ],
+      [
+        'invalid UTF-8 to an upper-case /v1 path',
+        () =>
+          svc.http().post('/V1/refunds').set('Authorization', `Bearer ${m1}`).set('Idempotency-Key', 'k12').set('Content-Type', 'application/json')
+            .send(Buffer.concat([Buffer.from(JSON.stringify({ ...valid, reason: 'x' }).slice(0, -2)), Buffer.from([0xff]), Buffer.from('"}')])),
+        400,
+        'validation_failed',
+      ],
+      ['an id longer than any route takes', () => svc.http().get(`/v1/refunds/${'a'.repeat(1100)}`).set('Authorization', `Bearer ${m1}`), 404, 'not_found'],
     ];
     for (const [name, send, status, code] of cases) {
       const res = await send();

@@ -3,6 +3,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { INestApplication, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { configureBodiesAndErrors, createHttpAdapter } from '../src/app.js';
 import { LosslessNumber, isLosslessNumber, parse, stringify } from 'lossless-json';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -38,10 +40,13 @@ async function boot(databaseUrl: string): Promise<Booted> {
   });
   @Module({ imports: [ConfigModule.forRoot(cfg), DatabaseModule, SandboxModule.register({ serveHttp: true })] })
   class EmulatorTestModule {}
-  const app = await NestFactory.create(EmulatorTestModule, {
+  const app = await NestFactory.create<NestFastifyApplication>(EmulatorTestModule, createHttpAdapter(), {
     rawBody: true,
+    bodyParser: false,
     logger: process.env.TEST_LOGS ? ['error', 'warn'] : false,
   });
+  // As the service does (src/app.ts).
+  configureBodiesAndErrors(app);
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   return { app, base: `http://127.0.0.1:${port}` };
@@ -387,6 +392,16 @@ describe('Binance Pay emulator: authentication', () => {
     await expectFail(await binance('order/refund', text), 400, '400001');
     await expectFail(await binance('order/refund', text, { headers: { 'BinancePay-Signature': 'AB'.repeat(64) } }), 400, '400002');
     await expectFail(await binance('order/refund', '[1,2]'), 400, '400001');
+  });
+
+  it('answers a body over the service limit in the Binance envelope, and the control API as { error }', async () => {
+    const big = JSON.stringify({ refundRequestId: 'x', pad: 'x'.repeat(70_000) });
+    const res = await binance('order/refund', big);
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({ status: 'FAIL', code: '400104' });
+    const control = await request(a.base, 'POST', '/sandbox/payments', big, { 'content-type': 'application/json' });
+    expect(control.status).toBe(413);
+    expect(JSON.parse(control.text)).toEqual({ error: 'request body too large' });
   });
 
   it('validates fields with 400100/400101/400102', async () => {

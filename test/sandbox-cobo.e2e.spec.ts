@@ -4,6 +4,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { INestApplication, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { configureBodiesAndErrors, createHttpAdapter } from '../src/app.js';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
@@ -33,10 +35,13 @@ async function boot(databaseUrl: string): Promise<Booted> {
   });
   @Module({ imports: [ConfigModule.forRoot(cfg), DatabaseModule, SandboxModule.register({ serveHttp: true })] })
   class EmulatorTestModule {}
-  const app = await NestFactory.create(EmulatorTestModule, {
+  const app = await NestFactory.create<NestFastifyApplication>(EmulatorTestModule, createHttpAdapter(), {
     rawBody: true,
+    bodyParser: false,
     logger: process.env.TEST_LOGS ? ['error', 'warn'] : false,
   });
+  // As the service does (src/app.ts).
+  configureBodiesAndErrors(app);
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   return { app, base: `http://127.0.0.1:${port}` };

@@ -4,7 +4,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamicModule, Global, INestApplication, Inject, Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { configureBodiesAndErrors, createHttpAdapter } from '../src/app.js';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
@@ -72,14 +73,13 @@ async function boot(databaseUrl: string, wrapped = false): Promise<Booted> {
   const sandbox = wrapped ? [WrapperLikeSandboxModule.register(), ConsumerModule] : [LeanSandboxModule.register({ serveHttp: true })];
   @Module({ imports: [ConfigModule.forRoot(cfg), DatabaseModule, ...sandbox] })
   class EmulatorTestModule {}
-  const app = await NestFactory.create<NestExpressApplication>(EmulatorTestModule, {
+  const app = await NestFactory.create<NestFastifyApplication>(EmulatorTestModule, createHttpAdapter(), {
     rawBody: true,
     bodyParser: false,
     logger: process.env.TEST_LOGS ? ['error', 'warn'] : false,
   });
   // As the service does (src/app.ts).
-  app.useBodyParser('json');
-  app.useBodyParser('urlencoded', { extended: false });
+  configureBodiesAndErrors(app);
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   return { app, base: `http://127.0.0.1:${port}` };

@@ -1,8 +1,8 @@
 // One Nest app with a route shaped like POST /v1/refunds — a class-validator DTO through a
 // global ValidationPipe, a header, a 202 with a refund-sized JSON body — served by the
-// Express adapter (configured as src/app.ts configures the service: raw body kept, JSON body
-// parser with a 64 kB limit, no X-Powered-By) or by the Fastify adapter with the same
-// settings. argv: <express|fastify> <port>. GET /__cpu answers the process's CPU time.
+// Express adapter (configured as src/app.ts configured the service until round 14: raw body
+// kept, JSON body parser with a 64 kB limit, no X-Powered-By) or by the Fastify adapter with
+// the same settings (the service runs on Fastify since round 14, docs/performance.md finding 43). argv: <express|fastify> <port>. GET /__cpu answers the process's CPU time.
 import 'reflect-metadata';
 import { Body, Controller, Get, Headers, HttpCode, INestApplication, Module, Post, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';

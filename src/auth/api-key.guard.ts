@@ -1,6 +1,7 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
+import { requestPath } from '../common/request-path.js';
 import { Problem } from '../common/problem.js';
 import { ApiKeysService } from './api-keys.service.js';
 import { RateLimiter } from './rate-limit.js';
@@ -10,10 +11,10 @@ import { ApiRole, AuthedRequest, ROLES_KEY } from './auth-context.js';
  * Routes that authenticate otherwise or not at all: probes, provider webhooks (verified by
  * the provider's signature), the sandbox emulators (which check their own credentials) and
  * the Prometheus endpoint (public, or METRICS_TOKEN checked by MetricsController). The ops
- * dashboard (/ops/queues) is Express middleware with its own key check (src/ops), so this
- * guard never runs for it. /docs and /docs-json (the OpenAPI document, which holds no
- * secrets) are plain Express routes too, listed here so they stay public whatever serves them.
- * Compared case-insensitively, as Express routes match.
+ * dashboard (/ops/queues) is a Fastify plugin behind middleware with its own key check
+ * (src/ops), so this guard never runs for it. /docs and /docs-json (the OpenAPI document,
+ * which holds no secrets) are plain Fastify routes too, listed here so they stay public
+ * whatever serves them. Compared case-insensitively, as routes match (src/app.ts).
  */
 const PUBLIC_PREFIXES = ['/health/', '/webhooks/', '/sandbox/', '/metrics/', '/docs/', '/docs-json/'];
 
@@ -38,7 +39,8 @@ export class ApiKeyGuard implements CanActivate {
   async canActivate(ctx: ExecutionContext): Promise<boolean> {
     if (ctx.getType() !== 'http') return true;
     const req = ctx.switchToHttp().getRequest<AuthedRequest>();
-    if (isPublic(req.path)) return true;
+    // The route's declared path, not the URL as sent: what decides is the handler that runs.
+    if (isPublic(req.routeOptions?.url ?? requestPath(req.url))) return true;
 
     const header = req.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
@@ -48,7 +50,7 @@ export class ApiKeyGuard implements CanActivate {
     const { fromCache, ...auth } = found;
     req.auth = auth;
     // Per key, before the role check, so a key hammering routes it may not call is limited too.
-    const decision = await this.limiter.enforce(auth.keyId, ctx.switchToHttp().getResponse<Response>());
+    const decision = await this.limiter.enforce(auth.keyId, ctx.switchToHttp().getResponse<FastifyReply>());
     // The limiter's script also reports a key revoked since (by any process). A key this
     // process remembers is trusted only with that answer; without one, ask the database.
     if (decision?.revoked || (fromCache && !decision && !(await this.keys.authenticate(match[1])))) {

@@ -1,5 +1,5 @@
 import { createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { Problem } from '../common/problem.js';
 
 export const ROLES = ['merchant', 'ops', 'finance', 'admin'] as const;
@@ -26,7 +26,7 @@ export const ROLES_KEY = 'roles';
 /** Roles allowed on a route; admin is always allowed. */
 export const Roles = (...roles: ApiRole[]) => SetMetadata(ROLES_KEY, roles);
 
-export type AuthedRequest = Request & { auth?: AuthContext };
+export type AuthedRequest = FastifyRequest & { auth?: AuthContext };
 
 export const Auth = createParamDecorator((_data: unknown, ctx: ExecutionContext): AuthContext => {
   const req = ctx.switchToHttp().getRequest<AuthedRequest>();

@@ -1,5 +1,5 @@
 import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
 import { Problem } from '../common/problem.js';
 import { withTimeout } from '../common/with-timeout.js';
@@ -176,15 +176,15 @@ export class RateLimiter implements OnModuleInit, OnModuleDestroy {
    * httpapi-ratelimit-headers) and throws 429 `rate_limited` (with Retry-After, set by
    * ProblemFilter) when the budget is spent.
    */
-  async enforce(keyId: string, res: Response | undefined): Promise<RateLimitDecision | undefined> {
+  async enforce(keyId: string, reply: FastifyReply | undefined): Promise<RateLimitDecision | undefined> {
     const d = await this.take(keyId);
     if (!d || d.revoked) return d;
-    if (res && !res.headersSent) {
+    if (reply && !reply.sent) {
       const windowSeconds = Math.max(1, Math.round((60 * d.limit) / this.cfg.rateLimit.perMinute));
-      res.setHeader('RateLimit-Limit', String(d.limit));
-      res.setHeader('RateLimit-Remaining', String(d.remaining));
-      res.setHeader('RateLimit-Reset', String(d.resetSeconds));
-      res.setHeader('RateLimit-Policy', `${d.limit};w=${windowSeconds}`);
+      reply.header('RateLimit-Limit', String(d.limit));
+      reply.header('RateLimit-Remaining', String(d.remaining));
+      reply.header('RateLimit-Reset', String(d.resetSeconds));
+      reply.header('RateLimit-Policy', `${d.limit};w=${windowSeconds}`);
     }
     if (!d.allowed) {
       throw new Problem('rate_limited', `Rate limit of ${this.cfg.rateLimit.perMinute} requests per minute for this API key exceeded; retry in ${d.retryAfterSeconds} s.`, {

@@ -1,6 +1,8 @@
-import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger, NotFoundException } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { bodyErrorKind, respondToUnhandled } from './body-errors.js';
 import { ERROR_CODES, ErrorCode, Problem } from './problem.js';
+import { requestPath } from './request-path.js';
 
 /** Errors that mean a dependency (Postgres, Redis) is down, not that the request is wrong. */
 function isDependencyOutage(err: unknown): boolean {
@@ -30,34 +32,42 @@ export class ProblemFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const ctx = host.switchToHttp();
-    const res = ctx.getResponse<Response>();
-    const req = ctx.getRequest<Request>();
-    const problem = this.toProblem(exception, req);
-    if (res.headersSent) {
-      // A streamed response failed half-way: the status line is gone, only closing is left.
-      res.destroy();
+    const reply = ctx.getResponse<FastifyReply>();
+    const req = ctx.getRequest<FastifyRequest>();
+    if (reply.sent || reply.raw.headersSent) {
+      // A streamed response failed half-way: the status line is gone, only closing is left
+      // (toProblem still logs an unexpected error).
+      this.toProblem(exception, req.method, requestPath(req.url));
+      if (!reply.raw.writableEnded) reply.raw.destroy();
       return;
     }
-    const body = problem.body(req.originalUrl?.split('?')[0]);
+    // Errors before any handler ran (a body the parsers refused, no such route) may belong to
+    // a provider emulator, which answers them in its provider's format.
+    const kind = bodyErrorKind(exception);
+    const noRoute = exception instanceof NotFoundException && exception.message.startsWith('Cannot ');
+    if ((kind || noRoute) && respondToUnhandled(kind ? { kind } : { kind: 'no_route' }, req, reply)) return;
+    const path = requestPath(req.url);
+    const problem = this.toProblem(exception, req.method, path);
+    const body = problem.body(path);
     const retryAfter = problem.extra.retryAfterSeconds;
-    if (typeof retryAfter === 'number') res.setHeader('Retry-After', String(retryAfter));
-    res.status(problem.getStatus()).type('application/problem+json').send(JSON.stringify(body));
+    if (typeof retryAfter === 'number') reply.header('Retry-After', String(retryAfter));
+    reply.status(problem.getStatus()).type('application/problem+json').send(JSON.stringify(body));
   }
 
-  private toProblem(exception: unknown, req: Request): Problem {
+  /** The problem body this filter answers `exception` with, for another transport (MCP). */
+  problemBody(exception: unknown, method: string, path: string): Record<string, unknown> {
+    return this.toProblem(exception, method, path).body(path);
+  }
+
+  private toProblem(exception: unknown, method: string, path: string): Problem {
     if (exception instanceof Problem) return exception;
-    const anyErr = exception as { type?: string; status?: number; statusCode?: number; message?: string };
-    // body-parser errors (raised before any controller runs).
-    switch (anyErr?.type) {
-      case 'entity.parse.failed':
+    const anyErr = exception as { status?: number; statusCode?: number; message?: string };
+    // Body errors (raised before any controller runs).
+    switch (bodyErrorKind(exception)) {
+      case 'unreadable':
         return Problem.validation([{ field: 'body', message: 'Malformed JSON' }], 'The request body is not valid JSON.');
-      case 'entity.too.large':
+      case 'too_large':
         return new Problem('payload_too_large', 'The request body is too large.');
-      case 'encoding.unsupported':
-      case 'charset.unsupported':
-        return new Problem('unsupported_media_type', anyErr.message);
-      case 'request.aborted':
-        return Problem.validation([{ field: 'body', message: 'Request aborted' }]);
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
@@ -66,7 +76,7 @@ export class ProblemFilter implements ExceptionFilter {
         return Problem.validation([{ field: 'body', message: exception.message }], 'The request is not valid.');
       }
       const code = codeForStatus(status);
-      if (code) return new Problem(code, status === 404 ? `No route ${req.method} ${req.path}` : exception.message);
+      if (code) return new Problem(code, status === 404 ? `No route ${method} ${path}` : exception.message);
     }
     const pgCode = (exception as { code?: unknown })?.code;
     if (typeof pgCode === 'string' && /^22[0-9A-Z]{3}$/.test(pgCode)) {

@@ -1,6 +1,9 @@
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { join } from 'node:path';
+import send from '@fastify/send';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream';
 import { Problem } from '../common/problem.js';
+import { requestPath } from '../common/request-path.js';
+import { originalUrl, sendProblem, type RawMiddleware } from '../common/raw-http.js';
 import { CONSOLE_HEADERS, consoleBuilt } from './console-assets.js';
 
 /** The mount point of the console. */
@@ -9,11 +12,18 @@ export const CONSOLE_ROUTE = '/console';
 /** Vite's hashed output: safe to cache for a year, a new build has new names. */
 const ASSET_RE = /^\/assets\/[\w-]{1,150}(\.[\w-]{1,20}){1,3}$/;
 
-function problem(req: Request, res: Response, p: Problem): void {
-  res
-    .status(p.getStatus())
-    .set({ 'Content-Type': 'application/problem+json', 'Cache-Control': 'no-store' })
-    .send(JSON.stringify(p.body(req.originalUrl.split('?')[0])));
+/**
+ * Sends one file of the build (with ETag, Last-Modified and conditional GETs, by
+ * @fastify/send, the file server of @fastify/static); anything it cannot send is 404.
+ */
+async function sendFile(req: IncomingMessage, res: ServerResponse, dir: string, file: string, cacheControl: string): Promise<void> {
+  const result = await send(req, file, { root: dir, dotfiles: 'deny', cacheControl: false, index: false });
+  if (result.type !== 'file') {
+    result.stream.destroy();
+    return sendProblem(req, res, new Problem('not_found', 'No such console file.'));
+  }
+  res.writeHead(result.statusCode, { ...result.headers, 'Cache-Control': cacheControl });
+  pipeline(result.stream, res, () => undefined); // a client gone mid-file needs nothing more
 }
 
 /**
@@ -23,30 +33,24 @@ function problem(req: Request, res: Response, p: Problem): void {
  * (/console/#/refunds/<id>), so the server only ever serves index.html and /assets/*; any
  * other path is 404. Every answer carries the strict CSP of console-assets.ts.
  */
-export function consoleStaticMiddleware(dir: string): RequestHandler {
-  const index = join(dir, 'index.html');
-  return (req: Request, res: Response, next: NextFunction) => {
+export function consoleStaticMiddleware(dir: string): RawMiddleware {
+  return (req, res, next) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
-    // req.path is relative to the mount path when mounted with app.use, absolute otherwise.
-    const full = req.originalUrl.split('?')[0];
+    const full = requestPath(originalUrl(req));
     if (!full.toLowerCase().startsWith(CONSOLE_ROUTE)) return next();
     const sub = full.slice(CONSOLE_ROUTE.length);
-    res.set(CONSOLE_HEADERS);
+    for (const [name, value] of Object.entries(CONSOLE_HEADERS)) res.setHeader(name, value);
     if (!consoleBuilt(dir)) {
-      return problem(req, res, new Problem('service_unavailable', 'The console is not built: run `npm run build`.'));
+      return sendProblem(req, res, new Problem('service_unavailable', 'The console is not built: run `npm run build`.'));
     }
-    if (sub === '') return res.redirect(301, `${CONSOLE_ROUTE}/`);
-    if (sub === '/' || sub === '/index.html') {
-      // Always revalidated, so a deploy is picked up at the next load.
-      res.set('Cache-Control', 'no-cache');
-      return res.sendFile(index, (err) => err && next(err));
+    if (sub === '') {
+      res.writeHead(301, { Location: `${CONSOLE_ROUTE}/` });
+      res.end();
+      return;
     }
-    if (ASSET_RE.test(sub)) {
-      res.set('Cache-Control', 'public, max-age=31536000, immutable');
-      return res.sendFile(sub.slice(1), { root: dir, dotfiles: 'deny' }, (err) => {
-        if (err && !res.headersSent) problem(req, res, new Problem('not_found', 'No such console file.'));
-      });
-    }
-    return problem(req, res, new Problem('not_found', 'No such console page; the console lives at /console/.'));
+    // index.html is always revalidated, so a deploy is picked up at the next load.
+    const file = sub === '/' || sub === '/index.html' ? 'index.html' : ASSET_RE.test(sub) ? sub.slice(1) : undefined;
+    if (!file) return sendProblem(req, res, new Problem('not_found', 'No such console page; the console lives at /console/.'));
+    sendFile(req, res, dir, file, file === 'index.html' ? 'no-cache' : 'public, max-age=31536000, immutable').catch(next);
   };
 }

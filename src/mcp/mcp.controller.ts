@@ -1,6 +1,6 @@
 import { Controller, Delete, Get, Post, Req, Res } from '@nestjs/common';
 import { ApiBody, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, type AuthContext, Roles } from '../auth/auth-context.js';
 import { ApiKeyAuth, ApiProblems, PROBLEM_MEDIA_TYPE, PROBLEM_REF } from '../openapi/problems.js';
 import { ref } from '../openapi/schemas.js';
@@ -71,15 +71,15 @@ export class McpController {
   })
   @ApiResponse({ status: 202, description: 'A notification or response was accepted (no body).' })
   @ApiProblems('validation_failed', 'payload_too_large')
-  async post(@Auth() auth: AuthContext, @Req() req: Request, @Res() res: Response): Promise<void> {
-    await this.mcp.handle(auth, req, res);
+  async post(@Auth() auth: AuthContext, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    await this.mcp.handle(auth, req, reply);
   }
 
   @Get()
   @Roles(...MCP_ROLES)
   @ApiOperation({ summary: 'Not offered: no server-to-client stream (stateless server)' })
   @ApiResponse({ status: 405, description: '`method_not_allowed`', headers: { Allow: { schema: { type: 'string', example: 'POST' } } }, content: { [PROBLEM_MEDIA_TYPE]: { schema: { $ref: PROBLEM_REF }, example: METHOD_NOT_ALLOWED } } })
-  streamNotOffered(@Res() res: Response): void {
+  streamNotOffered(@Res() res: FastifyReply): void {
     this.methodNotAllowed(res);
   }
 
@@ -87,11 +87,11 @@ export class McpController {
   @Roles(...MCP_ROLES)
   @ApiOperation({ summary: 'Not offered: there are no sessions to end (stateless server)' })
   @ApiResponse({ status: 405, description: '`method_not_allowed`', headers: { Allow: { schema: { type: 'string', example: 'POST' } } }, content: { [PROBLEM_MEDIA_TYPE]: { schema: { $ref: PROBLEM_REF }, example: METHOD_NOT_ALLOWED } } })
-  noSession(@Res() res: Response): void {
+  noSession(@Res() res: FastifyReply): void {
     this.methodNotAllowed(res);
   }
 
-  private methodNotAllowed(res: Response): void {
-    res.status(405).set({ Allow: 'POST', 'Content-Type': PROBLEM_MEDIA_TYPE }).send(JSON.stringify(METHOD_NOT_ALLOWED));
+  private methodNotAllowed(res: FastifyReply): void {
+    res.status(405).headers({ Allow: 'POST', 'Content-Type': PROBLEM_MEDIA_TYPE }).send(JSON.stringify(METHOD_NOT_ALLOWED));
   }
 }

@@ -1,4 +1,4 @@
-import { ArgumentsHost, Injectable, OnModuleInit, ParseUUIDPipe } from '@nestjs/common';
+import { Injectable, OnModuleInit, ParseUUIDPipe } from '@nestjs/common';
 import { ModuleRef, Reflector } from '@nestjs/core';
 // The low-level Server (which the SDK keeps "for advanced use cases"), not McpServer:
 // McpServer answers arguments its zod schema refuses with a bare "Input validation error"
@@ -7,7 +7,8 @@ import { ModuleRef, Reflector } from '@nestjs/core';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema, McpError, ErrorCode as RpcErrorCode, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { takeOverResponse } from '../common/http-reply.js';
 import { z } from 'zod';
 import { ApiRole, AuthContext, ROLES_KEY } from '../auth/auth-context.js';
 import { Problem, type FieldError } from '../common/problem.js';
@@ -82,7 +83,7 @@ export class McpService implements OnModuleInit {
   }
 
   /** Serves one HTTP request (the guard has authenticated `auth` and counted the rate limit). */
-  async handle(auth: AuthContext, req: Request, res: Response): Promise<void> {
+  async handle(auth: AuthContext, req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const server = new Server({ name: 'refund-orchestrator', version: '1.0.0' }, { capabilities: { tools: {} } });
     server.setRequestHandler(ListToolsRequestSchema, () => ({
       tools: TOOLS.map((t) => ({
@@ -101,12 +102,14 @@ export class McpService implements OnModuleInit {
     });
     // JSON responses rather than SSE: every tool answers once, nothing is streamed.
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await server.connect(transport);
+    // Taken over only now: an error before this point is still answered as a problem.
+    const res = takeOverResponse(reply);
     res.on('close', () => {
       void transport.close();
       void server.close();
     });
-    await server.connect(transport);
-    await transport.handleRequest(req, res, req.body);
+    await transport.handleRequest(req.raw, res, req.body);
   }
 
   /** Runs one tool; never throws: any error becomes an `isError` result carrying the problem. */
@@ -195,18 +198,6 @@ export class McpService implements OnModuleInit {
 
   /** The body ProblemFilter would send for `err` on REST (same mapping, same logging). */
   private toProblemBody(err: unknown): Record<string, unknown> {
-    let sent = '';
-    const res = {
-      headersSent: false,
-      setHeader: () => res,
-      status: () => res,
-      type: () => res,
-      send: (body: string) => ((sent = body), res),
-      destroy: () => undefined,
-    };
-    const req = { originalUrl: MCP_PATH, path: MCP_PATH, method: 'POST' };
-    const host = { switchToHttp: () => ({ getResponse: () => res, getRequest: () => req }) } as unknown as ArgumentsHost;
-    this.problems.catch(err, host);
-    return JSON.parse(sent) as Record<string, unknown>;
+    return this.problems.problemBody(err, 'POST', MCP_PATH);
   }
 }

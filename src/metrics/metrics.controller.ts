@@ -1,6 +1,6 @@
 import { Controller, Get, Req, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppConfig } from '../config/config.js';
 import { METRICS_UNAUTHORIZED, metricsAccessAllowed } from './metrics-auth.js';
 import { MetricsService } from './metrics.service.js';
@@ -26,12 +26,12 @@ export class MetricsController {
   @ApiProduces('text/plain')
   @ApiOkResponse({ description: 'Prometheus text format.', content: { 'text/plain': { schema: { type: 'string' }, example: 'refunds_created_total{provider="binance_pay",status="queued"} 3\n' } } })
   @ApiUnauthorizedResponse({ description: 'METRICS_TOKEN is set and the request did not carry it.' })
-  async scrape(@Req() req: Request, @Res() res: Response): Promise<void> {
+  async scrape(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     if (!metricsAccessAllowed(this.cfg.metrics.token, req.headers.authorization)) {
-      res.status(METRICS_UNAUTHORIZED.status).set(METRICS_UNAUTHORIZED.headers).send(METRICS_UNAUTHORIZED.body);
+      res.status(METRICS_UNAUTHORIZED.status).headers(METRICS_UNAUTHORIZED.headers).send(METRICS_UNAUTHORIZED.body);
       return;
     }
     const body = await this.metrics.registry.metrics();
-    res.status(200).set({ 'Content-Type': this.metrics.registry.contentType, 'Cache-Control': 'no-store' }).send(body);
+    res.status(200).headers({ 'Content-Type': this.metrics.registry.contentType, 'Cache-Control': 'no-store' }).send(body);
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { presentedKey } from './ops-auth.middleware.js';
+import { presentedKey } from './ops-auth.js';
 
 const basic = (value: string) => `Basic ${Buffer.from(value).toString('base64')}`;
 

@@ -1,11 +1,13 @@
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
+import { FastifyAdapter } from '@bull-board/fastify';
 import { BullBoardModule, InjectBullBoard, type BullBoardInstance, type BullBoardModuleOptions } from '@bull-board/nestjs';
 import { Injectable, Module, OnModuleInit } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import type { FastifyInstance } from 'fastify';
 import { ApiKeysService } from '../auth/api-keys.service.js';
 import { AuthModule } from '../auth/auth.module.js';
 import { QueueInspector } from '../metrics/queue-inspector.js';
-import { opsAuthMiddleware } from './ops-auth.middleware.js';
+import { guardOpsBoard } from './ops-auth.js';
 
 /** Where the dashboard is mounted. */
 export const OPS_QUEUES_ROUTE = '/ops/queues';
@@ -30,25 +32,34 @@ class OpsBoardQueues implements OnModuleInit {
   }
 }
 
+/** Installs the dashboard's key check (ops-auth.ts) before the routes are served. */
+@Injectable()
+class OpsBoardGuard implements OnModuleInit {
+  constructor(
+    private readonly adapterHost: HttpAdapterHost,
+    private readonly keys: ApiKeysService,
+  ) {}
+
+  onModuleInit(): void {
+    guardOpsBoard(this.adapterHost.httpAdapter.getInstance<FastifyInstance>(), OPS_QUEUES_ROUTE, this.keys);
+  }
+}
+
 /**
- * Bull Board at /ops/queues (HTTP roles only), guarded by opsAuthMiddleware (ops and admin
+ * Bull Board at /ops/queues (HTTP roles only), guarded by guardOpsBoard (ops and admin
  * API keys, as Bearer or HTTP Basic password).
  */
 @Module({
   imports: [
-    BullBoardModule.forRootAsync({
-      imports: [AuthModule],
-      inject: [ApiKeysService],
-      useFactory: (keys: ApiKeysService) => ({
-        route: OPS_QUEUES_ROUTE,
-        // @bull-board/express pins its own patch release of @bull-board/api; the two are the
-        // same at run time but their private members make TypeScript call them different types.
-        adapter: ExpressAdapter as unknown as BullBoardModuleOptions['adapter'],
-        boardOptions: { uiConfig: { boardTitle: 'Refund queues' } },
-        middleware: opsAuthMiddleware(keys),
-      }),
+    AuthModule,
+    BullBoardModule.forRoot({
+      route: OPS_QUEUES_ROUTE,
+      // @bull-board/fastify pins its own patch release of @bull-board/api; the two are the
+      // same at run time but their private members make TypeScript call them different types.
+      adapter: FastifyAdapter as unknown as BullBoardModuleOptions['adapter'],
+      boardOptions: { uiConfig: { boardTitle: 'Refund queues' } },
     }),
   ],
-  providers: [OpsBoardQueues],
+  providers: [OpsBoardQueues, OpsBoardGuard],
 })
 export class OpsModule {}

@@ -1,5 +1,5 @@
 import { CallHandler, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { Observable } from 'rxjs';
 import { Problem } from '../common/problem.js';
 
@@ -13,7 +13,7 @@ const KEY_RE = /^[\x20-\x7e]{1,255}$/;
 @Injectable()
 export class RequireIdempotencyKey implements NestInterceptor {
   intercept(ctx: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const req = ctx.switchToHttp().getRequest<Request>();
+    const req = ctx.switchToHttp().getRequest<FastifyRequest>();
     const key = req.headers['idempotency-key'];
     if (key === undefined || key === '') {
       throw new Problem('idempotency_key_required', 'Send an Idempotency-Key header (1-255 printable characters).');

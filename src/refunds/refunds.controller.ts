@@ -1,6 +1,6 @@
 import { Body, Controller, Get, Headers, HttpCode, Param, ParseUUIDPipe, Patch, Post, Query, Req, Res, UseInterceptors } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ApiKeyAuth, ApiProblems, BODY_PROBLEMS } from '../openapi/problems.js';
 import { ref } from '../openapi/schemas.js';
 import { Auth, type AuthContext, Roles } from '../auth/auth-context.js';
@@ -92,17 +92,17 @@ export class RefundsController {
     @Auth() auth: AuthContext,
     @Headers('idempotency-key') key: string,
     @Body() dto: CreateRefundDto,
-    @Req() req: Request,
-    @Res({ passthrough: true }) res: Response,
+    @Req() req: FastifyRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
   ) {
     if (auth.role !== 'merchant') {
       throw new Problem('forbidden', 'Refunds are created with a merchant key.');
     }
     const { refund, replayed } = await this.refunds.create(auth, key, dto, req.body);
     if (replayed) {
-      res.status(200).setHeader('Idempotent-Replayed', 'true');
+      reply.status(200).header('Idempotent-Replayed', 'true');
     } else {
-      res.status(202);
+      reply.status(202);
     }
     return refund;
   }

@@ -1,6 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { stringify, type Options as CsvOptions } from 'csv-stringify/sync';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
+import { takeOverResponse } from '../common/http-reply.js';
 import { pipeline, Readable } from 'node:stream';
 import type pg from 'pg';
 import Cursor from 'pg-cursor';
@@ -85,7 +86,8 @@ export class CsvExportService {
     return (this.db.dataSource.driver as unknown as { master: pg.Pool }).master;
   }
 
-  async export(q: ExportQuery, res: Response): Promise<void> {
+  async export(q: ExportQuery, reply: FastifyReply): Promise<void> {
+    const res = reply.raw;
     const filter = buildFilter(q);
     if (this.active >= this.maxConcurrent) {
       throw new Problem('rate_limited', `At most ${this.maxConcurrent} exports run at once; try again shortly.`, {
@@ -149,7 +151,10 @@ export class CsvExportService {
     if (first.length < CURSOR_BATCH_ROWS) release();
 
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-    res.status(200);
+    // From here the file is streamed to the socket by hand (backpressure, aborts); what was
+    // set on the reply before (X-Request-Id, RateLimit-*) goes out with it.
+    takeOverResponse(reply);
+    res.statusCode = 200;
     res.setHeader('Content-Type', 'text/csv; charset=utf-8');
     res.setHeader('Content-Disposition', `attachment; filename="refunds-${stamp}.csv"`);
     res.setHeader('Cache-Control', 'no-store');

@@ -1,6 +1,6 @@
 import { Controller, Get, Query, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { ApiKeyAuth, ApiProblems } from '../openapi/problems.js';
 import { ref } from '../openapi/schemas.js';
 import { Roles } from '../auth/auth-context.js';
@@ -39,7 +39,7 @@ export class ReportsController {
   @ApiProduces('text/csv')
   @ApiOkResponse({ description: 'CSV file.', content: { 'text/csv': { schema: { type: 'string' }, example: 'id,merchant_id,provider,payment_id,...\n' } } })
   @ApiProblems('validation_failed')
-  async refundsCsv(@Query() query: ExportQuery, @Res() res: Response): Promise<void> {
-    await this.csv.export(query, res);
+  async refundsCsv(@Query() query: ExportQuery, @Res() reply: FastifyReply): Promise<void> {
+    await this.csv.export(query, reply);
   }
 }

@@ -1,19 +1,20 @@
 import { Injectable, OnModuleInit } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import type { NextFunction, Request, Response } from 'express';
+import type { FastifyInstance } from 'fastify';
+import { addUnhandledResponder } from '../common/body-errors.js';
+import { requestPath } from '../common/request-path.js';
 import { BinancePayMerchantHttp } from './binance-pay/binance-pay.emulator.controller.js';
 import { BinanceCode, failEnvelope } from './binance-pay/binance-pay.rules.js';
 import { COBO_API_PREFIX, CoboApiHttp } from './cobo/cobo.emulator.controller.js';
-import { sendError, sendJsonText } from './sandbox-http.js';
+import { sendError, sendJsonText, type SandboxRequest } from './sandbox-http.js';
 
 const BINANCE_MERCHANT_API = '/sandbox/binance-pay/binancepay/';
 
 /**
- * Express's JSON body parser runs before any route and hands a malformed body to the
- * service's problem+json filter. Emulators must answer in their provider's format instead,
- * so this adds an express error handler for `/sandbox` that catches body-parser errors.
- * It is registered in onModuleInit, which Nest runs after the routes are mounted and
- * before its own error handler, so it sees exactly the errors no route handled.
+ * The body parsers run before any route and hand a body they refuse to the service's
+ * problem+json filter. Emulators must answer in their provider's format instead, so this
+ * registers a responder (src/common/body-errors.ts) for body errors under `/sandbox`. The
+ * Lean emulator answers its own (lean.http.ts), unknown paths included.
  */
 @Injectable()
 export class SandboxBodyErrors implements OnModuleInit {
@@ -25,24 +26,23 @@ export class SandboxBodyErrors implements OnModuleInit {
 
   onModuleInit(): void {
     const adapter = this.adapterHost.httpAdapter;
-    if (!adapter || adapter.getType() !== 'express') return;
-    adapter.use('/sandbox', (err: unknown, req: Request, res: Response, next: NextFunction) => {
-      // The Lean emulator answers its own body errors in Lean's format (lean.http.ts).
-      if (/^\/sandbox\/lean(-auth)?(\/|\?|$)/.test(req.originalUrl)) return next(err);
-      const type = (err as { type?: unknown })?.type;
-      if (typeof type !== 'string' || res.headersSent) return next(err);
-      const binance = req.originalUrl.startsWith(BINANCE_MERCHANT_API);
-      const cobo = req.originalUrl.startsWith(COBO_API_PREFIX);
-      if (type === 'entity.too.large') {
+    if (!adapter || adapter.getType() !== 'fastify') return;
+    addUnhandledResponder(adapter.getInstance<FastifyInstance>(), (why, req, res) => {
+      const path = requestPath(req.url);
+      if (why.kind === 'no_route' || !path.startsWith('/sandbox/') || /^\/sandbox\/lean(-auth)?(\/|$)/.test(path)) return false;
+      const binance = path.startsWith(BINANCE_MERCHANT_API);
+      const cobo = path.startsWith(COBO_API_PREFIX);
+      if (why.kind === 'too_large') {
         if (binance) sendJsonText(res, 400, failEnvelope(BinanceCode.INVALID_REQUEST_TOO_LARGE, 'Request too large.'));
         else if (cobo) void this.cobo.handleTooLarge(res);
         else sendError(res, 413, 'request body too large');
-        return;
+        return true;
       }
-      // entity.parse.failed, encoding/charset errors, aborted bodies: all unreadable JSON.
-      if (binance) void this.binancePay.handleUnparsableBody(req, res);
-      else if (cobo) void this.cobo.handleUnparsableBody(req, res);
+      // Malformed JSON, a body cut short: unreadable either way.
+      if (binance) void this.binancePay.handleUnparsableBody(req as SandboxRequest, res);
+      else if (cobo) void this.cobo.handleUnparsableBody(req as SandboxRequest, res);
       else sendError(res, 400, 'malformed JSON body');
+      return true;
     });
   }
 }

@@ -1,6 +1,7 @@
 import { Delete, Get, Put, Req, Res } from '@nestjs/common';
 import type { Logger } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { FaultValidationError, chance } from './sandbox-faults.js';
 
 /**
@@ -8,21 +9,24 @@ import { FaultValidationError, chance } from './sandbox-faults.js';
  * responses (`@Res()`), so the service's problem+json filter never answers for them.
  */
 
+/** A request to an emulator route: its path parameters and query as Fastify parses them. */
+export type SandboxRequest = FastifyRequest<{ Params: Record<string, string | undefined>; Querystring: Record<string, string | string[] | undefined> }>;
+
 export function sleep(ms: number): Promise<void> {
   return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }
 
 /** Sends text already serialised as JSON (lossless-json output included). */
-export function sendJsonText(res: Response, status: number, text: string): void {
+export function sendJsonText(res: FastifyReply, status: number, text: string): void {
   res.status(status).type('application/json').send(text);
 }
 
-export function sendJson(res: Response, status: number, body: unknown): void {
+export function sendJson(res: FastifyReply, status: number, body: unknown): void {
   sendJsonText(res, status, JSON.stringify(body));
 }
 
 /** Error answer of the sandbox's own control endpoints (not a provider protocol). */
-export function sendError(res: Response, status: number, error: string): void {
+export function sendError(res: FastifyReply, status: number, error: string): void {
   sendJson(res, status, { error });
 }
 
@@ -80,7 +84,7 @@ export interface EmulatorCall<F extends CallFaults> {
  * (the work is committed, the connection dropped unanswered) instead of the answer, or else
  * maybe a malformed answer (the work is committed, the body spoiled on the way).
  */
-export async function serveEmulatorCall<F extends CallFaults>(req: Request, call: EmulatorCall<F>): Promise<void> {
+export async function serveEmulatorCall<F extends CallFaults>(req: FastifyRequest, reply: FastifyReply, call: EmulatorCall<F>): Promise<void> {
   let faults: F | undefined;
   let answer: EmulatorAnswer;
   try {
@@ -108,7 +112,7 @@ export async function serveEmulatorCall<F extends CallFaults>(req: Request, call
   if (faults && chance(faults.malformedResponseRate)) {
     const mode = MALFORMED_MODES[Math.floor(Math.random() * MALFORMED_MODES.length)]!;
     call.injected?.(`malformed_${mode}`);
-    if (mode === 'cut_off') cutOffBody(req);
+    if (mode === 'cut_off') cutOffBody(reply.raw);
     else answer = { ...answer, text: mode === 'truncated' ? truncate(answer.text) : NOT_JSON };
   }
   await call.send(answer, faults);
@@ -127,22 +131,20 @@ function truncate(text: string): string {
  * Makes the response announce its full length but send only part of the body, then drop
  * the connection: the caller sees the headers (and status) and then a premature end.
  */
-function cutOffBody(req: Request): void {
-  const res = req.res;
-  if (!res) return;
+function cutOffBody(res: ServerResponse): void {
   res.end = ((chunk?: unknown, encoding?: unknown) => {
     const body = Buffer.isBuffer(chunk)
       ? chunk
       : Buffer.from(typeof chunk === 'string' ? chunk : '', typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
     const cut = body.length < 2 ? 0 : 1 + Math.floor(Math.random() * (body.length - 1));
-    res.write(body.subarray(0, cut), () => req.socket.destroy());
+    res.write(body.subarray(0, cut), () => res.socket?.destroy());
     return res;
   }) as typeof res.end;
 }
 
 /** Sends an answer as it is, headers first. */
-export function sendAnswer(res: Response, answer: EmulatorAnswer): void {
-  for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
+export function sendAnswer(res: FastifyReply, answer: EmulatorAnswer): void {
+  for (const [name, value] of Object.entries(answer.headers ?? {})) res.header(name, value);
   sendJsonText(res, answer.status, answer.text);
 }
 
@@ -170,7 +172,7 @@ export class SandboxBadRequest extends SandboxControlError {
  * `badRequest` error types with 400, both as `{ error }`; anything else is a 500.
  */
 export async function control(
-  res: Response,
+  res: FastifyReply,
   logger: Logger,
   fn: () => Promise<{ status?: number; body: unknown }>,
   badRequest: Array<new (...args: never[]) => Error> = [],
@@ -188,7 +190,7 @@ export async function control(
       return;
     }
     logger.error(`sandbox control endpoint failed: ${(err as Error)?.message}`);
-    if (!res.headersSent) sendError(res, 500, 'internal error');
+    if (!res.sent) sendError(res, 500, 'internal error');
   }
 }
 
@@ -215,28 +217,28 @@ export abstract class SandboxFaultsController {
   ) {}
 
   @Get('faults')
-  getFaults(@Res() res: Response): Promise<void> {
+  getFaults(@Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => ({ body: await this.settings.faults() }));
   }
 
   @Put('faults')
-  putFaults(@Req() req: Request, @Res() res: Response): Promise<void> {
+  putFaults(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => ({ body: await this.settings.patchFaults(req.body) }), [FaultValidationError]);
   }
 
   @Delete('faults')
-  resetFaults(@Res() res: Response): Promise<void> {
+  resetFaults(@Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => ({ body: await this.settings.resetFaults() }));
   }
 
   /** `{ "<kind>": n }`: faults injected so far, counted by every process serving the emulator. */
   @Get('faults/injected')
-  getInjected(@Res() res: Response): Promise<void> {
+  getInjected(@Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => ({ body: await this.settings.injected() }));
   }
 
   @Delete('faults/injected')
-  resetInjected(@Res() res: Response): Promise<void> {
+  resetInjected(@Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       await this.settings.resetInjected();
       return { body: {} };

@@ -1,7 +1,7 @@
 import { Controller, Get, Inject, Logger, Post, Req, Res } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { money } from '../common/money.js';
-import { SandboxBadRequest, control } from './sandbox-http.js';
+import { SandboxBadRequest, control, type SandboxRequest } from './sandbox-http.js';
 import { SANDBOX_PAYMENT_EMULATORS, SandboxPayment, SandboxPaymentEmulator } from './sandbox-payment-emulator.js';
 
 const LIST_LIMIT = 50;
@@ -30,7 +30,7 @@ export class SandboxPaymentsController {
   }
 
   @Get()
-  list(@Res() res: Response): Promise<void> {
+  list(@Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const all = (await Promise.all(this.emulators.map((e) => e.listPayments(LIST_LIMIT)))).flat();
       all.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
@@ -40,7 +40,7 @@ export class SandboxPaymentsController {
 
   // Body read from req (not @Body) so the service's global ValidationPipe does not interfere.
   @Post()
-  create(@Req() req: Request, @Res() res: Response): Promise<void> {
+  create(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const body: unknown = req.body;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {

@@ -1,6 +1,6 @@
 import { Controller, Headers, HttpCode, Injectable, Logger, Post, Req } from '@nestjs/common';
 import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../../openapi/problems.js';
 import { parse } from 'lossless-json';
 import { Problem } from '../../common/problem.js';
@@ -87,7 +87,7 @@ export class BinancePayWebhookController {
   @ApiOkResponse({ description: 'Acknowledged.', schema: { type: 'object', example: { returnCode: 'SUCCESS', returnMessage: null } } })
   @ApiProblems('unauthorized')
   async receive(
-    @Req() req: Request & { rawBody?: Buffer },
+    @Req() req: FastifyRequest & { rawBody?: Buffer },
     @Headers('binancepay-certificate-sn') serial?: string,
     @Headers('binancepay-nonce') nonce?: string,
     @Headers('binancepay-timestamp') timestamp?: string,

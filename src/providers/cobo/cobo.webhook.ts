@@ -1,6 +1,6 @@
 import { Controller, Headers, HttpCode, Logger, Post, Req } from '@nestjs/common';
 import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../../openapi/problems.js';
 import { ref } from '../../openapi/schemas.js';
 import { Problem } from '../../common/problem.js';
@@ -45,7 +45,7 @@ export class CoboWebhookController {
   @ApiOkResponse({ description: 'Acknowledged.', schema: ref('WebhookAck') })
   @ApiProblems('unauthorized')
   async receive(
-    @Req() req: Request & { rawBody?: Buffer },
+    @Req() req: FastifyRequest & { rawBody?: Buffer },
     @Headers('biz-timestamp') timestamp?: string,
     @Headers('biz-resp-signature') signature?: string,
   ) {

@@ -1,6 +1,6 @@
 import { Controller, Headers, HttpCode, Logger, Post, Req } from '@nestjs/common';
 import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../../openapi/problems.js';
 import { ref } from '../../openapi/schemas.js';
 import { createHmac, timingSafeEqual } from 'node:crypto';
@@ -52,7 +52,7 @@ export class LeanWebhookController {
   @ApiBody({ schema: { type: 'object', additionalProperties: true, example: { type: 'refund.updated', payload: { refund_id: '…', external_reference: '…' } } } })
   @ApiOkResponse({ description: 'Acknowledged.', schema: ref('WebhookAck') })
   @ApiProblems('unauthorized')
-  async receive(@Req() req: Request & { rawBody?: Buffer }, @Headers('lean-signature') signature?: string) {
+  async receive(@Req() req: FastifyRequest & { rawBody?: Buffer }, @Headers('lean-signature') signature?: string) {
     const raw = req.rawBody;
     const secret = this.client.isEnabled() ? (await this.client.credentials()).webhookSecret : undefined;
     if (!raw || !secret || !verifyLeanSignature(secret, raw, signature)) {

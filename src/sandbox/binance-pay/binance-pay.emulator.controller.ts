@@ -1,9 +1,9 @@
 import { Controller, Get, Injectable, Logger, Post, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { SandboxCredentials } from '../sandbox-credentials.js';
 import { chance } from '../sandbox-faults.js';
-import { SandboxControlError, SandboxFaultsController, control, sendAnswer, serveEmulatorCall } from '../sandbox-http.js';
+import { SandboxControlError, SandboxFaultsController, control, sendAnswer, serveEmulatorCall, type SandboxRequest } from '../sandbox-http.js';
 import { BinancePayFaults } from './binance-pay.faults.js';
 import { BinancePayEmulator } from './binance-pay.emulator.js';
 import {
@@ -23,7 +23,7 @@ type MerchantWork = (body: Record<string, unknown>, faults: BinancePayFaults) =>
 /**
  * The transport of the emulated merchant API: faults, authentication over the raw bytes,
  * JSON parsing, and answers in Binance's envelope whatever happens. A provider (not just
- * controller code) so SandboxBodyErrors can answer through it when express's body parser
+ * controller code) so SandboxBodyErrors can answer through it when the body parsers
  * rejected the body before any route ran.
  */
 @Injectable()
@@ -35,10 +35,10 @@ export class BinancePayMerchantHttp {
     private readonly credentials: SandboxCredentials,
   ) {}
 
-  handle(req: RawBodyRequest<Request>, res: Response, work: MerchantWork): Promise<void> {
+  handle(req: RawBodyRequest<SandboxRequest>, res: FastifyReply, work: MerchantWork): Promise<void> {
     // Taken before any injected latency: the timestamp window is about when the request came in.
     const arrivedAt = Date.now();
-    return serveEmulatorCall<BinancePayFaults>(req, {
+    return serveEmulatorCall<BinancePayFaults>(req, res, {
       faults: () => this.emulator.faults(),
       refusal: (faults) => {
         if (chance(faults.errorRate)) {
@@ -78,8 +78,8 @@ export class BinancePayMerchantHttp {
     });
   }
 
-  /** A body express could not parse: authenticate as usual, then answer 400001. */
-  handleUnparsableBody(req: RawBodyRequest<Request>, res: Response): Promise<void> {
+  /** A body the parsers refused: authenticate as usual, then answer 400001. */
+  handleUnparsableBody(req: RawBodyRequest<SandboxRequest>, res: FastifyReply): Promise<void> {
     return this.handle(req, res, async () => {
       throw new BinanceFail(BinanceCode.INVALID_REQUEST, 'Malformed JSON request body.', 400);
     });
@@ -99,43 +99,43 @@ export class BinancePayEmulatorController extends SandboxFaultsController {
   // --- merchant API (bodies taken from req.rawBody, so the global ValidationPipe stays out) ---
 
   @Post('binancepay/openapi/order/refund')
-  refund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  refund(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, (body, faults) => this.emulator.refund(parseRefundRequest(body), faults));
   }
 
   @Post('binancepay/openapi/order/refund/query')
-  queryRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  queryRefund(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, (body, faults) =>
       this.emulator.queryRefund(parseRefundQuery(body).refundRequestId, faults),
     );
   }
 
   @Post('binancepay/openapi/v2/order/query')
-  queryOrder(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  queryOrder(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, (body, faults) => this.emulator.queryOrder(parseOrderQuery(body), faults));
   }
 
   @Post('binancepay/openapi/certificates')
-  certificates(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  certificates(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, () => this.emulator.certificates());
   }
 
   // --- inspection of the emulator's own records ---------------------------------------------
 
   @Get('refunds')
-  listRefunds(@Req() req: Request, @Res() res: Response): Promise<void> {
+  listRefunds(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     const prepayId = typeof req.query.prepayId === 'string' ? req.query.prepayId : undefined;
     return control(res, this.logger, async () => ({ body: { data: await this.emulator.inspectRefunds(prepayId) } }));
   }
 
   @Get('webhooks')
-  listWebhooks(@Req() req: Request, @Res() res: Response): Promise<void> {
+  listWebhooks(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     const prepayId = typeof req.query.prepayId === 'string' ? req.query.prepayId : undefined;
     return control(res, this.logger, async () => ({ body: { data: await this.emulator.inspectWebhooks(prepayId) } }));
   }
 
   @Get('orders/:prepayId')
-  getOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
+  getOrder(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const order = await this.emulator.inspectOrder(String(req.params.prepayId));
       if (!order) throw new SandboxControlError(404, 'order not found');

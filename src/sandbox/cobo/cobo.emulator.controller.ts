@@ -1,10 +1,10 @@
 import { All, Controller, Get, Injectable, Logger, Post, Put, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { signCoboResponse } from '../../providers/cobo/cobo.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
 import { chance } from '../sandbox-faults.js';
-import { SandboxControlError, SandboxFaultsController, control, sendJsonText, serveEmulatorCall } from '../sandbox-http.js';
+import { SandboxControlError, SandboxFaultsController, control, sendJsonText, serveEmulatorCall, type SandboxRequest } from '../sandbox-http.js';
 import { CoboEmulator } from './cobo.emulator.js';
 import { CoboFaults } from './cobo.faults.js';
 import {
@@ -20,9 +20,6 @@ import {
 
 /** Where the emulated API is mounted; the signed path is the full pathname, prefix included. */
 export const COBO_API_PREFIX = '/sandbox/cobo/v2/';
-/** Largest body read by hand (when express's JSON parser did not run); the service's limit too. */
-const MAX_RAW_BODY_BYTES = 64 * 1024;
-
 /** The routes of the emulated API, to tell "wrong method" (2002) from "no such path" (2021). */
 const KNOWN_ROUTES: ReadonlyArray<{ method: string; path: RegExp }> = [
   { method: 'GET', path: /^payments\/orders\/[^/]+$/ },
@@ -51,27 +48,18 @@ function splitUrl(originalUrl: string): { path: string; query: string } {
 }
 
 /**
- * The exact request body. Express's JSON parser keeps it as rawBody; a body it did not
- * parse (another content type) is still unread, so read it here.
+ * The exact request body: the service's body parsers keep the bytes of every content type
+ * as rawBody (src/app.ts), within the body limit; a request without a body has none.
  */
-async function readRawBody(req: RawBodyRequest<Request>): Promise<string> {
-  if (Buffer.isBuffer(req.rawBody)) return req.rawBody.toString('utf8');
-  if (req.readableEnded || !req.readable) return '';
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_RAW_BODY_BYTES) throw new CoboError(400, CoboCode.BAD_PARAMETER, 'Request body too large.');
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+function readRawBody(req: RawBodyRequest<SandboxRequest>): string {
+  return Buffer.isBuffer(req.rawBody) ? req.rawBody.toString('utf8') : '';
 }
 
 /**
  * The transport of the emulated API: faults, authentication over the raw request, and
  * answers signed like Cobo's (Biz-Timestamp, Biz-Resp-Signature over the exact body bytes)
  * whatever happens. A provider (not just controller code) so SandboxBodyErrors can answer
- * through it when express's body parser rejected the body before any route ran.
+ * through it when the body parsers rejected the body before any route ran.
  */
 @Injectable()
 export class CoboApiHttp {
@@ -82,10 +70,10 @@ export class CoboApiHttp {
     private readonly credentials: SandboxCredentials,
   ) {}
 
-  handle(req: RawBodyRequest<Request>, res: Response, work: CoboWork): Promise<void> {
+  handle(req: RawBodyRequest<SandboxRequest>, res: FastifyReply, work: CoboWork): Promise<void> {
     // Taken before any injected latency: the nonce window is about when the request came in.
     const arrivedAt = Date.now();
-    return serveEmulatorCall<CoboFaults>(req, {
+    return serveEmulatorCall<CoboFaults>(req, res, {
       faults: () => this.emulator.faults(),
       refusal: (faults) => {
         if (chance(faults.errorRate)) {
@@ -102,8 +90,8 @@ export class CoboApiHttp {
         return undefined;
       },
       work: async (faults) => {
-        const raw = await readRawBody(req);
-        const { path, query } = splitUrl(req.originalUrl);
+        const raw = readRawBody(req);
+        const { path, query } = splitUrl(req.url);
         const keys = await this.credentials.coboEmulator();
         const authFailure = checkCoboAuth({
           method: req.method,
@@ -134,15 +122,15 @@ export class CoboApiHttp {
     });
   }
 
-  /** A body express could not parse: authenticate as usual (rawBody was kept), then 2006. */
-  handleUnparsableBody(req: RawBodyRequest<Request>, res: Response): Promise<void> {
+  /** A body the parsers refused: authenticate as usual (rawBody was kept), then 2006. */
+  handleUnparsableBody(req: RawBodyRequest<SandboxRequest>, res: FastifyReply): Promise<void> {
     return this.handle(req, res, async () => {
       throw new CoboError(400, CoboCode.BAD_PARAMETER, 'Malformed JSON request body.');
     });
   }
 
-  /** A body over express's limit was never read, so it cannot be authenticated: a signed 400. */
-  async handleTooLarge(res: Response): Promise<void> {
+  /** A body over the service's limit was never read, so it cannot be authenticated: a signed 400. */
+  async handleTooLarge(res: FastifyReply): Promise<void> {
     const faults = await this.emulator.faults().catch(() => undefined);
     await this.send(res, 400, errorBody(CoboCode.BAD_PARAMETER, 'Request body too large.'), faults);
   }
@@ -153,13 +141,13 @@ export class CoboApiHttp {
    * accepts without Biz-Resp-Signature (providers.md §2.4).
    */
   private async send(
-    res: Response,
+    res: FastifyReply,
     status: number,
     text: string,
     faults: CoboFaults | undefined,
     headers: Record<string, string> = {},
   ): Promise<void> {
-    for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+    for (const [name, value] of Object.entries(headers)) res.header(name, value);
     const unsigned = status === 429 || (faults !== undefined && chance(faults.unsignedResponseRate));
     if (unsigned && status !== 429) this.emulator.countInjection('unsigned_response');
     if (!unsigned) {
@@ -170,8 +158,8 @@ export class CoboApiHttp {
         const badlySigned = faults !== undefined && chance(faults.badSignatureRate);
         if (badlySigned) this.emulator.countInjection('bad_signature');
         const signed = badlySigned ? `${text} ` : text;
-        res.setHeader('Biz-Timestamp', timestamp);
-        res.setHeader('Biz-Resp-Signature', signCoboResponse(keys.emulatorSeed, signed, timestamp));
+        res.header('Biz-Timestamp', timestamp);
+        res.header('Biz-Resp-Signature', signCoboResponse(keys.emulatorSeed, signed, timestamp));
       } catch (err) {
         // Without the keys (database down) the answer goes out unsigned, as a real outage might.
         this.logger.error(`cannot sign the response: ${(err as Error).message}`);
@@ -194,40 +182,40 @@ export class CoboEmulatorController extends SandboxFaultsController {
   // --- the API (bodies taken from the raw request, so the global ValidationPipe stays out) ---
 
   @Get('v2/payments/orders/:orderId')
-  getOrder(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  getOrder(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, async () => ({ body: await this.emulator.getOrder(String(req.params.orderId)) }));
   }
 
   @Post('v2/payments/refunds')
-  createRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  createRefund(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, (call) =>
       this.emulator.createRefund(parseCreateRefund(call.json()), call.faults, call.initiator),
     );
   }
 
   @Get('v2/payments/refunds')
-  listRefunds(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  listRefunds(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, async (call) => ({
       body: await this.emulator.listRefunds(parseListRefunds(call.query), call.faults),
     }));
   }
 
   @Get('v2/payments/refunds/:refundId')
-  getRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  getRefund(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, async (call) => ({
       body: await this.emulator.getRefund(String(req.params.refundId), call.faults),
     }));
   }
 
   @Put('v2/payments/refunds/:refundId/cancel')
-  cancelRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  cancelRefund(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, async (call) => ({
       body: await this.emulator.cancelRefund(String(req.params.refundId), call.faults),
     }));
   }
 
   @Put('v2/payments/refunds/:refundId')
-  updateRefund(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  updateRefund(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, async (call) => {
       const { toAddress } = parseUpdateRefund(call.json());
       return { body: await this.emulator.updateRefund(String(req.params.refundId), toAddress, call.faults) };
@@ -235,27 +223,27 @@ export class CoboEmulatorController extends SandboxFaultsController {
   }
 
   /** Anything else under /v2: authenticated like any call, then 2002 (wrong method) or 2021. */
-  @All('v2/*path')
-  unknownRoute(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  @All('v2/*')
+  unknownRoute(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, async () => {
-      const path = splitUrl(req.originalUrl).path.slice(COBO_API_PREFIX.length);
+      const path = splitUrl(req.url).path.slice(COBO_API_PREFIX.length);
       if (KNOWN_ROUTES.some((r) => r.path.test(path))) {
         throw new CoboError(405, CoboCode.UNSUPPORTED_METHOD, `Method ${req.method} is not supported here.`);
       }
-      throw new CoboError(404, CoboCode.MISSING_HANDLER, `No handler for ${req.method} ${splitUrl(req.originalUrl).path}.`);
+      throw new CoboError(404, CoboCode.MISSING_HANDLER, `No handler for ${req.method} ${splitUrl(req.url).path}.`);
     });
   }
 
   // --- inspection of the emulator's own records ---------------------------------------------
 
   @Get('refunds')
-  listRecords(@Req() req: Request, @Res() res: Response): Promise<void> {
+  listRecords(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     const orderId = typeof req.query.order_id === 'string' ? req.query.order_id : undefined;
     return control(res, this.logger, async () => ({ body: { data: await this.emulator.inspectRefunds(orderId) } }));
   }
 
   @Get('webhooks')
-  listWebhooks(@Req() req: Request, @Res() res: Response): Promise<void> {
+  listWebhooks(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     const orderId = typeof req.query.order_id === 'string' ? req.query.order_id : undefined;
     const refundId = typeof req.query.refund_id === 'string' ? req.query.refund_id : undefined;
     return control(res, this.logger, async () => ({
@@ -264,7 +252,7 @@ export class CoboEmulatorController extends SandboxFaultsController {
   }
 
   @Get('orders/:orderId')
-  inspectOrder(@Req() req: Request, @Res() res: Response): Promise<void> {
+  inspectOrder(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const order = await this.emulator.inspectOrder(String(req.params.orderId));
       if (!order) throw new SandboxControlError(404, 'order not found');

@@ -1,7 +1,7 @@
 import { Controller, Get, Logger, Post, Put, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
-import type { Request, Response } from 'express';
-import { SandboxControlError, SandboxFaultsController, control } from '../sandbox-http.js';
+import type { FastifyReply } from 'fastify';
+import { SandboxControlError, SandboxFaultsController, control, type SandboxRequest } from '../sandbox-http.js';
 import { LeanSandboxEmulator } from './lean.emulator.js';
 import { LeanSandboxHttp, leanFormBody, leanJsonBody } from './lean.http.js';
 import {
@@ -14,7 +14,7 @@ import {
   refundReasons,
 } from './lean.rules.js';
 
-function queryString(req: Request, name: string): string | undefined {
+function queryString(req: SandboxRequest, name: string): string | undefined {
   const value = req.query[name];
   return typeof value === 'string' && value !== '' ? value : undefined;
 }
@@ -28,7 +28,7 @@ export class LeanAuthEmulatorController {
   ) {}
 
   @Post('oauth2/token')
-  token(@Req() req: Request, @Res() res: Response): Promise<void> {
+  token(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, { kind: 'token' }, async ({ faults }) => {
       const form = parseTokenRequest(leanFormBody(req));
       return { status: 200, body: JSON.stringify(await this.emulator.issueToken(form, faults)) };
@@ -53,7 +53,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   // --- Lean API ------------------------------------------------------------------------------
 
   @Get('payments/v1/:paymentId')
-  getPayment(@Req() req: Request, @Res() res: Response): Promise<void> {
+  getPayment(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, { kind: 'api', scope: 'payment.read' }, async () => {
       const id = String(req.params.paymentId);
       if (!isUuid(id)) throw new LeanError('INVALID_PARAMETERS', 'payment_id must be a UUID');
@@ -62,7 +62,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Post('payouts/refunds')
-  createRefunds(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  createRefunds(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, { kind: 'api', scope: 'payout.write' }, async ({ faults }) => {
       const items = parseCreateRefunds(leanJsonBody(req));
       return { status: 201, body: this.emulator.json(await this.emulator.createRefunds(items, faults)) };
@@ -70,7 +70,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Put('payouts/refunds')
-  processRefunds(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
+  processRefunds(@Req() req: RawBodyRequest<SandboxRequest>, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, { kind: 'api', scope: 'payout.write' }, async ({ faults }) => {
       const items = parseProcessRefunds(leanJsonBody(req));
       return { status: 200, body: this.emulator.json(await this.emulator.processRefunds(items, faults)) };
@@ -78,7 +78,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Get('payouts/refunds/reasons')
-  reasons(@Req() req: Request, @Res() res: Response): Promise<void> {
+  reasons(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, { kind: 'api', scope: 'payout.read' }, async () => ({
       status: 200,
       body: JSON.stringify(refundReasons()),
@@ -86,7 +86,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Get('payouts/refunds')
-  listRefunds(@Req() req: Request, @Res() res: Response): Promise<void> {
+  listRefunds(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return this.http.handle(req, res, { kind: 'api', scope: 'payout.read' }, async () => {
       const query = parseRefundListQuery(req.query as Record<string, unknown>);
       return { status: 200, body: this.emulator.json(await this.emulator.listRefunds(query)) };
@@ -96,7 +96,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   // --- control and inspection of the emulator's own records -----------------------------------
 
   @Post('refunds/:refundId/settle')
-  settle(@Req() req: Request, @Res() res: Response): Promise<void> {
+  settle(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const refundId = String(req.params.refundId);
       if (!isUuid(refundId)) throw new SandboxControlError(404, 'refund not found');
@@ -109,7 +109,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Get('refunds')
-  inspectRefunds(@Req() req: Request, @Res() res: Response): Promise<void> {
+  inspectRefunds(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const paymentId = queryString(req, 'payment_id');
       if (paymentId !== undefined && !isUuid(paymentId)) throw new SandboxControlError(400, 'payment_id must be a UUID');
@@ -118,7 +118,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Post('payments/:paymentId/reconcile')
-  reconcile(@Req() req: Request, @Res() res: Response): Promise<void> {
+  reconcile(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const paymentId = String(req.params.paymentId);
       if (!isUuid(paymentId)) throw new SandboxControlError(404, 'payment not found');
@@ -131,7 +131,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Get('payments/:paymentId')
-  inspectPayment(@Req() req: Request, @Res() res: Response): Promise<void> {
+  inspectPayment(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const paymentId = String(req.params.paymentId);
       const payment = isUuid(paymentId) ? await this.emulator.inspectPayment(paymentId.toLowerCase()) : undefined;
@@ -141,7 +141,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Get('webhooks')
-  inspectWebhooks(@Req() req: Request, @Res() res: Response): Promise<void> {
+  inspectWebhooks(@Req() req: SandboxRequest, @Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => {
       const paymentId = queryString(req, 'payment_id');
       if (paymentId !== undefined && !isUuid(paymentId)) throw new SandboxControlError(400, 'payment_id must be a UUID');
@@ -150,7 +150,7 @@ export class LeanApiEmulatorController extends SandboxFaultsController {
   }
 
   @Get('tokens/stats')
-  tokenStats(@Res() res: Response): Promise<void> {
+  tokenStats(@Res() res: FastifyReply): Promise<void> {
     return control(res, this.logger, async () => ({ body: await this.emulator.tokenStats() }));
   }
 }

@@ -1,9 +1,11 @@
 import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import type { NextFunction, Request, Response } from 'express';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { addUnhandledResponder, type BodyErrorKind } from '../../common/body-errors.js';
+import { requestPath } from '../../common/request-path.js';
 import { chance } from '../sandbox-faults.js';
-import { EmulatorAnswer, sendAnswer, sendError, serveEmulatorCall } from '../sandbox-http.js';
+import { EmulatorAnswer, sendAnswer, sendError, serveEmulatorCall, type SandboxRequest } from '../sandbox-http.js';
 import { LeanSandboxEmulator } from './lean.emulator.js';
 import { LeanFaults } from './lean.faults.js';
 import {
@@ -26,7 +28,7 @@ const JSON_TYPE = /^application\/([\w.+-]*\+)?json\s*(;|$)/i;
 const FORM_TYPE = /^application\/x-www-form-urlencoded\s*(;|$)/i;
 
 /** The request's JSON body, parsed exactly from the raw bytes (amounts stay decimal text). */
-export function leanJsonBody(req: RawBodyRequest<Request>): unknown {
+export function leanJsonBody(req: RawBodyRequest<SandboxRequest>): unknown {
   if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) {
     throw new LeanError('INVALID_PARAMETERS', 'Content-Type must be application/json');
   }
@@ -34,7 +36,7 @@ export function leanJsonBody(req: RawBodyRequest<Request>): unknown {
 }
 
 /** The token request's form fields; anything but a form is refused. */
-export function leanFormBody(req: Request): Record<string, unknown> {
+export function leanFormBody(req: SandboxRequest): Record<string, unknown> {
   if (!FORM_TYPE.test(req.headers['content-type'] ?? '')) {
     throw new LeanError('INVALID_PARAMETERS', 'Content-Type must be application/x-www-form-urlencoded');
   }
@@ -46,14 +48,14 @@ function leanErrorAnswer(status: LeanErrorStatus, message: string): EmulatorAnsw
   return { status: new LeanError(status, message).httpStatus, text: leanErrorBody(status, message) };
 }
 
-function sendLeanError(res: Response, status: LeanErrorStatus, message: string): void {
+function sendLeanError(res: FastifyReply, status: LeanErrorStatus, message: string): void {
   sendAnswer(res, leanErrorAnswer(status, message));
 }
 
 /**
  * The transport of the emulated API and auth host: faults, bearer-token checks, and
  * answers in Lean's `{status, message, timestamp}` envelope whatever happens (never
- * problem+json). A provider, so the express-level handlers below can answer through it.
+ * problem+json). A provider, so the error responder below can answer through it.
  */
 @Injectable()
 export class LeanSandboxHttp {
@@ -61,8 +63,8 @@ export class LeanSandboxHttp {
 
   constructor(private readonly emulator: LeanSandboxEmulator) {}
 
-  handle(req: Request, res: Response, route: LeanProtocolRoute, work: Work): Promise<void> {
-    return serveEmulatorCall<LeanFaults>(req, {
+  handle(req: SandboxRequest, res: FastifyReply, route: LeanProtocolRoute, work: Work): Promise<void> {
+    return serveEmulatorCall<LeanFaults>(req, res, {
       faults: () => this.emulator.faults(),
       refusal: (faults) => {
         if (chance(faults.errorRate)) {
@@ -94,8 +96,8 @@ export class LeanSandboxHttp {
     });
   }
 
-  /** A body express could not parse: authenticate as usual, then answer 400 INVALID_PARAMETERS. */
-  handleUnparsableBody(req: Request, res: Response, route: LeanProtocolRoute, message: string): Promise<void> {
+  /** A body the parsers refused: authenticate as usual, then answer 400 INVALID_PARAMETERS. */
+  handleUnparsableBody(req: SandboxRequest, res: FastifyReply, route: LeanProtocolRoute, message: string): Promise<void> {
     return this.handle(req, res, route, async () => {
       throw new LeanError('INVALID_PARAMETERS', message);
     });
@@ -103,14 +105,10 @@ export class LeanSandboxHttp {
 }
 
 /**
- * Express-level handlers for `/sandbox/lean` and `/sandbox/lean-auth`, so that what no
- * route answers is still answered in Lean's format instead of the service's problem+json:
- * - body-parser errors (malformed JSON, too large): 400 INVALID_PARAMETERS after auth;
+ * Answers, in Lean's format instead of the service's problem+json, what no Lean route
+ * handled under `/sandbox/lean` and `/sandbox/lean-auth` (a responder, src/common/body-errors.ts):
+ * - bodies the parsers refused (malformed JSON, too large): 400 INVALID_PARAMETERS after auth;
  * - unknown paths: 404 INVALID_URL; known paths with another method: 405 INVALID_HTTP_METHOD.
- * Registered in onModuleInit, which Nest runs after mounting the routes and before adding
- * its own not-found and error handlers. NOTE: an error handler registered earlier for a
- * wider path (SandboxBodyErrors on `/sandbox`) sees body errors first and must pass the
- * Lean paths on with next(err).
  */
 @Injectable()
 export class LeanSandboxHttpErrors implements OnModuleInit {
@@ -121,33 +119,33 @@ export class LeanSandboxHttpErrors implements OnModuleInit {
 
   onModuleInit(): void {
     const adapter = this.adapterHost.httpAdapter;
-    if (!adapter || adapter.getType() !== 'express') return;
-    for (const prefix of [LEAN_API_PREFIX, LEAN_AUTH_PREFIX]) {
-      adapter.use(prefix, (err: unknown, req: Request, res: Response, next: NextFunction) => this.bodyError(err, req, res, next));
-      adapter.use(prefix, (req: Request, res: Response) => this.notFound(req, res));
-    }
+    if (!adapter || adapter.getType() !== 'fastify') return;
+    addUnhandledResponder(adapter.getInstance<FastifyInstance>(), (why, req, reply) => {
+      const path = requestPath(req.url);
+      if (![LEAN_API_PREFIX, LEAN_AUTH_PREFIX].some((prefix) => path === prefix || path.startsWith(`${prefix}/`))) return false;
+      if (why.kind === 'no_route') this.notFound(req.method, path, reply);
+      else this.bodyError(why.kind, req as SandboxRequest, path, reply);
+      return true;
+    });
   }
 
-  private bodyError(err: unknown, req: Request, res: Response, next: NextFunction): void {
-    const type = (err as { type?: unknown })?.type;
-    if (typeof type !== 'string' || res.headersSent) return next(err);
-    const route = resolveLeanRoute(req.method, req.originalUrl.split('?')[0]!);
-    const message = type === 'entity.too.large' ? 'Request body too large' : 'Malformed request body';
-    if (route === undefined || route === 'wrong_method') return this.notFound(req, res);
+  private bodyError(kind: BodyErrorKind, req: SandboxRequest, path: string, res: FastifyReply): void {
+    const route = resolveLeanRoute(req.method, path);
+    const message = kind === 'too_large' ? 'Request body too large' : 'Malformed request body';
+    if (route === undefined || route === 'wrong_method') return this.notFound(req.method, path, res);
     if (route.kind === 'control') {
-      if (type === 'entity.too.large') sendError(res, 413, 'request body too large');
+      if (kind === 'too_large') sendError(res, 413, 'request body too large');
       else sendError(res, 400, 'malformed JSON body');
       return;
     }
     void this.http.handleUnparsableBody(req, res, route, message);
   }
 
-  private notFound(req: Request, res: Response): void {
-    const path = req.originalUrl.split('?')[0]!;
-    if (resolveLeanRoute(req.method, path) === 'wrong_method') {
-      sendLeanError(res, 'INVALID_HTTP_METHOD', `Method ${req.method} is not supported for ${path}`);
+  private notFound(method: string, path: string, res: FastifyReply): void {
+    if (resolveLeanRoute(method, path) === 'wrong_method') {
+      sendLeanError(res, 'INVALID_HTTP_METHOD', `Method ${method} is not supported for ${path}`);
     } else {
-      sendLeanError(res, 'INVALID_URL', `No endpoint ${req.method} ${path}`);
+      sendLeanError(res, 'INVALID_URL', `No endpoint ${method} ${path}`);
     }
   }
 }
