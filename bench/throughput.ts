@@ -51,6 +51,8 @@
 //   BENCH_LABEL                     a label stored in the JSON (e.g. "before")
 //   BENCH_SERVICE_BUILD             another build of the service to measure (a directory holding src/ and
 //                                   migrations/ as tsc -p bench/tsconfig.json writes them), e.g. an older commit's
+//   BENCH_SERVICE_NODE_MODULES      the node_modules that build runs with, when its dependencies differ from this
+//                                   checkout's (e.g. /tmp/before/node_modules for a commit before the move to Fastify)
 //   BENCH_NO_LATEST=1               do not overwrite bench/results/latest.json
 //   BENCH_KEEP_LOGS=1               keep the service logs (always kept after a failure) in bench/results/logs-<ts>/
 import autocannon from 'autocannon';
@@ -674,7 +676,8 @@ async function main(): Promise<number> {
   const serviceBuild = env.BENCH_SERVICE_BUILD ? path.resolve(env.BENCH_SERVICE_BUILD) : BUILT;
   for (const sub of ['src', 'migrations']) fs.cpSync(path.join(serviceBuild, sub), path.join(serviceDir, sub), { recursive: true });
   fs.writeFileSync(path.join(serviceDir, 'package.json'), '{ "type": "module" }\n');
-  fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(run.dir, 'node_modules'));
+  const modules = env.BENCH_SERVICE_NODE_MODULES ? path.resolve(env.BENCH_SERVICE_NODE_MODULES) : path.join(REPO_ROOT, 'node_modules');
+  fs.symlinkSync(modules, path.join(run.dir, 'node_modules'));
   process.env.CHAOS_SERVICE_ENTRY = path.join(serviceDir, 'src', 'main.js');
   log(`run dir ${run.dir} (logs of every process)`);
   const loadAtStart = loadAvg();
