@@ -482,7 +482,7 @@ describe('bad input changes nothing', () => {
         'a form body',
         () =>
           svc.http().post('/v1/refunds').set('Authorization', `Bearer ${m1}`).set('Idempotency-Key', 'k10').type('form')
-            .send(new URLSearchParams(Object.entries(valid).map(([k, v]) => [k, String(v)])).toString()),
+            .send(new URLSearchParams(Object.entries(valid).map(([k, v]): [string, string] => [k, String(v)])).toString()),
         415,
         'unsupported_media_type',
       ],
