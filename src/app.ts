@@ -20,8 +20,8 @@ import { setupOpenApi } from './openapi/openapi.js';
 export const BODY_LIMIT = 64 * 1024;
 
 /**
- * The HTTP adapter: Fastify (docs/performance.md, finding 43: a third of Express's CPU per
- * request for the same route). Its router options keep what clients of the Express version
+ * The HTTP adapter: Fastify (docs/performance.md, finding 43: about a third less of the API's
+ * CPU per request than Express). Its router options keep what clients of the Express version
  * relied on: a trailing slash and the letter case of a path do not matter, and route
  * parameters up to 1 kB reach the handlers (which answer a bad id themselves); a longer one
  * is 404 not_found. Requests still being answered when the app closes are served to the end

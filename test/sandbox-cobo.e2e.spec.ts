@@ -537,7 +537,7 @@ describe('Cobo emulator: request rules', () => {
       refundBody(orderId, '2', { charge_merchant_fee: true, merchant_fee_amount: '0.10', merchant_fee_token_id: 'TRON_USDT' }),
     );
     expect(fee.json).toMatchObject({ charge_merchant_fee: true, merchant_fee_amount: '0.10', merchant_fee_token_id: 'TRON_USDT' });
-    // A body express did not parse (another content type) is still read and signed over as sent.
+    // A body of another content type is kept as sent (rawBody) and signed over as sent.
     const plain = await cobo('POST', '/payments/refunds', { body: refundBody(orderId, '1'), headers: { 'content-type': 'text/plain' } });
     expect(plain.status).toBe(201);
     // Without an order: no refundable cap, merchant optional.

@@ -73,7 +73,7 @@ export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
   for (const path of Object.keys(document.paths)) {
     if (UNDOCUMENTED_PREFIXES.some((p) => `${path}/`.startsWith(p))) delete document.paths[path];
   }
-  // Served by SwaggerModule itself (plain Express routes), so no controller describes them.
+  // Served by SwaggerModule itself (plain Fastify routes), so no controller describes them.
   document.paths[DOCS_PATH] = {
     get: {
       tags: ['Operations'],
