@@ -1,5 +1,4 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Options as HttpLoggerOptions } from 'pino-http';
 import { LoggerModule } from 'nestjs-pino';
@@ -9,6 +8,7 @@ import { AuthModule } from './auth/auth.module.js';
 import { AppConfig } from './config/config.js';
 import { ConfigModule } from './config/config.module.js';
 import { ConsoleModule } from './console/console.module.js';
+import { requestIdFor } from './common/request-id.js';
 import { DatabaseModule } from './database/database.module.js';
 import { HealthModule } from './health/health.module.js';
 import { McpModule } from './mcp/mcp.module.js';
@@ -72,9 +72,10 @@ export function httpLoggerOptions(cfg: Pick<AppConfig, 'logLevel' | 'role'>): Ht
     // build a second child logger per request (14–32 µs, docs/performance.md finding 34).
     base: { pid: process.pid, hostname: hostname(), role: cfg.role },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    // In the service, Fastify has already given the request this id (src/app.ts), and pino-http
+    // takes it from there; this is for pino-http on its own (src/app.module.spec.ts).
     genReqId: (req, res) => {
-      const given = req.headers['x-request-id'];
-      const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+      const id = requestIdFor(req.headers);
       res.setHeader('X-Request-Id', id);
       return id;
     },

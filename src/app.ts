@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isUtf8 } from 'node:buffer';
+import type { IncomingMessage } from 'node:http';
 import { parse as parseQueryString } from 'node:querystring';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
@@ -11,6 +12,7 @@ import { AppConfig } from './config/config.js';
 import { BodyError } from './common/body-errors.js';
 import { Problem } from './common/problem.js';
 import { ProblemFilter } from './common/problem.filter.js';
+import { requestIdFor } from './common/request-id.js';
 import { requestPath } from './common/request-path.js';
 import { recordRoutes } from './common/served-routes.js';
 import { StrictValidationPipe } from './common/validation.js';
@@ -30,6 +32,9 @@ export const BODY_LIMIT = 64 * 1024;
 export function createHttpAdapter(): FastifyAdapter {
   const adapter = new FastifyAdapter({
     bodyLimit: BODY_LIMIT,
+    // The caller's X-Request-Id or a UUID (echoed by the hook below); @fastify/middie hands it
+    // to the access log (pino-http), which would otherwise never call its own genReqId.
+    genReqId: (req: IncomingMessage) => requestIdFor(req.headers),
     // Node's default, which the service had with Express; Fastify's own is 72 s. An idle
     // connection a client keeps (a provider's webhook sender, a proxy) would otherwise hold
     // a shutdown up to that long (seen in test/create-guard.e2e.spec.ts). Behind a load
@@ -54,6 +59,10 @@ export function createHttpAdapter(): FastifyAdapter {
     },
   });
   recordRoutes(adapter.getInstance());
+  adapter.getInstance().addHook('onRequest', (req, reply, done) => {
+    void reply.header('X-Request-Id', req.id);
+    done();
+  });
   return adapter;
 }
 

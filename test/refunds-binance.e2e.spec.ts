@@ -596,6 +596,16 @@ describe('API keys', () => {
     expect(revoked.body.code).toBe('unauthorized');
   });
 
+  it('echoes a plain X-Request-Id and gives every other request a UUID of its own', async () => {
+    const given = await svc.http().get('/health/live').set('X-Request-Id', 'lb-7f3a.2').expect(200);
+    expect(given.headers['x-request-id']).toBe('lb-7f3a.2');
+    for (const header of [undefined, 'has space', '"},"level":60', 'x'.repeat(129)]) {
+      const req = svc.http().get('/v1/refunds');
+      const res = await (header === undefined ? req : req.set('X-Request-Id', header)).expect(401);
+      expect(res.headers['x-request-id']).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    }
+  });
+
   it('serves health', async () => {
     await svc.http().get('/health/live').expect(200);
     const ready = await svc.http().get('/health/ready').expect(200);
