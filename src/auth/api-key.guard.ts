@@ -11,7 +11,7 @@ import { ApiRole, AuthedRequest, ROLES_KEY } from './auth-context.js';
  * Routes that authenticate otherwise or not at all: probes, provider webhooks (verified by
  * the provider's signature), the sandbox emulators (which check their own credentials) and
  * the Prometheus endpoint (public, or METRICS_TOKEN checked by MetricsController). The ops
- * dashboard (/ops/queues) is a Fastify plugin behind middleware with its own key check
+ * dashboard (/ops/queues) is a Fastify plugin behind an onRequest hook with its own key check
  * (src/ops), so this guard never runs for it. /docs and /docs-json (the OpenAPI document,
  * which holds no secrets) are plain Fastify routes too, listed here so they stay public
  * whatever serves them. Compared case-insensitively, as routes match (src/app.ts).
