@@ -129,7 +129,10 @@ describe('Cobo refunds end to end', () => {
     const first = await create(m1, coboBody(paymentId, '1', { toAddress: 'TXa' })).expect(202);
     await until(m1, first.body.id, ['succeeded']);
     for (const fault of ['unsignedResponseRate', 'badSignatureRate']) {
-      await setFaults(svc, 'cobo', { [fault]: 1 });
+      // Cobo's webhooks are held back too: a webhook arriving before the second poll would make
+      // the refund final with one attempt (a race CI lost once), and the recovery under test is
+      // the lookup by request_id.
+      await setFaults(svc, 'cobo', { [fault]: 1, dropWebhookRate: 1 });
       let id: string;
       try {
         id = (await create(m1, coboBody(paymentId, '1', { toAddress: 'TXb' })).expect(202)).body.id;
@@ -139,7 +142,7 @@ describe('Cobo refunds end to end', () => {
         }, 15_000, `${fault}: unknown outcomes`);
         expect((await get(m1, id)).status).toBe('processing');
       } finally {
-        await setFaults(svc, 'cobo', { [fault]: 0 });
+        await setFaults(svc, 'cobo', { [fault]: 0, dropWebhookRate: 0 });
       }
       expect((await until(m1, id!, ['succeeded', 'failed'])).status).toBe('succeeded');
     }
