@@ -138,6 +138,18 @@ async function deliveries(key: string, endpointId: string) {
   return (await as(key).get(`/v1/webhook-endpoints/${endpointId}/deliveries?limit=100`).expect(200)).body.data as Array<Record<string, unknown>>;
 }
 
+/**
+ * The deliveries once `count` of them are settled (no longer pending). The receiver sees an
+ * attempt before the sender records its answer, so right after the receiver accepted the
+ * last event the row may still say pending (a race CI lost once).
+ */
+async function settledDeliveries(key: string, endpointId: string, count: number) {
+  return waitFor(async () => {
+    const list = await deliveries(key, endpointId);
+    return list.length === count && list.every((d) => d.status !== 'pending') ? list : undefined;
+  }, 10_000, `${count} settled deliveries`);
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('merchant webhooks', () => {
@@ -178,7 +190,7 @@ describe('merchant webhooks', () => {
     const events = (await as(key).get(`/v1/refunds/${refundId}/events`).expect(200)).body.data as Array<{ to: string; createdAt: string }>;
     for (const e of events) expect(got.get(`refund.${e.to}`)!.body.createdAt).toBe(e.createdAt);
 
-    const list2 = await deliveries(key, endpoint.id);
+    const list2 = await settledDeliveries(key, endpoint.id, 3);
     expect(list2).toHaveLength(3);
     for (const d of list2) {
       expect(d).toMatchObject({ status: 'delivered', attempts: 1, lastHttpStatus: 200, lastError: null, nextAttemptAt: null });
@@ -210,7 +222,7 @@ describe('merchant webhooks', () => {
     expect(tries[2].at - tries[1].at).toBeGreaterThanOrEqual(300);
     expect(new Set(tries.map((t) => t.raw)).size).toBe(1);
 
-    const list = await deliveries(key, endpoint.id);
+    const list = await settledDeliveries(key, endpoint.id, 3);
     expect(list).toHaveLength(3);
     for (const d of list) expect(d).toMatchObject({ status: 'delivered', attempts: 3, lastHttpStatus: 200, lastError: null });
     const delivery = list.find((d) => d.type === 'refund.succeeded')!;
@@ -352,7 +364,7 @@ describe('merchant webhooks', () => {
     const refundId = await binanceRefund(owner);
     const got = await untilAccepted(rx, refundId, ['refund.queued', 'refund.processing', 'refund.succeeded']);
     const first = got.get('refund.succeeded')!;
-    const delivery = (await deliveries(owner, endpoint.id)).find((d) => d.type === 'refund.succeeded')!;
+    const delivery = (await settledDeliveries(owner, endpoint.id, 3)).find((d) => d.type === 'refund.succeeded')!;
     const redelivered = await as(owner).post(`${path}/deliveries/${delivery.id}/redeliver`).expect(202);
     expect(redelivered.body).toMatchObject({ id: delivery.id, eventId: first.body.id, status: 'pending' });
     const again = await waitFor(async () => {
