@@ -10,6 +10,7 @@ import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { AppConfig } from './config/config.js';
 import { BodyError } from './common/body-errors.js';
+import { replyProblem } from './common/http-reply.js';
 import { Problem } from './common/problem.js';
 import { ProblemFilter } from './common/problem.filter.js';
 import { requestIdFor } from './common/request-id.js';
@@ -55,7 +56,7 @@ export function createHttpAdapter(): FastifyAdapter {
         req.log.error({ err }, 'router error');
         problem = new Problem('internal_error', 'An unexpected error occurred.');
       }
-      void reply.status(problem.getStatus()).type('application/problem+json').send(JSON.stringify(problem.body(requestPath(req.url))));
+      void replyProblem(reply, problem, requestPath(req.url));
     },
   });
   recordRoutes(adapter.getInstance());

@@ -16,9 +16,9 @@ export class BodyError extends Error {
 }
 
 /**
- * The kind of body error `err` is, or undefined when it is something else: ours (BodyError)
- * or Fastify's own, raised while reading the body (too large, a Content-Length that does not
- * match, a client that went away half-way).
+ * The kind of body error `err` is, or undefined when it is something else: ours (BodyError,
+ * from the parsers in src/app.ts, which replace Fastify's JSON parser) or Fastify's own,
+ * raised while reading the body (too large, a Content-Length that does not match).
  */
 export function bodyErrorKind(err: unknown): BodyErrorKind | undefined {
   if (err instanceof BodyError) return err.kind;
@@ -26,10 +26,7 @@ export function bodyErrorKind(err: unknown): BodyErrorKind | undefined {
   const cause = err instanceof HttpException && err.cause !== undefined ? err.cause : err;
   const code = (cause as { code?: unknown } | null)?.code;
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return 'too_large';
-  if (code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH' || code === 'FST_ERR_CTP_INVALID_JSON_BODY' || code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
-    return 'unreadable';
-  }
-  return undefined;
+  return code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH' ? 'unreadable' : undefined;
 }
 
 /** Why a request reached the error path without a handler's own answer. */

@@ -1,5 +1,15 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
+import type { Problem } from './problem.js';
+
+/** Answers `problem` as application/problem+json, its `instance` being `path`. */
+export function replyProblem(reply: FastifyReply, problem: Problem, path: string, headers: Record<string, string> = {}): FastifyReply {
+  return reply
+    .status(problem.getStatus())
+    .headers(headers)
+    .type('application/problem+json')
+    .send(JSON.stringify(problem.body(path)));
+}
 
 /**
  * Takes the response over from Fastify, for code that writes to the node response itself

@@ -1,6 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger, NotFoundException } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { bodyErrorKind, respondToUnhandled } from './body-errors.js';
+import { replyProblem } from './http-reply.js';
 import { ERROR_CODES, ErrorCode, Problem } from './problem.js';
 import { requestPath } from './request-path.js';
 
@@ -44,14 +45,13 @@ export class ProblemFilter implements ExceptionFilter {
     // Errors before any handler ran (a body the parsers refused, no such route) may belong to
     // a provider emulator, which answers them in its provider's format.
     const kind = bodyErrorKind(exception);
-    const noRoute = exception instanceof NotFoundException && exception.message.startsWith('Cannot ');
+    // No route matched: Fastify's not-found handler, where no route's options are set.
+    const noRoute = exception instanceof NotFoundException && req.routeOptions?.url === undefined;
     if ((kind || noRoute) && respondToUnhandled(kind ? { kind } : { kind: 'no_route' }, req, reply)) return;
     const path = requestPath(req.url);
     const problem = this.toProblem(exception, req.method, path);
-    const body = problem.body(path);
     const retryAfter = problem.extra.retryAfterSeconds;
-    if (typeof retryAfter === 'number') reply.header('Retry-After', String(retryAfter));
-    reply.status(problem.getStatus()).type('application/problem+json').send(JSON.stringify(body));
+    replyProblem(reply, problem, path, typeof retryAfter === 'number' ? { 'Retry-After': String(retryAfter) } : {});
   }
 
   /** The problem body this filter answers `exception` with, for another transport (MCP). */

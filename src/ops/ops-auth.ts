@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiKeysService } from '../auth/api-keys.service.js';
 import type { ApiRole } from '../auth/auth-context.js';
 import { Problem } from '../common/problem.js';
+import { replyProblem } from '../common/http-reply.js';
 import { requestPath } from '../common/request-path.js';
 
 /** Roles that may open the queue dashboard (refunds-api.md §2: ops read queues; admin everything). */
@@ -62,16 +63,14 @@ async function refusal(keys: ApiKeysService, authorization: string | string[] | 
  * actions go through the audited /v1 API.
  */
 export function guardOpsBoard(instance: FastifyInstance, route: string, keys: ApiKeysService): void {
-  const prefix = route.toLowerCase();
+  // Runs for every request of the app: a declared path is compared as it is (the board's
+  // plugin declares its routes under `route`, in that case).
+  const under = `${route}/`;
   instance.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    const declared = req.routeOptions.url?.toLowerCase();
-    if (declared === undefined || (declared !== prefix && !declared.startsWith(`${prefix}/`))) return;
+    const declared = req.routeOptions.url;
+    if (declared === undefined || (declared !== route && !declared.startsWith(under))) return;
     const refused = await refusal(keys, req.headers.authorization, req.method);
     if (!refused) return;
-    const body = JSON.stringify(refused.problem.body(requestPath(req.url)));
-    return reply
-      .status(refused.problem.getStatus())
-      .headers({ 'Content-Type': 'application/problem+json', 'Cache-Control': 'no-store', ...(refused.challenge ? CHALLENGE : {}) })
-      .send(body);
+    return replyProblem(reply, refused.problem, requestPath(req.url), { 'Cache-Control': 'no-store', ...(refused.challenge ? CHALLENGE : {}) });
   });
 }
