@@ -145,6 +145,36 @@ describe('Binance Pay webhooks', () => {
     expect(await events(id)).toHaveLength(before.length + 1);
   });
 
+  it('applies many webhooks arriving at once in shared statements, each to its own refund, duplicates and all', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    const before = await webhookFinalBatches();
+    const payments = await Promise.all(Array.from({ length: 30 }, () => sandboxPayment(svc, 'binance_pay', '10.00')));
+    const ids = await Promise.all(payments.map((paymentId) => createRefund(paymentId, '1')));
+    const requestIds = await Promise.all(ids.map((id) => requestIdOf(id)));
+    // Every third refund refused, the others paid; every fifth webhook sent twice at once.
+    const verdict = (i: number) => (i % 3 === 0 ? 'REFUND_REJECTED' : 'REFUND_SUCCESS');
+    const hooks = await Promise.all(requestIds.map((requestId, i) => signedWebhook(requestId, payments[i]!, verdict(i))));
+    const sends = hooks.flatMap((hook, i) => (i % 5 === 0 ? [hook, hook] : [hook]));
+    const answers = await Promise.all(sends.map((hook) => post(hook)));
+    for (const answer of answers) expect(answer.status).toBe(200);
+
+    for (const [i, id] of ids.entries()) {
+      const r = await refund(id);
+      expect(r.status, id).toBe(i % 3 === 0 ? 'failed' : 'succeeded');
+      expect(r.refundedAmount).toBe(i % 3 === 0 ? '0' : '1');
+      const moves = (await events(id)).filter((e) => e.to === r.status);
+      // One final move, by the webhook, even where it came twice.
+      expect(moves).toEqual([expect.objectContaining({ actor: 'webhook:binance_pay' })]);
+    }
+    const after = await webhookFinalBatches();
+    // Each refund's first webhook went through them; a duplicate too when it came before the
+    // refund read final (then it moved nothing: it was no longer processing).
+    expect(after.refunds - before.refunds).toBeGreaterThanOrEqual(30);
+    expect(after.refunds - before.refunds).toBeLessThanOrEqual(36);
+    // Some statements carried several refunds' final answers.
+    expect(after.multi - before.multi).toBeGreaterThan(0);
+  });
+
   it('acknowledges a signed webhook for a refund it does not know without inventing one', async () => {
     const { rows: before } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds`);
     await post(await signedWebhook('not-ours-' + randomUUID(), '123', 'REFUND_SUCCESS')).expect(200);
@@ -152,3 +182,12 @@ describe('Binance Pay webhooks', () => {
     expect(after[0].n).toBe(before[0].n);
   });
 });
+
+/** The webhooks' batched final statements so far: refunds moved by them, and statements of more than one. */
+async function webhookFinalBatches(): Promise<{ refunds: number; multi: number }> {
+  const text = (await svc.http().get('/metrics').expect(200)).text;
+  const value = (prefix: string) =>
+    Number(text.split('\n').find((line) => line.startsWith(prefix) && line.includes('statement="webhook_final"') && (!prefix.endsWith('bucket{') || line.includes('le="1"')))?.split(' ').pop() ?? 0);
+  const count = value('refund_worker_batch_size_count{');
+  return { refunds: value('refund_worker_batch_size_sum{'), multi: count - value('refund_worker_batch_size_bucket{') };
+}

@@ -14,6 +14,8 @@ type FinalMove = { refundId: string; outcome: Extract<ProviderOutcome, { kind: '
 
 /** The actor of the worker's steps, whose final answers are batched. */
 const WORKER = 'worker';
+/** The prefix of the provider webhooks' actors (`webhook:binance_pay`), whose final answers are batched too. */
+const WEBHOOK = 'webhook:';
 
 
 /**
@@ -31,6 +33,8 @@ export class RefundOutcomeService {
 
   /** The worker's final answers, many refunds' per statement under load. */
   private readonly finals: Batcher<FinalMove, boolean>;
+  /** The provider webhooks' final answers, per actor (`webhook:<provider>`), batched likewise. */
+  private readonly webhookFinals = new Map<string, Batcher<FinalMove, boolean>>();
 
   constructor(
     private readonly db: Database,
@@ -100,8 +104,15 @@ export class RefundOutcomeService {
       // does an amount mismatch, whose review flag must commit with the status change.
       const move: FinalMove = { refundId, outcome, requestId: providerRequestId, attempt: opts.attempt };
       const moved = await this.attempts.carrying(opts.attempt, () =>
-        // The worker's answers share statements with the other steps' (finalMany()).
-        actor === WORKER && opts.attempt ? this.finals.submit(move) : this.finalMany([move], actor).then(([one]) => one!),
+        // The worker's answers share statements with the other steps' (finalMany()); a
+        // provider's webhooks share theirs with each other. Where providers deliver webhooks
+        // promptly, these make most refunds final: one statement each made the webhook path
+        // cost more than the poll it saves (docs/performance.md, finding 46).
+        actor === WORKER && opts.attempt
+          ? this.finals.submit(move)
+          : !opts.attempt && actor.startsWith(WEBHOOK)
+            ? this.webhookBatcher(actor).submit(move)
+            : this.finalMany([move], actor).then(([one]) => one!),
       );
       // The attempt's completion went with that statement whether or not the refund moved.
       if (opts.attempt) await this.attempts.completeExtras(this.db, opts.attempt);
@@ -110,6 +121,20 @@ export class RefundOutcomeService {
     }
     if (opts.attempt) await this.attempts.complete(this.db, opts.attempt);
     return this.applyLocked(refundId, outcome, actor, providerRequestId);
+  }
+
+  private webhookBatcher(actor: string): Batcher<FinalMove, boolean> {
+    let batcher = this.webhookFinals.get(actor);
+    if (!batcher) {
+      batcher = new Batcher((moves) => this.finalMany(moves, actor), {
+        ...batchLimits(this.cfg.processing.batchSize),
+        keyOf: (m) => m.refundId,
+        splitOn: oneItemMayHaveFailed,
+        onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'webhook_final' }, n),
+      });
+      this.webhookFinals.set(actor, batcher);
+    }
+    return batcher;
   }
 
   private applyLocked(
