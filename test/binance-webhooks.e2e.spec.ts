@@ -164,31 +164,11 @@ describe('Binance Pay webhooks', () => {
       if (args[2].actor === 'webhook:binance_pay') moved.push(rows.filter((r) => r !== null).length);
       return rows;
     });
-    // The first two refunds' rows held locked, so the first two statements (two batches are
-    // in flight at most) wait at Postgres while the other webhooks arrive: those must queue
-    // and then share statements, however fast the machine.
-    const holder = await svc.db.connect();
     let answers: Array<{ status: number }>;
     try {
-      await holder.query('BEGIN');
-      await holder.query(`SELECT 1 FROM refunds WHERE id = ANY($1::uuid[]) FOR UPDATE`, [ids.slice(0, 2)]);
-      // (then() sends a supertest request now rather than when awaited.)
-      const first = [post(hooks[0]!).then((r) => r), post(hooks[1]!).then((r) => r)];
-      await waitFor(async () => {
-        const { rows } = await svc.db.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF r%'`,
-        );
-        return rows[0].n >= 2 || undefined;
-      }, 10_000, 'two webhook statements waiting');
       const rest = hooks.slice(2).flatMap((hook, i) => ((i + 2) % 5 === 0 ? [hook, hook] : [hook]));
-      const later = rest.map((hook) => post(hook).then((r) => r));
-      // Give the rest time to be verified and queue behind the two, then let the two go.
-      await waitFor(async () => queued() >= 20 || undefined, 10_000, 'webhooks queued');
-      await holder.query('COMMIT');
-      answers = await Promise.all([...first, ...later, post(hooks[0]!)]);
+      answers = [...(await queuedBehindTwo(ids.slice(0, 2), hooks.slice(0, 2), rest, 20)), await post(hooks[0]!)];
     } finally {
-      await holder.query('ROLLBACK').catch(() => undefined);
-      holder.release();
       spy.mockRestore();
     }
     for (const answer of answers) expect(answer.status).toBe(200);
@@ -206,6 +186,39 @@ describe('Binance Pay webhooks', () => {
     expect(Math.max(...moved)).toBeGreaterThan(1);
   });
 
+  it('fails only the webhook whose refund Postgres refuses; the others in its statement are applied', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    const payments = await Promise.all(Array.from({ length: 12 }, () => sandboxPayment(svc, 'binance_pay', '10.00')));
+    const ids = await Promise.all(payments.map((paymentId) => createRefund(paymentId, '1')));
+    const requestIds = await Promise.all(ids.map((id) => requestIdOf(id)));
+    const hooks = await Promise.all(requestIds.map((requestId, i) => signedWebhook(requestId, payments[i]!, 'REFUND_SUCCESS')));
+    // A row Postgres refuses (a trigger stands in for any per-row error) fails the whole
+    // statement, which wrote nothing; each answer is then tried alone.
+    const poisoned = ids[6]!;
+    await svc.db.query(`
+      CREATE FUNCTION test_poison_final() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'poisoned refund'; END $$;
+      CREATE TRIGGER test_poison_final BEFORE UPDATE ON refunds FOR EACH ROW
+        WHEN (NEW.id = '${poisoned}'::uuid AND NEW.status::text = 'succeeded') EXECUTE FUNCTION test_poison_final();`);
+    const splitsBefore = await webhookSplits();
+    let answers: Array<{ status: number }>;
+    try {
+      answers = await queuedBehindTwo(ids.slice(0, 2), hooks.slice(0, 2), hooks.slice(2), 10);
+    } finally {
+      await svc.db.query(`DROP TRIGGER test_poison_final ON refunds; DROP FUNCTION test_poison_final();`);
+    }
+    for (const [i, answer] of answers.entries()) {
+      // The refused one is not acknowledged, so Binance sends it again; the others are.
+      if (ids[i] === poisoned) expect(answer.status).toBeGreaterThanOrEqual(500);
+      else expect(answer.status, ids[i]).toBe(200);
+    }
+    for (const id of ids) expect((await refund(id)).status, id).toBe(id === poisoned ? 'processing' : 'succeeded');
+    expect(await webhookSplits()).toBeGreaterThan(splitsBefore);
+    // Its next delivery, with the row accepted again, finishes it.
+    await post(hooks[6]!).expect(200);
+    expect((await refund(poisoned)).status).toBe('succeeded');
+  });
+
   it('acknowledges a signed webhook for a refund it does not know without inventing one', async () => {
     const { rows: before } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds`);
     await post(await signedWebhook('not-ours-' + randomUUID(), '123', 'REFUND_SUCCESS')).expect(200);
@@ -218,4 +231,44 @@ describe('Binance Pay webhooks', () => {
 function queued(): number {
   const outcomes = svc.app.get(RefundOutcomeService) as unknown as { webhookFinals: Map<string, { waiting: number }> };
   return outcomes.webhookFinals.get('webhook:binance_pay')?.waiting ?? 0;
+}
+
+/**
+ * Posts `first` (the webhooks of `locked`, whose rows are held locked meanwhile) and waits
+ * until their two statements wait at Postgres (two batches are in flight at most), then
+ * posts `rest`, which must queue behind them, and lets all go once `queue` are waiting.
+ * Answers in the order posted.
+ */
+async function queuedBehindTwo(
+  locked: string[],
+  first: Array<{ body: string; headers: Record<string, string> }>,
+  rest: Array<{ body: string; headers: Record<string, string> }>,
+  queue: number,
+): Promise<Array<{ status: number }>> {
+  const holder = await svc.db.connect();
+  try {
+    await holder.query('BEGIN');
+    await holder.query(`SELECT 1 FROM refunds WHERE id = ANY($1::uuid[]) FOR UPDATE`, [locked]);
+    // (then() sends a supertest request now rather than when awaited.)
+    const sent = first.map((hook) => post(hook).then((r) => r));
+    await waitFor(async () => {
+      const { rows } = await svc.db.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF r%'`,
+      );
+      return rows[0].n >= 2 || undefined;
+    }, 10_000, 'two webhook statements waiting');
+    sent.push(...rest.map((hook) => post(hook).then((r) => r)));
+    await waitFor(async () => queued() >= queue || undefined, 10_000, 'webhooks queued');
+    await holder.query('COMMIT');
+    return await Promise.all(sent);
+  } finally {
+    await holder.query('ROLLBACK').catch(() => undefined);
+    holder.release();
+  }
+}
+
+async function webhookSplits(): Promise<number> {
+  const text = (await svc.http().get('/metrics').expect(200)).text;
+  const line = text.split('\n').find((l) => l.startsWith('refund_worker_batch_splits_total{') && l.includes('statement="webhook_final"'));
+  return Number(line?.split(' ').pop() ?? 0);
 }

@@ -52,6 +52,13 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  readonly workerBatchSplits = new Counter({
+    name: 'refund_worker_batch_splits_total',
+    help: 'Batched worker and webhook statements (statement as in refund_worker_batch_size) Postgres refused (a bad row, a deadlock) whose refunds were then retried one by one',
+    labelNames: ['statement'] as const,
+    registers: [this.registry],
+  });
+
   readonly refundCreateBatchSplits = new Counter({
     name: 'refund_create_batch_splits_total',
     help: 'Batched create statements Postgres refused (a bad row, a deadlock) whose creates were then retried one by one',

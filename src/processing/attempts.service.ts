@@ -29,6 +29,7 @@ export class AttemptsService {
       keyOf: (a) => a.refundId,
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'attempt' }, n),
+      onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'attempt' }),
     });
   }
 

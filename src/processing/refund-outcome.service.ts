@@ -48,6 +48,7 @@ export class RefundOutcomeService {
       keyOf: (m) => m.refundId,
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'final' }, n),
+      onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'final' }),
     });
   }
 
@@ -131,6 +132,7 @@ export class RefundOutcomeService {
         keyOf: (m) => m.refundId,
         splitOn: oneItemMayHaveFailed,
         onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'webhook_final' }, n),
+        onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'webhook_final' }),
       });
       this.webhookFinals.set(actor, batcher);
     }

@@ -73,18 +73,21 @@ export class RefundWorkerService {
       keyOf: (id) => id,
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'claim' }, n),
+      onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'claim' }),
     });
     this.starts = new Batcher((items) => this.startMany(items), {
       ...batchLimits(this.cfg.processing.batchSize),
       keyOf: (s) => s.refundId,
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'start' }, n),
+      onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'start' }),
     });
     this.reschedules = new Batcher((items) => this.rescheduleMany(items), {
       ...batchLimits(this.cfg.processing.batchSize),
       keyOf: (r) => r.refundId,
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'reschedule' }, n),
+      onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'reschedule' }),
     });
   }
 
