@@ -1,0 +1,139 @@
+// Before and after on one machine: runs bench/throughput.ts on two builds of the service in
+// alternation (A B B A A B ...), so both see the same stretch of a shared machine's speed,
+// and prints each figure of every run side by side with the change of the means.
+//
+// Why: the machine's speed drifts by a factor of two or more within hours (docs/performance.md,
+// finding 36), so a change of 10-20 % shows only between runs made minutes apart, in turns.
+// Every round since round 7 did this by hand; this is that method as one command.
+//
+//   npm run bench:compare -- <build A> <build B>
+//
+// A build is a directory as `npx nest build && npx tsc -p bench/tsconfig.json` leaves in
+// dist/bench (src/, migrations/); copy one aside before changing the code, e.g.
+// `cp -r dist/bench /tmp/before`, or build an older commit in a git worktree.
+//
+// Environment (defaults in brackets):
+//   BENCH_COMPARE_PAIRS [2]                runs of each build
+//   BENCH_COMPARE_NODE_MODULES_A, _B       node_modules of a build whose dependencies differ
+//                                          (passed as BENCH_SERVICE_NODE_MODULES)
+//   every BENCH_* setting of throughput.ts passes through; shorter runs by default here:
+//   BENCH_INGEST_REQUESTS [4000], BENCH_E2E_REFUNDS [4000], BENCH_E2E_LATENCIES [0],
+//   BENCH_BASELINE_SECONDS [5], BENCH_BULLMQ_JOBS [2000]
+// Each run's JSON goes to bench/results/ as usual (labels compare-a-1, compare-b-1, ...);
+// latest.json is not touched.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const env = process.env;
+const [buildA, buildB] = process.argv.slice(2);
+if (!buildA || !buildB || !fs.existsSync(buildA) || !fs.existsSync(buildB)) {
+  process.stderr.write('usage: npm run bench:compare -- <build A> <build B>  (directories like dist/bench)\n');
+  process.exit(2);
+}
+const PAIRS = Math.max(1, Number(env.BENCH_COMPARE_PAIRS ?? 2) || 2);
+const SHORT: Record<string, string> = {
+  BENCH_INGEST_REQUESTS: '4000',
+  BENCH_E2E_REFUNDS: '4000',
+  BENCH_E2E_LATENCIES: '0',
+  BENCH_BASELINE_SECONDS: '5',
+  BENCH_BULLMQ_JOBS: '2000',
+};
+const THROUGHPUT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'throughput.js');
+
+type Side = 'a' | 'b';
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a run's JSON, read loosely
+type Result = Record<string, any>;
+
+/** One run of throughput.ts on a build; resolves with its JSON. */
+function run(side: Side, n: number): Promise<Result> {
+  const build = side === 'a' ? buildA! : buildB!;
+  const modules = side === 'a' ? env.BENCH_COMPARE_NODE_MODULES_A : env.BENCH_COMPARE_NODE_MODULES_B;
+  const label = `compare-${side}-${n}`;
+  const childEnv: NodeJS.ProcessEnv = {
+    ...SHORT,
+    ...env,
+    BENCH_SERVICE_BUILD: path.resolve(build),
+    ...(modules ? { BENCH_SERVICE_NODE_MODULES: path.resolve(modules) } : {}),
+    BENCH_NO_LATEST: '1',
+    BENCH_LABEL: label,
+  };
+  process.stdout.write(`[compare] ${label}: ${build}\n`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [THROUGHPUT], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.on('error', reject);
+    // throughput.ts exits 1 when a target is unmet, which is normal on this machine: what
+    // counts is whether it wrote its figures.
+    child.on('close', (code) => {
+      const wrote = /\[bench\] wrote (\S+\.json)/.exec(out);
+      if (!wrote) return reject(new Error(`${label} wrote no results (exit ${code}):\n${out.slice(-2000)}`));
+      resolve(JSON.parse(fs.readFileSync(wrote[1]!, 'utf8')) as Result);
+    });
+  });
+}
+
+/** The figures compared, read from a run's JSON (undefined where the run has none). */
+function figures(r: Result): Array<[string, number | undefined]> {
+  const rows: Array<[string, number | undefined]> = [
+    ['baseline A tx/s (mean)', r.phases?.baselineA?.meanPerSecond],
+    ['ingest creates/s', r.phases?.ingest?.perSecond],
+    ['ingest p99 ms', r.phases?.ingest?.p99Ms],
+    ['ingest API CPU ms per create', r.phases?.ingest?.cpuMsPerRequest?.api],
+  ];
+  for (const [latency, e] of Object.entries<Result>(r.phases?.endToEnd ?? {})) {
+    const cpu = e.cpuMsPerRefund ?? {};
+    const service = ['api', 'worker', 'postgres', 'redis'].reduce((sum, k) => sum + (cpu[k] ?? 0), 0);
+    rows.push(
+      [`e2e ${latency} ms refunds/s`, e.perSecond],
+      [`e2e ${latency} ms provider calls per refund`, e.providerCallsPerRefund],
+      [`e2e ${latency} ms service statements per refund`, round2(e.sqlStatementsPerRefund - (e.sqlStatementsPerRefundEmulator ?? 0))],
+      [`e2e ${latency} ms CPU ms per refund: api`, cpu.api],
+      [`e2e ${latency} ms CPU ms per refund: worker`, cpu.worker],
+      [`e2e ${latency} ms CPU ms per refund: postgres`, cpu.postgres],
+      [`e2e ${latency} ms CPU ms per refund: service`, round2(service)],
+      // The emulators are the same code in both builds unless the change is theirs: a control,
+      // whose change shows how much the machine's speed moved between the sides.
+      [`e2e ${latency} ms CPU ms per refund: emulator + its postgres (control)`, cpu.emulator === undefined ? undefined : round2(cpu.emulator + (cpu.postgresEmulator ?? 0))],
+    );
+  }
+  return rows;
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+async function main(): Promise<void> {
+  const results: Record<Side, Result[]> = { a: [], b: [] };
+  // A B, then B A: a steady drift of the machine's speed falls on both sides alike.
+  for (let i = 1; i <= PAIRS; i++) {
+    const order: Side[] = i % 2 === 1 ? ['a', 'b'] : ['b', 'a'];
+    for (const side of order) results[side].push(await run(side, i));
+  }
+  const table = new Map<string, Record<Side, number[]>>();
+  for (const side of ['a', 'b'] as const) {
+    for (const r of results[side]) {
+      for (const [name, value] of figures(r)) {
+        if (value === undefined || !Number.isFinite(value)) continue;
+        const row = table.get(name) ?? { a: [], b: [] };
+        row[side].push(value);
+        table.set(name, row);
+      }
+    }
+  }
+  const lines: string[][] = [['figure', `A: ${buildA}`, `B: ${buildB}`, 'B vs A (means)']];
+  for (const [name, row] of table) {
+    const change = row.a.length && row.b.length && mean(row.a) !== 0 ? `${((mean(row.b) / mean(row.a) - 1) * 100).toFixed(1)} %` : '';
+    lines.push([name, row.a.join(' / '), row.b.join(' / '), change]);
+  }
+  const widths = lines[0]!.map((_, c) => Math.max(...lines.map((l) => l[c]!.length)));
+  process.stdout.write('\n' + lines.map((l) => l.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n') + '\n');
+  process.stdout.write(`\nruns in order of time: ${['a', 'b'].flatMap((s) => results[s as Side].map((r) => `${r.label} ${r.at}`)).sort((x, y) => x.split(' ')[1]!.localeCompare(y.split(' ')[1]!)).join(', ')}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});
