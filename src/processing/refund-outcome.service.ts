@@ -104,17 +104,7 @@ export class RefundOutcomeService {
       // same request id), under the same row lock. Anything else takes the full path, and so
       // does an amount mismatch, whose review flag must commit with the status change.
       const move: FinalMove = { refundId, outcome, requestId: providerRequestId, attempt: opts.attempt };
-      const moved = await this.attempts.carrying(opts.attempt, () =>
-        // The worker's answers share statements with the other steps' (finalMany()); a
-        // provider's webhooks share theirs with each other. Where providers deliver webhooks
-        // promptly, these make most refunds final: one statement each made the webhook path
-        // cost more than the poll it saves (docs/performance.md, finding 46).
-        actor === WORKER && opts.attempt
-          ? this.finals.submit(move)
-          : !opts.attempt && actor.startsWith(WEBHOOK)
-            ? this.webhookBatcher(actor).submit(move)
-            : this.finalMany([move], actor).then(([one]) => one!),
-      );
+      const moved = await this.attempts.carrying(opts.attempt, () => this.submitFinal(move, actor));
       // The attempt's completion went with that statement whether or not the refund moved.
       if (opts.attempt) await this.attempts.completeExtras(this.db, opts.attempt);
       if (moved) return 'final';
@@ -122,6 +112,19 @@ export class RefundOutcomeService {
     }
     if (opts.attempt) await this.attempts.complete(this.db, opts.attempt);
     return this.applyLocked(refundId, outcome, actor, providerRequestId);
+  }
+
+  /**
+   * The statement a final answer goes in: the worker's answers share statements with each
+   * other (finalMany()), and so do each provider's webhooks: where a provider's webhooks come
+   * before the poll, they make most refunds final, and one statement each made that path,
+   * the one production takes most, the costliest (docs/performance.md, finding 46). Others
+   * (an ops action's answer) go alone.
+   */
+  private submitFinal(move: FinalMove, actor: string): Promise<boolean> {
+    if (actor === WORKER && move.attempt) return this.finals.submit(move);
+    if (actor.startsWith(WEBHOOK) && !move.attempt) return this.webhookBatcher(actor).submit(move);
+    return this.finalMany([move], actor).then(([one]) => one!);
   }
 
   private webhookBatcher(actor: string): Batcher<FinalMove, boolean> {
