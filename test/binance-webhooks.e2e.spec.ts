@@ -5,6 +5,7 @@ import { RefundOutcomeService } from '../src/processing/refund-outcome.service.j
 import { RefundStateService } from '../src/refunds/refund-state.service.js';
 import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
 import { merchantKey, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
+import { metricSum, scrapeMetrics } from './support/metrics.js';
 
 // Polling is slowed to a minute here, so within these tests only webhooks can finalise a refund.
 let svc: TestService;
@@ -268,7 +269,5 @@ async function queuedBehindTwo(
 }
 
 async function webhookSplits(): Promise<number> {
-  const text = (await svc.http().get('/metrics').expect(200)).text;
-  const line = text.split('\n').find((l) => l.startsWith('refund_worker_batch_splits_total{') && l.includes('statement="webhook_final"'));
-  return Number(line?.split(' ').pop() ?? 0);
+  return metricSum(await scrapeMetrics(svc.http), 'refund_worker_batch_splits_total', { statement: 'webhook_final' });
 }

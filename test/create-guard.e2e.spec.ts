@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { merchantKey, roleKey, sandboxPayment, setFaults, startPeer, startService, TestService, waitFor } from './support/service.js';
+import { batchCounts, metricSum, scrapeAll } from './support/metrics.js';
 
 // The over-refund guard across processes. Creates take an optimistic path (a snapshot read,
 // then an insert conditional on the payment's guard version) and fall back to the payment
@@ -42,14 +43,7 @@ function create(via: number, body: Record<string, unknown>) {
 }
 
 async function optimisticRetries(): Promise<number> {
-  let total = 0;
-  for (const http of processes()) {
-    const text = (await http().get('/metrics').expect(200)).text;
-    for (const line of text.split('\n')) {
-      if (line.startsWith('refund_create_optimistic_retries_total{')) total += Number(line.split(' ').pop());
-    }
-  }
-  return total;
+  return metricSum(await scrapeAll(processes()), 'refund_create_optimistic_retries_total');
 }
 
 async function refund(id: string) {
@@ -170,30 +164,12 @@ describe('over-refund guard across two api processes', () => {
 
 /** Batches of guarded inserts sent by both processes so far: all of them, and those of more than one create. */
 async function insertBatches(): Promise<{ all: number; multi: number }> {
-  let all = 0;
-  let single = 0;
-  for (const http of processes()) {
-    const text = (await http().get('/metrics').expect(200)).text;
-    for (const line of text.split('\n')) {
-      if (!line.includes('statement="insert"')) continue;
-      const value = Number(line.split(' ').pop());
-      if (line.startsWith('refund_create_batch_size_count{')) all += value;
-      if (line.startsWith('refund_create_batch_size_bucket{') && line.includes('le="1"')) single += value;
-    }
-  }
-  return { all, multi: all - single };
+  return batchCounts(await scrapeAll(processes()), 'refund_create_batch_size', { statement: 'insert' });
 }
 
 /** Batched insert statements that Postgres refused and whose creates were retried one by one, both processes. */
 async function insertSplits(): Promise<number> {
-  let total = 0;
-  for (const http of processes()) {
-    const text = (await http().get('/metrics').expect(200)).text;
-    for (const line of text.split('\n')) {
-      if (line.startsWith('refund_create_batch_splits_total{') && line.includes('statement="insert"')) total += Number(line.split(' ').pop());
-    }
-  }
-  return total;
+  return metricSum(await scrapeAll(processes()), 'refund_create_batch_splits_total', { statement: 'insert' });
 }
 
 describe('creates batched at the database', () => {

@@ -14,6 +14,7 @@ import {
   TestService,
   waitFor,
 } from './support/service.js';
+import { hasMetric, metricSum, parseMetrics, type Sample } from './support/metrics.js';
 
 // GET /metrics on an API process (public by default), the scrape-time gauges, METRICS_TOKEN,
 // and the small metrics server of a ROLE=worker process.
@@ -34,42 +35,10 @@ afterAll(async () => {
   await svc?.stop();
 });
 
-type Labels = Record<string, string>;
-interface Sample {
-  name: string;
-  labels: Labels;
-  value: number;
-}
-
-/** Parses the Prometheus text format (enough of it for these tests). */
-function parse(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`unparsable metrics line: ${line}`);
-    const labels: Labels = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    samples.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return samples;
-}
-
-/** Sum of the samples of `name` whose labels include `labels`. */
-function sum(samples: Sample[], name: string, labels: Labels = {}): number {
-  return samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((acc, s) => acc + s.value, 0);
-}
-
-function has(samples: Sample[], name: string, labels: Labels = {}): boolean {
-  return samples.some((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
-}
-
 async function scrape(): Promise<Sample[]> {
   const res = await svc.http().get('/metrics').expect(200);
   expect(res.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
-  return parse(res.text);
+  return parseMetrics(res.text);
 }
 
 function createRefund(paymentId: string, amount: string) {
@@ -91,34 +60,34 @@ describe('GET /metrics', () => {
   it('is public by default and exposes the series with values that move', async () => {
     const before = await scrape();
     for (const provider of ['binance_pay', 'cobo', 'lean']) {
-      for (const status of ['queued', 'processing', 'requires_action']) expect(has(before, 'refunds_stuck', { provider, status })).toBe(true);
-      expect(sum(before, 'refunds_stuck', { provider })).toBe(0);
+      for (const status of ['queued', 'processing', 'requires_action']) expect(hasMetric(before, 'refunds_stuck', { provider, status })).toBe(true);
+      expect(metricSum(before, 'refunds_stuck', { provider })).toBe(0);
     }
     for (const queue of ['refunds-binance_pay', 'refunds-cobo', 'refunds-lean', 'merchant-webhooks']) {
       for (const state of ['waiting', 'active', 'delayed', 'failed', 'completed']) {
-        expect(has(before, 'refund_queue_jobs', { queue, state })).toBe(true);
+        expect(hasMetric(before, 'refund_queue_jobs', { queue, state })).toBe(true);
       }
-      expect(has(before, 'refund_queue_oldest_waiting_job_age_seconds', { queue })).toBe(true);
+      expect(hasMetric(before, 'refund_queue_oldest_waiting_job_age_seconds', { queue })).toBe(true);
     }
-    expect(has(before, 'refunds_flagged_for_review')).toBe(true);
-    expect(sum(before, 'metrics_collector_up', { collector: 'database' })).toBe(1);
-    expect(sum(before, 'metrics_collector_up', { collector: 'queues' })).toBe(1);
-    expect(has(before, 'process_cpu_user_seconds_total')).toBe(true);
+    expect(hasMetric(before, 'refunds_flagged_for_review')).toBe(true);
+    expect(metricSum(before, 'metrics_collector_up', { collector: 'database' })).toBe(1);
+    expect(metricSum(before, 'metrics_collector_up', { collector: 'queues' })).toBe(1);
+    expect(hasMetric(before, 'process_cpu_user_seconds_total')).toBe(true);
 
     const paymentId = await sandboxPayment(svc, 'binance_pay', '100.00');
     const ids = [(await createRefund(paymentId, '10')).body.id, (await createRefund(paymentId, '12.5')).body.id];
     await waitFor(async () => (await Promise.all(ids.map(statusOf))).every((s) => s === 'succeeded'), 20_000, 'refunds succeeded');
 
     const after = await scrape();
-    const created = (s: Sample[]) => sum(s, 'refunds_created_total', { provider: 'binance_pay' });
+    const created = (s: Sample[]) => metricSum(s, 'refunds_created_total', { provider: 'binance_pay' });
     expect(created(after) - created(before)).toBe(2);
-    expect(sum(after, 'refunds_created_total', { provider: 'binance_pay', status: 'queued' })).toBeGreaterThanOrEqual(2);
-    const succeeded = (s: Sample[]) => sum(s, 'refund_status_transitions_total', { provider: 'binance_pay', to: 'succeeded' });
+    expect(metricSum(after, 'refunds_created_total', { provider: 'binance_pay', status: 'queued' })).toBeGreaterThanOrEqual(2);
+    const succeeded = (s: Sample[]) => metricSum(s, 'refund_status_transitions_total', { provider: 'binance_pay', to: 'succeeded' });
     expect(succeeded(after) - succeeded(before)).toBe(2);
-    expect(sum(after, 'refund_status_transitions_total', { provider: 'binance_pay', from: 'queued', to: 'processing' })).toBeGreaterThanOrEqual(2);
+    expect(metricSum(after, 'refund_status_transitions_total', { provider: 'binance_pay', from: 'queued', to: 'processing' })).toBeGreaterThanOrEqual(2);
     // Latency histogram of the provider calls (create, then queries until final).
-    expect(has(after, 'provider_call_duration_seconds_bucket', { provider: 'binance_pay', operation: 'create', le: '+Inf' })).toBe(true);
-    const calls = (s: Sample[]) => sum(s, 'provider_call_duration_seconds_count', { provider: 'binance_pay', operation: 'create' });
+    expect(hasMetric(after, 'provider_call_duration_seconds_bucket', { provider: 'binance_pay', operation: 'create', le: '+Inf' })).toBe(true);
+    const calls = (s: Sample[]) => metricSum(s, 'provider_call_duration_seconds_count', { provider: 'binance_pay', operation: 'create' });
     expect(calls(after) - calls(before)).toBeGreaterThanOrEqual(2);
   });
 
@@ -131,16 +100,16 @@ describe('GET /metrics', () => {
       const stuck = await waitFor(
         async () => {
           const s = await scrape();
-          return sum(s, 'refunds_stuck', { provider: 'binance_pay' }) >= 1 && s;
+          return metricSum(s, 'refunds_stuck', { provider: 'binance_pay' }) >= 1 && s;
         },
         10_000,
         'refunds_stuck{provider="binance_pay"} >= 1',
       );
-      expect(sum(stuck, 'refunds_stuck', { provider: 'binance_pay', status: 'processing' })).toBeGreaterThanOrEqual(1);
-      expect(sum(stuck, 'refunds_stuck', { provider: 'cobo' })).toBe(0);
+      expect(metricSum(stuck, 'refunds_stuck', { provider: 'binance_pay', status: 'processing' })).toBeGreaterThanOrEqual(1);
+      expect(metricSum(stuck, 'refunds_stuck', { provider: 'cobo' })).toBe(0);
       // Between polls the refund's job is parked in the delayed set.
       await waitFor(
-        async () => sum(await scrape(), 'refund_queue_jobs', { queue: 'refunds-binance_pay', state: 'delayed' }) >= 1,
+        async () => metricSum(await scrape(), 'refund_queue_jobs', { queue: 'refunds-binance_pay', state: 'delayed' }) >= 1,
         10_000,
         'a delayed job',
       );
@@ -153,14 +122,14 @@ describe('GET /metrics', () => {
     const paymentId = await sandboxPayment(svc, 'binance_pay', '5.00');
     const { body } = await createRefund(paymentId, '1');
     await waitFor(async () => (await statusOf(body.id)) === 'succeeded', 20_000, 'succeeded');
-    const before = sum(await scrape(), 'refunds_flagged_for_review');
+    const before = metricSum(await scrape(), 'refunds_flagged_for_review');
     await svc.db.query(`UPDATE refunds SET review_flagged_at = now(), review_reason = 'test' WHERE id = $1`, [body.id]);
-    await waitFor(async () => sum(await scrape(), 'refunds_flagged_for_review') === before + 1, 5_000, 'flagged count');
+    await waitFor(async () => metricSum(await scrape(), 'refunds_flagged_for_review') === before + 1, 5_000, 'flagged count');
   });
 
   it('answers concurrent scrapes from one collection', async () => {
     const results = await Promise.all(Array.from({ length: 5 }, () => scrape()));
-    for (const s of results) expect(has(s, 'refund_queue_jobs')).toBe(true);
+    for (const s of results) expect(hasMetric(s, 'refund_queue_jobs')).toBe(true);
   });
 });
 
@@ -193,12 +162,12 @@ describe('ROLE=worker metrics server, METRICS_TOKEN', () => {
     const ok = await fetch(url, { headers: { Authorization: `Bearer ${METRICS_TOKEN}` } });
     expect(ok.status).toBe(200);
     expect(ok.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
-    const samples = parse(await ok.text());
+    const samples = parseMetrics(await ok.text());
     // The worker reads the same database and queues as the API process.
-    expect(sum(samples, 'metrics_collector_up', { collector: 'database' })).toBe(1);
-    expect(has(samples, 'refunds_stuck', { provider: 'binance_pay' })).toBe(true);
-    expect(has(samples, 'refund_queue_jobs', { queue: 'refunds-binance_pay', state: 'waiting' })).toBe(true);
-    expect(has(samples, 'process_resident_memory_bytes')).toBe(true);
+    expect(metricSum(samples, 'metrics_collector_up', { collector: 'database' })).toBe(1);
+    expect(hasMetric(samples, 'refunds_stuck', { provider: 'binance_pay' })).toBe(true);
+    expect(hasMetric(samples, 'refund_queue_jobs', { queue: 'refunds-binance_pay', state: 'waiting' })).toBe(true);
+    expect(hasMetric(samples, 'process_resident_memory_bytes')).toBe(true);
 
     expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
     expect((await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${METRICS_TOKEN}` } })).status).toBe(405);
