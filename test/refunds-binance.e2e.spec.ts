@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { BinancePayAdapter } from '../src/providers/binance-pay/binance-pay.adapter.js';
 import { money } from '../src/common/money.js';
 import {
   deleteRedisPrefix,
@@ -12,6 +13,7 @@ import {
   TestService,
   waitFor,
 } from './support/service.js';
+import { batchCounts, scrapeMetrics } from './support/metrics.js';
 
 let svc: TestService;
 let m1: string;
@@ -150,6 +152,48 @@ describe('Binance Pay refunds end to end', () => {
     }
   });
 
+  it('marks a query its claim started as not sent when the provider is gone by the call, and numbers the calls after it in order', async () => {
+    // Settles at the provider 5 s after its create (the time is fixed then) and sends no
+    // webhook meanwhile, so the worker keeps querying until then.
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 5_000, webhookDelayMs: 60_000 });
+    const adapter = svc.app.get(BinancePayAdapter);
+    try {
+      const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+      const { id } = (await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '2.50', currency: 'USDT' }).expect(202)).body;
+      await waitFor(async () => ((await refundOf(m1, id)).attemptCount >= 2 ? true : undefined), 10_000, 'a query sent');
+      // The credentials go between a claim (which sees them, and starts the query's row) and
+      // the step's own look (which does not): the only call to isEnabled() in between.
+      let looks = 0;
+      const spy = vi.spyOn(adapter, 'isEnabled').mockImplementation(() => ++looks === 1);
+      const notSent = await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT * FROM refund_attempts WHERE refund_id = $1 AND outcome = 'not_sent'`, [id]);
+        return rows[0];
+      }, 10_000, 'the started query marked not sent');
+      expect(notSent).toMatchObject({ operation: 'query', http_status: null, provider_code: null });
+      expect(notSent.completed_at).not.toBeNull();
+      expect(notSent.error_message).toMatch(/not sent/);
+      // No further call while the provider is gone: the refund waits, nothing in flight.
+      const waiting = await refundOf(m1, id);
+      expect(waiting.status).toBe('processing');
+      spy.mockRestore();
+
+      expect((await untilFinal(m1, id)).status).toBe('succeeded');
+      const { rows } = await svc.db.query(
+        `SELECT a.number, a.operation, a.outcome, a.completed_at IS NOT NULL AS done, r.attempt_count
+           FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id WHERE a.refund_id = $1 ORDER BY a.number`,
+        [id],
+      );
+      expect(rows.map((r) => r.number)).toEqual(Array.from({ length: rows[0].attempt_count }, (_, k) => k + 1));
+      expect(rows.every((r) => r.done && r.outcome !== 'in_flight')).toBe(true);
+      expect(rows.filter((r) => r.outcome === 'not_sent')).toHaveLength(1);
+      expect(rows.at(-1)).toMatchObject({ operation: 'query', outcome: 'succeeded' });
+      expect(await providerRefunds(paymentId)).toHaveLength(1);
+    } finally {
+      vi.restoreAllMocks();
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+  });
+
   it('claims, moves, reschedules and finishes refunds and writes attempt rows in batches under load, each refund keeping its own numbered attempts', async () => {
     const before = await workerBatches();
     // 40 refunds at once on 40 payments, with webhooks held back: every refund takes two
@@ -195,10 +239,15 @@ describe('Binance Pay refunds end to end', () => {
         expect(money(atProvider[0].refundAmount).eq(r.amount)).toBe(true);
       }
       const after = await workerBatches();
-      // Claims, moves to processing (with the creates' attempt rows), reschedules after the
-      // creates and final answers of several refunds really did share statements; the attempt
-      // rows of the queries too.
-      for (const kind of BATCHED) expect(after[kind].multi - before[kind].multi, kind).toBeGreaterThan(0);
+      // Claims (with the queries' attempt rows), moves to processing (with the creates'),
+      // reschedules after the creates and final answers of several refunds really did share
+      // statements.
+      for (const kind of ['claim', 'start', 'reschedule', 'final'] as const) {
+        expect(after[kind].multi - before[kind].multi, kind).toBeGreaterThan(0);
+      }
+      // And no attempt row needed a statement of its own: each query's was written by the
+      // claim of its step (finding 48), each create's by the move to processing.
+      expect(after.attempt.all - before.attempt.all).toBe(0);
       // The fail rate did its part (40 refunds at 0.5: both kinds all but certain).
       expect(new Set(rows.map((r) => r.status)).size).toBe(2);
     } finally {
@@ -639,16 +688,9 @@ const BATCHED = ['claim', 'attempt', 'start', 'reschedule', 'final'] as const;
 
 /** Batched worker statements so far, per kind: all of them, and those of more than one refund. */
 async function workerBatches(): Promise<Record<(typeof BATCHED)[number], { all: number; multi: number }>> {
-  const text = (await svc.http().get('/metrics').expect(200)).text;
-  const out = Object.fromEntries(BATCHED.map((k) => [k, { all: 0, multi: 0 }])) as Record<(typeof BATCHED)[number], { all: number; multi: number }>;
-  const single = Object.fromEntries(BATCHED.map((k) => [k, 0])) as Record<(typeof BATCHED)[number], number>;
-  for (const line of text.split('\n')) {
-    const kind = BATCHED.find((k) => line.includes(`statement="${k}"`));
-    if (!kind) continue;
-    const value = Number(line.split(' ').pop());
-    if (line.startsWith('refund_worker_batch_size_count{')) out[kind].all += value;
-    if (line.startsWith('refund_worker_batch_size_bucket{') && line.includes('le="1"')) single[kind] += value;
-  }
-  for (const k of BATCHED) out[k].multi = out[k].all - single[k];
-  return out;
+  const samples = await scrapeMetrics(svc.http);
+  return Object.fromEntries(BATCHED.map((k) => [k, batchCounts(samples, 'refund_worker_batch_size', { statement: k })])) as Record<
+    (typeof BATCHED)[number],
+    { all: number; multi: number }
+  >;
 }

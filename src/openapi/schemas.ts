@@ -160,7 +160,12 @@ export const SCHEMAS: Record<string, SchemaObject> = {
       number: { type: 'integer', example: 1 },
       providerRequestId: { type: 'string', example: 'r0b6c4a0e6f0a4d559d1c2a8e51f1d7aa1' },
       operation: { type: 'string', example: 'create', description: 'create, query, approve, cancel, update, ...' },
-      outcome: { type: 'string', example: 'accepted' },
+      outcome: {
+        type: 'string',
+        example: 'pending',
+        description:
+          'How the call ended: the final status it reported (succeeded, failed, ...), pending, requires_action, not_found, retry or unknown; done, refused or unknown for update, approve and cancel calls; in_flight while it is under way (or if the process stopped during it); not_sent for a call prepared and then not sent (its provider was switched off in between).',
+      },
       httpStatus: { type: 'integer', nullable: true, example: 200 },
       providerCode: nullableString('The provider’s code.', '000000'),
       errorMessage: nullableString('Transport or provider error, if any.'),

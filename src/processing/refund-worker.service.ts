@@ -27,7 +27,11 @@ const RESEND_EVERY = 6;
 
 export type StepResult = { done: true } | { done: false; at: Date };
 
-type Claimed = { row: RefundRow; payment: PaymentRow | undefined; slots: number | null };
+/**
+ * `queryStarted`: the in_flight attempt row of the query the step is about to send, when the
+ * claim's statement wrote it (claimMany()).
+ */
+type Claimed = { row: RefundRow; payment: PaymentRow | undefined; slots: number | null; queryStarted?: { id: string } };
 /** What the claim's own statement saw of a refund it could not claim (null: no such refund). */
 type Unclaimed = { unclaimed: Pick<RefundRow, 'status' | 'lease_until' | 'next_check_at'> | null };
 type Start = { refundId: string; requestId: string };
@@ -119,7 +123,7 @@ export class RefundWorkerService {
       return this.notClaimable(claimed.unclaimed);
     }
     try {
-      return await this.advance(claimed.row, claimed.payment, claimed.slots);
+      return await this.advance(claimed.row, claimed.payment, claimed.slots, claimed.queryStarted);
     } finally {
       // A step that ends by rescheduling released the lease in that same statement.
       const n = this.released.get(refundId) ?? 0;
@@ -157,36 +161,55 @@ export class RefundWorkerService {
    * A refund changed between the snapshot and the lock reads as it was: one still owed then
    * (a webhook's commit making it final) is looked at again in 250 ms; one not owed then
    * but reopenable (failed, pending approval) is read afresh by step().
+   *
+   * A claimed refund whose step can only be a query (sent already, at a provider that dedups
+   * creates, and not due for a re-sent create: see advance()) has that query's attempt counted
+   * and its in_flight row written by the same statement, as startMany() does for creates; a
+   * statement and an update of the refund's row fewer per query (finding 48). Nothing runs
+   * between the claim and that call but in-memory work, so the row is no more likely to be
+   * left in_flight by a crash than when it was written just before the call.
    */
   private async claimMany(ids: string[]): Promise<Array<Claimed | Unclaimed>> {
     type Found = RefundRow & {
       asked_id: string;
       payment_provider_data: PaymentRow['provider_data'] | null;
       quick_slots: number | null;
+      query_attempt_id: string | null;
       seen_status: RefundStatus | null;
       seen_lease_until: Date | null;
       seen_next_check_at: Date | null;
     };
+    // The same test as advance()'s, in SQL: a processing refund whose next call is a query.
+    const queryNext = `r.status IN ('processing', 'requires_action') AND r.provider = ANY($5::text[])
+                       AND r.provider_request_id IS NOT NULL
+                       AND NOT (r.provider_state = 'unknown' AND r.check_count > 0 AND r.check_count % $6::int = 0)`;
     const rows = await this.db.query<Found>(
       `WITH l AS (SELECT id FROM refunds WHERE id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED),
        c AS (
          UPDATE refunds r
-            SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000)
+            SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000),
+                attempt_count = r.attempt_count + CASE WHEN ${queryNext} THEN 1 ELSE 0 END
            FROM l
           WHERE r.id = l.id
             AND r.status IN ('queued', 'processing', 'requires_action')
             AND (r.lease_until IS NULL OR r.lease_until < now())
             AND (r.next_check_at IS NULL OR r.next_check_at <= now() + interval '50 milliseconds')
-          RETURNING r.*)
+          RETURNING r.*, ${queryNext} AS query_next),
+       q AS (
+         INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
+         SELECT c.id, c.attempt_count, c.provider_request_id, 'query', 'in_flight' FROM c WHERE c.query_next
+         RETURNING id, refund_id)
        SELECT a.id AS asked_id, c.*, p.provider_data AS payment_provider_data,
               CASE WHEN c.status = 'queued' AND c.provider = ANY($4::text[])
                    THEN (SELECT s.slots FROM (${slotsSql('c.provider', 'c.payment_id', 'c.id', 'c.status_changed_at')}) s) END AS quick_slots,
+              q.id AS query_attempt_id,
               u.status AS seen_status, u.lease_until AS seen_lease_until, u.next_check_at AS seen_next_check_at
          FROM unnest($1::uuid[]) AS a(id)
          LEFT JOIN c ON c.id = a.id
+         LEFT JOIN q ON q.refund_id = c.id
          LEFT JOIN payments p ON p.provider = c.provider AND p.payment_id = c.payment_id
          LEFT JOIN refunds u ON u.id = a.id AND c.id IS NULL`,
-      [ids, this.owner, this.cfg.processing.leaseMs, this.lastSlotProviders()],
+      [ids, this.owner, this.cfg.processing.leaseMs, this.lastSlotProviders(), this.queryOnClaimProviders(), RESEND_EVERY],
     );
     const byId = new Map<string, Claimed | Unclaimed>();
     for (const found of rows) {
@@ -194,19 +217,39 @@ export class RefundWorkerService {
         asked_id: askedId,
         payment_provider_data: data,
         quick_slots: slots,
+        query_attempt_id: queryAttemptId,
         seen_status: status,
         seen_lease_until: leaseUntil,
         seen_next_check_at: nextCheckAt,
+        query_next: _queryNext,
         ...row
-      } = found;
+      } = found as Found & { query_next: boolean | null };
       if (row.id === null) {
         byId.set(askedId, { unclaimed: status === null ? null : { status, lease_until: leaseUntil, next_check_at: nextCheckAt } });
         continue;
       }
       // Only the payment's provider data is used from here on (command()).
-      byId.set(askedId, { row, payment: data === null ? undefined : ({ provider_data: data } as PaymentRow), slots });
+      byId.set(askedId, {
+        row,
+        payment: data === null ? undefined : ({ provider_data: data } as PaymentRow),
+        slots,
+        queryStarted: queryAttemptId === null ? undefined : { id: queryAttemptId },
+      });
     }
     return ids.map((id) => byId.get(id) ?? { unclaimed: null });
+  }
+
+  /**
+   * Providers whose processing refunds the claim may start a query for: enabled (read each
+   * time: a provider's credentials can go) and deduplicating creates, so the step's first
+   * statement after the claim is that call. A provider that does not (Lean) reads its last
+   * create's end first, which may fail; its query rows are still written just before the call.
+   */
+  private queryOnClaimProviders(): string[] {
+    return this.providers
+      .all()
+      .filter((p) => p.createIsIdempotent && p.isEnabled())
+      .map((p) => p.name);
   }
 
   /** Providers whose last allowed refund takes the whole remainder (Binance Pay). */
@@ -235,12 +278,18 @@ export class RefundWorkerService {
     return { done: false, at: new Date(at) };
   }
 
-  private async advance(row: RefundRow, payment: PaymentRow | undefined, quickSlots: number | null): Promise<StepResult> {
+  private async advance(
+    row: RefundRow,
+    payment: PaymentRow | undefined,
+    quickSlots: number | null,
+    queryStarted?: { id: string },
+  ): Promise<StepResult> {
     const provider = this.providers.find(row.provider);
     if (!provider || !provider.isEnabled()) {
-      // Credentials removed after the refund was accepted: keep it, check again later.
+      // Credentials removed after the refund was accepted: keep it, check again later. Should
+      // they have gone since the claim started a query, its row says the call was not sent.
       this.logger.warn({ refundId: row.id, provider: row.provider }, 'provider not configured; refund waits');
-      return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' });
+      return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' }, queryStarted && notSent(row, queryStarted, 'query'));
     }
     if (row.status === 'queued') {
       if (provider.lastRefundTakesRemainder && provider.maxRefundsPerPayment !== undefined) {
@@ -273,7 +322,8 @@ export class RefundWorkerService {
       );
       cmd.lastCreateAt = last?.at ?? null;
     }
-    if (row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0) {
+    // When the claim started a query it made this same test (claimMany()), and the query it is.
+    if (!queryStarted && row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0) {
       // Queries keep failing to settle it (e.g. the provider's "not found" answer is not the one
       // we expect): re-send the create with the SAME id, which the provider dedups. Absence is
       // not confirmed here, so a refusal proves nothing (it may refuse because the first landed).
@@ -286,7 +336,7 @@ export class RefundWorkerService {
     }
     // The list the query reads is no older than this: absence is judged from here.
     const queriedAt = Date.now();
-    const query = await this.call(provider, row, 'query', cmd);
+    const query = await this.call(provider, row, 'query', cmd, queryStarted);
     if (query.result.outcome.kind === 'not_found') {
       const sinceCreate = cmd.lastCreateAt ? queriedAt - cmd.lastCreateAt.getTime() : Infinity;
       if (!provider.createIsIdempotent && sinceCreate < this.cfg.processing.absenceGraceMs) {
@@ -487,6 +537,18 @@ export class RefundWorkerService {
       },
     });
   }
+}
+
+/** The completion of an attempt row written for a call that was then not sent. */
+function notSent(row: RefundRow, started: { id: string }, operation: string): AttemptCompletion {
+  return {
+    attemptId: started.id,
+    refundId: row.id,
+    providerRequestId: row.provider_request_id!,
+    label: 'not_sent',
+    call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: 'provider not configured; the call was not sent' },
+    extra: [],
+  };
 }
 
 /**
