@@ -20,7 +20,8 @@
 //   BENCH_INGEST_REQUESTS [4000], BENCH_E2E_REFUNDS [4000], BENCH_E2E_LATENCIES [0],
 //   BENCH_BASELINE_SECONDS [5], BENCH_BULLMQ_JOBS [2000]
 // Each run's JSON goes to bench/results/ as usual (labels compare-a-1, compare-b-1, ...);
-// latest.json is not touched.
+// latest.json is not touched. The table, with the runs' files and settings, is also written
+// to bench/results/compare-<time>.md, to be cited next to them.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,7 +41,10 @@ const SHORT: Record<string, string> = {
   BENCH_BASELINE_SECONDS: '5',
   BENCH_BULLMQ_JOBS: '2000',
 };
-const THROUGHPUT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'throughput.js');
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const THROUGHPUT = path.join(HERE, 'throughput.js');
+// dist/bench/bench -> the repository, as throughput.ts finds it.
+const RESULTS = path.join(path.resolve(HERE, '../../..'), 'bench', 'results');
 
 type Side = 'a' | 'b';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a run's JSON, read loosely
@@ -70,7 +74,7 @@ function run(side: Side, n: number): Promise<Result> {
     child.on('close', (code) => {
       const wrote = /\[bench\] wrote (\S+\.json)/.exec(out);
       if (!wrote) return reject(new Error(`${label} wrote no results (exit ${code}):\n${out.slice(-2000)}`));
-      resolve(JSON.parse(fs.readFileSync(wrote[1]!, 'utf8')) as Result);
+      resolve({ ...(JSON.parse(fs.readFileSync(wrote[1]!, 'utf8')) as Result), file: path.basename(wrote[1]!) });
     });
   });
 }
@@ -90,6 +94,8 @@ function figures(r: Result): Array<[string, number | undefined]> {
       [`e2e ${latency} ms refunds/s`, e.perSecond],
       [`e2e ${latency} ms provider calls per refund`, e.providerCallsPerRefund],
       [`e2e ${latency} ms service statements per refund`, round2(e.sqlStatementsPerRefund - (e.sqlStatementsPerRefundEmulator ?? 0))],
+      // Like the statements, independent of the machine's speed: what Postgres writes per refund.
+      [`e2e ${latency} ms refunds row updates per refund`, e.rowWritesPerRefund?.refunds?.updates],
       [`e2e ${latency} ms CPU ms per refund: api`, cpu.api],
       [`e2e ${latency} ms CPU ms per refund: worker`, cpu.worker],
       [`e2e ${latency} ms CPU ms per refund: postgres`, cpu.postgres],
@@ -130,7 +136,36 @@ async function main(): Promise<void> {
   }
   const widths = lines[0]!.map((_, c) => Math.max(...lines.map((l) => l[c]!.length)));
   process.stdout.write('\n' + lines.map((l) => l.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n') + '\n');
-  process.stdout.write(`\nruns in order of time: ${['a', 'b'].flatMap((s) => results[s as Side].map((r) => `${r.label} ${r.at}`)).sort((x, y) => x.split(' ')[1]!.localeCompare(y.split(' ')[1]!)).join(', ')}\n`);
+  const runs = (['a', 'b'] as const).flatMap((s) => results[s]).sort((x, y) => String(x.at).localeCompare(String(y.at)));
+  process.stdout.write(`\nruns in order of time: ${runs.map((r) => `${r.label} ${r.at}`).join(', ')}\n`);
+  const file = path.join(RESULTS, `compare-${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
+  fs.mkdirSync(RESULTS, { recursive: true });
+  fs.writeFileSync(file, markdown(lines, runs));
+  process.stdout.write(`[compare] wrote ${path.relative(process.cwd(), file)}\n`);
+}
+
+/** The table as Markdown, with the runs behind it and the settings they shared. */
+function markdown(lines: string[][], runs: Result[]): string {
+  const row = (cells: string[]) => `| ${cells.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
+  const settings = Object.entries(env)
+    .filter(([k]) => k.startsWith('BENCH_'))
+    .map(([k, v]) => `${k}=${v}`);
+  const shorter = Object.entries(SHORT)
+    .filter(([k]) => env[k] === undefined)
+    .map(([k, v]) => `${k}=${v}`);
+  return [
+    `# bench:compare, ${new Date().toISOString()}`,
+    '',
+    `- A: \`${buildA}\``,
+    `- B: \`${buildB}\``,
+    `- settings: ${[...shorter, ...settings].map((s) => `\`${s}\``).join(', ') || 'defaults'}`,
+    `- runs in order of time: ${runs.map((r) => `${r.label} (\`${r.file}\`)`).join(', ')}`,
+    '',
+    row(lines[0]!),
+    row(lines[0]!.map((_, c) => (c === 0 ? '---' : '---:'))),
+    ...lines.slice(1).map(row),
+    '',
+  ].join('\n');
 }
 
 main().catch((err) => {
