@@ -284,10 +284,11 @@ describe('Cobo webhooks', () => {
       `SELECT outcome, created_at, completed_at FROM refund_attempts WHERE refund_id = $1 ORDER BY number`,
       [id!],
     );
-    // Polls start 100 ms apart in these tests; after a 429 the next call waits the 2 s Cobo asked for.
+    // Polls start 100 ms apart in these tests; after a 429 the next call waits the 2 s Cobo asked
+    // for. A step may be claimed up to 50 ms early, and a query's row is written by its claim.
     for (let i = 1; i < calls.length; i++) {
       if (calls[i - 1].outcome !== 'retry') continue;
-      expect(calls[i].created_at.getTime() - calls[i - 1].completed_at.getTime()).toBeGreaterThanOrEqual(1_950);
+      expect(calls[i].created_at.getTime() - calls[i - 1].completed_at.getTime()).toBeGreaterThanOrEqual(1_900);
     }
     expect((await providerRefunds(paymentId)).filter((r) => r.to_address === 'TXra2')).toHaveLength(1);
   });

@@ -175,11 +175,13 @@ export class RefundWorkerService {
       payment_provider_data: PaymentRow['provider_data'] | null;
       quick_slots: number | null;
       query_attempt_id: string | null;
+      query_next: boolean | null;
       seen_status: RefundStatus | null;
       seen_lease_until: Date | null;
       seen_next_check_at: Date | null;
     };
-    // The same test as advance()'s, in SQL: a processing refund whose next call is a query.
+    // advance()'s test, in SQL: a processing refund whose next call is a query (should the
+    // two ever disagree, advance() follows its own and marks the started row not sent).
     const queryNext = `r.status IN ('processing', 'requires_action') AND r.provider = ANY($5::text[])
                        AND r.provider_request_id IS NOT NULL
                        AND NOT (r.provider_state = 'unknown' AND r.check_count > 0 AND r.check_count % $6::int = 0)`;
@@ -223,7 +225,7 @@ export class RefundWorkerService {
         seen_next_check_at: nextCheckAt,
         query_next: _queryNext,
         ...row
-      } = found as Found & { query_next: boolean | null };
+      } = found;
       if (row.id === null) {
         byId.set(askedId, { unclaimed: status === null ? null : { status, lease_until: leaseUntil, next_check_at: nextCheckAt } });
         continue;
@@ -286,10 +288,12 @@ export class RefundWorkerService {
   ): Promise<StepResult> {
     const provider = this.providers.find(row.provider);
     if (!provider || !provider.isEnabled()) {
-      // Credentials removed after the refund was accepted: keep it, check again later. Should
-      // they have gone since the claim started a query, its row says the call was not sent.
+      // Credentials removed after the refund was accepted: keep it, check again later. (A
+      // provider's configuration is fixed when the process starts, so a claim never starts a
+      // query for one that is off here; should that change, the row says it was not sent.)
       this.logger.warn({ refundId: row.id, provider: row.provider }, 'provider not configured; refund waits');
-      return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' }, queryStarted && notSent(row, queryStarted, 'query'));
+      const unsent = queryStarted && notSent(row, queryStarted, 'provider not configured; the query was not sent');
+      return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' }, unsent);
     }
     if (row.status === 'queued') {
       if (provider.lastRefundTakesRemainder && provider.maxRefundsPerPayment !== undefined) {
@@ -322,8 +326,14 @@ export class RefundWorkerService {
       );
       cmd.lastCreateAt = last?.at ?? null;
     }
-    // When the claim started a query it made this same test (claimMany()), and the query it is.
-    if (!queryStarted && row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0) {
+    const resendDue = row.provider_state === 'unknown' && provider.createIsIdempotent && row.check_count > 0 && row.check_count % RESEND_EVERY === 0;
+    if (resendDue && queryStarted) {
+      // The claim's copy of this test (claimMany()) disagrees with it: a bug. This test wins.
+      this.logger.error({ refundId: row.id }, 'the claim started a query where a re-sent create is due');
+      await this.attempts.complete(this.db, notSent(row, queryStarted, 'a re-sent create was due; the query was not sent'));
+      queryStarted = undefined;
+    }
+    if (resendDue) {
       // Queries keep failing to settle it (e.g. the provider's "not found" answer is not the one
       // we expect): re-send the create with the SAME id, which the provider dedups. Absence is
       // not confirmed here, so a refusal proves nothing (it may refuse because the first landed).
@@ -539,14 +549,14 @@ export class RefundWorkerService {
   }
 }
 
-/** The completion of an attempt row written for a call that was then not sent. */
-function notSent(row: RefundRow, started: { id: string }, operation: string): AttemptCompletion {
+/** The completion of a query's attempt row written by its claim when the query was then not sent. */
+function notSent(row: RefundRow, started: { id: string }, why: string): AttemptCompletion {
   return {
     attemptId: started.id,
     refundId: row.id,
     providerRequestId: row.provider_request_id!,
     label: 'not_sent',
-    call: { operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: 'provider not configured; the call was not sent' },
+    call: { operation: 'query', httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: why },
     extra: [],
   };
 }
