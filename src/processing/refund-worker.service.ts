@@ -242,9 +242,9 @@ export class RefundWorkerService {
   }
 
   /**
-   * Providers whose processing refunds the claim may start a query for: enabled (read each
-   * time: a provider's credentials can go) and deduplicating creates, so the step's first
-   * statement after the claim is that call. A provider that does not (Lean) reads its last
+   * Providers whose processing refunds the claim may start a query for: enabled (asked each
+   * time, as advance() asks) and deduplicating creates, so the step's first statement after
+   * the claim is that call. A provider that does not (Lean) reads its last
    * create's end first, which may fail; its query rows are still written just before the call.
    */
   private queryOnClaimProviders(): string[] {
