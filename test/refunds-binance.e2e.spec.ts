@@ -204,6 +204,54 @@ describe('Binance Pay refunds end to end', () => {
     }
   });
 
+  it('marks a create its claim started as not sent when the step finds the provider off, then asks about the refund and sends it once', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 0, webhookDelayMs: 60_000 });
+    const adapter = svc.app.get(BinancePayAdapter);
+    const enabled = adapter.isEnabled.bind(adapter);
+    const worker = svc.app.get(RefundWorkerService) as unknown as { advance(row: { payment_id: string }, ...rest: unknown[]): Promise<unknown> };
+    const advance = worker.advance.bind(worker);
+    try {
+      const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+      // A provider's configuration is fixed at start, so this is forced: the first step of this
+      // payment's refund finds the adapter off, after its claim moved it to processing and
+      // wrote its create's row.
+      let off = false;
+      let first = true;
+      vi.spyOn(adapter, 'isEnabled').mockImplementation(() => !off && enabled());
+      vi.spyOn(worker, 'advance').mockImplementation(async (row, ...rest) => {
+        if (row.payment_id !== paymentId || !first) return advance(row, ...rest);
+        first = false;
+        off = true;
+        try {
+          return await advance(row, ...rest);
+        } finally {
+          off = false;
+        }
+      });
+      const { id } = (await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '2.75', currency: 'USDT' }).expect(202)).body;
+      expect((await untilFinal(m1, id)).status).toBe('succeeded');
+      expect(first).toBe(false);
+      const { rows } = await svc.db.query(
+        `SELECT a.number, a.operation, a.outcome, a.http_status, a.error_message, a.completed_at IS NOT NULL AS done, r.attempt_count
+           FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id WHERE a.refund_id = $1 ORDER BY a.number`,
+        [id],
+      );
+      expect(rows[0]).toMatchObject({ number: 1, operation: 'create', outcome: 'not_sent', http_status: null, done: true });
+      expect(rows[0].error_message).toMatch(/not sent/);
+      // Then, as after a crash mid-create: a query with the same id finds nothing, and the create is sent.
+      expect(rows[1]).toMatchObject({ operation: 'query', outcome: 'not_found' });
+      expect(rows.map((r) => r.number)).toEqual(Array.from({ length: rows[0].attempt_count }, (_, k) => k + 1));
+      expect(rows.filter((r) => r.operation === 'create' && r.outcome !== 'not_sent')).toHaveLength(1);
+      expect(rows.every((r) => r.done && r.outcome !== 'in_flight')).toBe(true);
+      expect(await providerRefunds(paymentId)).toHaveLength(1);
+      const { rows: events } = await svc.db.query(`SELECT from_status, to_status FROM refund_events WHERE refund_id = $1 ORDER BY id`, [id]);
+      expect(events.map((e) => `${e.from_status}>${e.to_status}`)).toEqual(['null>queued', 'queued>processing', 'processing>succeeded']);
+    } finally {
+      vi.restoreAllMocks();
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+  });
+
   it('re-sends the create with the same id, not a query, every sixth check of a refund whose outcome is unknown', async () => {
     await setFaults(svc, 'binance-pay', { settleAfterMs: 5_000, webhookDelayMs: 60_000 });
     try {
@@ -280,12 +328,22 @@ describe('Binance Pay refunds end to end', () => {
         expect(money(atProvider[0].refundAmount).eq(r.amount)).toBe(true);
       }
       const after = await workerBatches();
-      // Claims (with the queries' attempt rows), moves to processing (with the creates'),
+      // Claims (with the moves to processing and the creates' and queries' attempt rows),
       // reschedules after the creates and final answers of several refunds really did share
       // statements.
-      for (const kind of ['claim', 'start', 'reschedule', 'final'] as const) {
+      for (const kind of ['claim', 'reschedule', 'final'] as const) {
         expect(after[kind].multi - before[kind].multi, kind).toBeGreaterThan(0);
       }
+      // Every move to processing was made by its refund's claim (finding 50): none of these
+      // payments is near Binance's last slot, so no move needed a statement of its own.
+      expect(after.start.all - before.start.all).toBe(0);
+      const { rows: moves } = await svc.db.query(
+        `SELECT refund_id, count(*)::int AS n, bool_and(actor = 'worker') AS by_worker FROM refund_events
+          WHERE refund_id = ANY($1::uuid[]) AND from_status = 'queued' AND to_status = 'processing' GROUP BY refund_id`,
+        [ids],
+      );
+      expect(moves).toHaveLength(40);
+      for (const m of moves) expect(m).toMatchObject({ n: 1, by_worker: true });
       // And no query's attempt row needed a statement of its own: each was written by the
       // claim of its step (finding 48), each first create's by the move to processing. Only a
       // create sent again (after a timeout, say, on a busy machine) writes its row alone.

@@ -125,7 +125,7 @@ describe('ROLE=api and ROLE=worker', () => {
       // refund a claim could not take. The sandbox's own loops share this Database, so the
       // statements are picked out by their text.
       const sql = statements.mock.calls.map(([text]) => text);
-      expect(sql.some((text) => text.includes('FOR UPDATE SKIP LOCKED'))).toBe(true);
+      expect(sql.some((text) => text.includes('FOR UPDATE OF r SKIP LOCKED'))).toBe(true);
       expect(sql.filter((text) => /FROM refunds WHERE id = \$1\b/.test(text))).toEqual([]);
     } finally {
       statements.mockRestore();

@@ -164,7 +164,7 @@ export const SCHEMAS: Record<string, SchemaObject> = {
         type: 'string',
         example: 'pending',
         description:
-          'How the call ended: the final status it reported (succeeded, failed, ...), pending, requires_action, not_found, retry or unknown; done, refused or unknown for update and cancel calls, approved or unknown for approve calls; in_flight while it is under way (or if the process stopped during it); not_sent for a query prepared and then not sent (a safeguard: its row was written with the step\'s claim, and the step found it should not be sent).',
+          'How the call ended: the final status it reported (succeeded, failed, ...), pending, requires_action, not_found, retry or unknown; done, refused or unknown for update and cancel calls, approved or unknown for approve calls; in_flight while it is under way (or if the process stopped during it); not_sent for a create or query prepared and then not sent (a safeguard: its row was written with the step\'s claim, and the step found it should not be sent).',
       },
       httpStatus: { type: 'integer', nullable: true, example: 200 },
       providerCode: nullableString('The provider’s code.', '000000'),

@@ -28,10 +28,12 @@ const RESEND_EVERY = 6;
 export type StepResult = { done: true } | { done: false; at: Date };
 
 /**
- * `queryStarted`: the in_flight attempt row of the query the step is about to send, when the
- * claim's statement wrote it (claimMany()).
+ * `started`: the in_flight attempt row of the call the step is about to make, when the
+ * claim's statement wrote it (claimMany()): a create (the claim moved the refund to
+ * processing) or a query.
  */
-type Claimed = { row: RefundRow; payment: PaymentRow | undefined; slots: number | null; queryStarted?: { id: string } };
+type Started = { id: string; operation: 'create' | 'query' };
+type Claimed = { row: RefundRow; payment: PaymentRow | undefined; slots: number | null; started?: Started };
 /** What the claim's own statement saw of a refund it could not claim (null: no such refund). */
 type Unclaimed = { unclaimed: Pick<RefundRow, 'status' | 'lease_until' | 'next_check_at'> | null };
 type Start = { refundId: string; requestId: string };
@@ -58,7 +60,7 @@ export class RefundWorkerService {
   private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   /** Refunds whose lease this process released while rescheduling (see updateAndRelease()), with a count per refund. */
   private readonly released = new Map<string, number>();
-  private lastSlot?: string[];
+  private lastSlot?: Array<{ name: string; max: number }>;
   private readonly claims: Batcher<string, Claimed | Unclaimed>;
   private readonly starts: Batcher<Start, (RefundRow & { started_attempt_id: string | null }) | null>;
   private readonly reschedules: Batcher<Reschedule, boolean>;
@@ -123,7 +125,7 @@ export class RefundWorkerService {
       return this.notClaimable(claimed.unclaimed);
     }
     try {
-      return await this.advance(claimed.row, claimed.payment, claimed.slots, claimed.queryStarted);
+      return await this.advance(claimed.row, claimed.payment, claimed.slots, claimed.started);
     } finally {
       // A step that ends by rescheduling released the lease in that same statement.
       const n = this.released.get(refundId) ?? 0;
@@ -141,8 +143,8 @@ export class RefundWorkerService {
   /**
    * Leases the refund and reads its payment's provider data, in one statement; for a queued
    * refund of a provider with a last-refund rule, also the payment's used slots (the quick,
-   * unlocked count of lastSlotGate()). Claims made while others are at Postgres go together
-   * (claimMany()).
+   * unlocked count of lastSlotGate()); and where it can, starts the step's call (claimMany()).
+   * Claims made while others are at Postgres go together.
    */
   private claim(refundId: string): Promise<Claimed | Unclaimed> {
     return this.claims.submit(refundId);
@@ -168,76 +170,114 @@ export class RefundWorkerService {
    * statement and an update of the refund's row fewer per query (finding 48). Nothing runs
    * between the claim and that call but in-memory work, so the row is no more likely to be
    * left in_flight by a crash than when it was written just before the call.
+   *
+   * Likewise a claimed queued refund is moved to processing by the same statement, its
+   * provider request id stored and its create's in_flight row written, as startMany() would:
+   * one update of the refund's row and one statement fewer per refund (finding 50). Not when
+   * its payment may be at its provider's last slot (the quick count above says how many are
+   * used): lastSlotGate() then decides under the payment's lock, and startMany() moves it.
+   * The quick count is the one lastSlotGate() trusts far from the limit, made in the same
+   * snapshot as before, now by the statement that moves the refund rather than before it.
    */
   private async claimMany(ids: string[]): Promise<Array<Claimed | Unclaimed>> {
     type Found = RefundRow & {
       asked_id: string;
       payment_provider_data: PaymentRow['provider_data'] | null;
       quick_slots: number | null;
-      query_attempt_id: string | null;
-      query_next: boolean | null;
+      started_attempt_id: string | null;
+      started_operation: 'create' | 'query' | null;
       seen_status: RefundStatus | null;
       seen_lease_until: Date | null;
       seen_next_check_at: Date | null;
     };
-    // advance()'s test, in SQL: a processing refund whose next call is a query (should the
-    // two ever disagree, advance() follows its own and marks the started row not sent).
-    const queryNext = `r.status IN ('processing', 'requires_action') AND r.provider = ANY($5::text[])
-                       AND r.provider_request_id IS NOT NULL
-                       AND NOT (r.provider_state = 'unknown' AND r.check_count > 0 AND r.check_count % $6::int = 0)`;
+    const lastSlot = this.lastSlotProviders();
+    const start = this.state.inlineStart('worker');
+    // advance()'s test, in SQL, over the row as locked: a processing refund whose next call
+    // is a query (should the two ever disagree, advance() follows its own and marks the
+    // started row not sent).
+    const queryNext = `d.status IN ('processing', 'requires_action') AND d.provider = ANY($5::text[])
+                       AND d.provider_request_id IS NOT NULL
+                       AND NOT (d.provider_state = 'unknown' AND d.check_count > 0 AND d.check_count % $6::int = 0)`;
+    // A queued refund is moved to processing by the claim (finding 50) unless its provider is
+    // off (it waits; advance()) or its payment may be at its last slot: the quick count says
+    // so, and lastSlotGate() takes the payment's lock to decide, after the claim.
+    const startNow = `d.status = 'queued' AND d.provider = ANY($7::text[])
+                      AND (d.quick_slots IS NULL OR d.quick_slots + 1 < d.max_slots)`;
     const rows = await this.db.query<Found>(
-      `WITH l AS (SELECT id FROM refunds WHERE id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED),
+      `WITH l AS (
+         SELECT r.id, r.status, r.provider, r.provider_request_id, r.provider_state, r.check_count,
+                CASE WHEN r.status = 'queued' AND r.provider = ANY($4::text[])
+                     THEN (SELECT s.slots FROM (${slotsSql('r.provider', 'r.payment_id', 'r.id', 'r.status_changed_at')}) s) END AS quick_slots,
+                ($8::int[])[array_position($4::text[], r.provider)] AS max_slots
+           FROM refunds r WHERE r.id = ANY($1::uuid[]) FOR UPDATE OF r SKIP LOCKED),
+       d AS (SELECT d.*, (${startNow}) AS start_now, (${queryNext}) AS query_now FROM l d),
        c AS (
          UPDATE refunds r
             SET lease_owner = $2, lease_until = now() + make_interval(secs => $3::double precision / 1000),
-                attempt_count = r.attempt_count + CASE WHEN ${queryNext} THEN 1 ELSE 0 END
-           FROM l
-          WHERE r.id = l.id
+                attempt_count = r.attempt_count + CASE WHEN d.start_now OR d.query_now THEN 1 ELSE 0 END,
+                ${start.sets('d.start_now').join(',\n                ')}
+           FROM d
+          WHERE r.id = d.id
             AND r.status IN ('queued', 'processing', 'requires_action')
             AND (r.lease_until IS NULL OR r.lease_until < now())
             AND (r.next_check_at IS NULL OR r.next_check_at <= now() + interval '50 milliseconds')
-          RETURNING r.*, ${queryNext} AS query_next),
+          RETURNING r.*, d.start_now, d.query_now, d.quick_slots),
+       ${start.records('(SELECT id FROM c WHERE c.start_now)')},
        q AS (
          INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome)
-         SELECT c.id, c.attempt_count, c.provider_request_id, 'query', 'in_flight' FROM c WHERE c.query_next
-         RETURNING id, refund_id)
+         SELECT c.id, c.attempt_count, c.provider_request_id, CASE WHEN c.start_now THEN 'create' ELSE 'query' END, 'in_flight'
+           FROM c WHERE c.start_now OR c.query_now
+         RETURNING id, refund_id, operation)
        SELECT a.id AS asked_id, c.*, p.provider_data AS payment_provider_data,
-              CASE WHEN c.status = 'queued' AND c.provider = ANY($4::text[])
-                   THEN (SELECT s.slots FROM (${slotsSql('c.provider', 'c.payment_id', 'c.id', 'c.status_changed_at')}) s) END AS quick_slots,
-              q.id AS query_attempt_id,
+              q.id AS started_attempt_id, q.operation AS started_operation,
               u.status AS seen_status, u.lease_until AS seen_lease_until, u.next_check_at AS seen_next_check_at
          FROM unnest($1::uuid[]) AS a(id)
          LEFT JOIN c ON c.id = a.id
          LEFT JOIN q ON q.refund_id = c.id
          LEFT JOIN payments p ON p.provider = c.provider AND p.payment_id = c.payment_id
          LEFT JOIN refunds u ON u.id = a.id AND c.id IS NULL`,
-      [ids, this.owner, this.cfg.processing.leaseMs, this.lastSlotProviders(), this.queryOnClaimProviders(), RESEND_EVERY],
+      [
+        ids,
+        this.owner,
+        this.cfg.processing.leaseMs,
+        lastSlot.map((p) => p.name),
+        this.queryOnClaimProviders(),
+        RESEND_EVERY,
+        this.startOnClaimProviders(),
+        lastSlot.map((p) => p.max),
+      ],
     );
     const byId = new Map<string, Claimed | Unclaimed>();
+    const started: RefundRow[] = [];
     for (const found of rows) {
       const {
         asked_id: askedId,
         payment_provider_data: data,
         quick_slots: slots,
-        query_attempt_id: queryAttemptId,
+        started_attempt_id: startedId,
+        started_operation: operation,
         seen_status: status,
         seen_lease_until: leaseUntil,
         seen_next_check_at: nextCheckAt,
-        query_next: _queryNext,
+        start_now: _startNow,
+        query_now: _queryNow,
         ...row
-      } = found;
+      } = found as Found & { start_now: boolean | null; query_now: boolean | null };
       if (row.id === null) {
         byId.set(askedId, { unclaimed: status === null ? null : { status, lease_until: leaseUntil, next_check_at: nextCheckAt } });
         continue;
       }
+      if (operation === 'create') started.push(row);
       // Only the payment's provider data is used from here on (command()).
       byId.set(askedId, {
         row,
         payment: data === null ? undefined : ({ provider_data: data } as PaymentRow),
-        slots,
-        queryStarted: queryAttemptId === null ? undefined : { id: queryAttemptId },
+        // Read for a queued refund of a provider with a last-refund rule that was not started.
+        slots: row.status === 'queued' ? slots : null,
+        started: startedId === null || operation === null ? undefined : { id: startedId, operation },
       });
     }
+    start.count(started);
     return ids.map((id) => byId.get(id) ?? { unclaimed: null });
   }
 
@@ -254,12 +294,24 @@ export class RefundWorkerService {
       .map((p) => p.name);
   }
 
-  /** Providers whose last allowed refund takes the whole remainder (Binance Pay). */
-  private lastSlotProviders(): string[] {
+  /**
+   * Providers whose queued refunds the claim may move to processing, starting their creates:
+   * enabled (asked each time, as advance() asks). Their step's first statement after the
+   * claim is that call, for every provider: a create reads nothing first.
+   */
+  private startOnClaimProviders(): string[] {
+    return this.providers
+      .all()
+      .filter((p) => p.isEnabled())
+      .map((p) => p.name);
+  }
+
+  /** Providers whose last allowed refund takes the whole remainder (Binance Pay), with their limit. */
+  private lastSlotProviders(): Array<{ name: string; max: number }> {
     this.lastSlot ??= this.providers
       .all()
       .filter((p) => p.lastRefundTakesRemainder && p.maxRefundsPerPayment !== undefined)
-      .map((p) => p.name);
+      .map((p) => ({ name: p.name, max: p.maxRefundsPerPayment! }));
     return this.lastSlot;
   }
 
@@ -284,17 +336,21 @@ export class RefundWorkerService {
     row: RefundRow,
     payment: PaymentRow | undefined,
     quickSlots: number | null,
-    queryStarted?: { id: string },
+    started?: Started,
   ): Promise<StepResult> {
     const provider = this.providers.find(row.provider);
     if (!provider || !provider.isEnabled()) {
       // Credentials removed after the refund was accepted: keep it, check again later. (A
       // provider's configuration is fixed when the process starts, so a claim never starts a
-      // query for one that is off here; should that change, the row says it was not sent.)
+      // call for one that is off here; should that change, the row says it was not sent, and
+      // a refund the claim moved to processing is asked about, as after a crash.)
       this.logger.warn({ refundId: row.id, provider: row.provider }, 'provider not configured; refund waits');
-      const unsent = queryStarted && notSent(row, queryStarted, 'provider not configured; the query was not sent');
+      const unsent = started && notSent(row, started, `provider not configured; the ${started.operation} was not sent`);
       return this.reschedule(row, { kind: 'retry', reason: 'provider not configured' }, unsent);
     }
+    // The claim moved it to processing (its request id stored, its create's row written).
+    if (started?.operation === 'create') return this.submit(provider, row, payment, started);
+    let queryStarted = started?.operation === 'query' ? started : undefined;
     if (row.status === 'queued') {
       if (provider.lastRefundTakesRemainder && provider.maxRefundsPerPayment !== undefined) {
         const gate = await this.lastSlotGate(row, provider.maxRefundsPerPayment, quickSlots);
@@ -549,14 +605,14 @@ export class RefundWorkerService {
   }
 }
 
-/** The completion of a query's attempt row written by its claim when the query was then not sent. */
-function notSent(row: RefundRow, started: { id: string }, why: string): AttemptCompletion {
+/** The completion of an attempt row written by the claim when its call was then not sent. */
+function notSent(row: RefundRow, started: Started, why: string): AttemptCompletion {
   return {
     attemptId: started.id,
     refundId: row.id,
     providerRequestId: row.provider_request_id!,
     label: 'not_sent',
-    call: { operation: 'query', httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: why },
+    call: { operation: started.operation, httpStatus: null, providerCode: null, latencyMs: 0, errorMessage: why },
     extra: [],
   };
 }

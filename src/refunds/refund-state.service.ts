@@ -144,6 +144,50 @@ export class RefundStateService {
   }
 
   /**
+   * The move queued → processing made inside another statement's UPDATE of `refunds` (alias
+   * `r`): the worker's claim, which starts a queued refund's create in the statement that
+   * leases it when nothing has to be checked between the two (RefundWorkerService.claimMany(),
+   * finding 50). It is the one status write outside transitionMany(), so it is built here,
+   * to set what transitionMany() sets for startMany()'s move:
+   * - `sets(when)`: SET clauses, each applying only where `when` holds (SQL over the
+   *   statement's inputs, decided before the update; elsewhere the columns keep their values).
+   *   The provider request id is kept if the refund has one, else a fresh one (32 hex
+   *   characters, as newProviderRequestId() makes);
+   * - `records(moved)`: the CTEs `start_e` and `start_o`, writing an event and its outbox
+   *   entry for each refund in `moved` (SQL of a row source with the moved refunds' `id`s);
+   * - `count(rows)`: the transitions metric for the moved refunds, once the statement is done.
+   */
+  inlineStart(actor: 'worker'): {
+    sets: (when: string) => string[];
+    records: (moved: string) => string;
+    count: (rows: Array<{ provider: string }>) => void;
+  } {
+    const patch = normalisedPatch('processing', { provider_state: 'unknown', check_count: 0 });
+    const set = (col: string, value: string) => (when: string) => `${col} = CASE WHEN ${when} THEN ${value} ELSE r.${col} END`;
+    const sets = [
+      set('status', `'processing'`),
+      set('updated_at', 'now()'),
+      set('status_changed_at', 'now()'),
+      // Not final: as transitionMany() sets it for a move to a status that is not.
+      set('completed_at', 'NULL'),
+      set('refunded_amount', `'${patch.refunded_amount}'::numeric`),
+      set('provider_request_id', `COALESCE(r.provider_request_id, replace(gen_random_uuid()::text, '-', ''))`),
+      set('provider_state', `'${patch.provider_state}'`),
+      set('check_count', `${patch.check_count}`),
+    ];
+    return {
+      sets: (when) => sets.map((s) => s(when)),
+      records: (moved) =>
+        `start_e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
+                     SELECT m.id, 'queued', 'processing', '${actor}', '{}'::jsonb FROM ${moved} m RETURNING id),
+         start_o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM start_e)`,
+      count: (rows) => {
+        for (const row of rows) this.metrics?.transitions.inc({ provider: row.provider, from: 'queued', to: 'processing' });
+      },
+    };
+  }
+
+  /**
    * Provider facts and the next check for many refunds, no status change, each only while
    * its refund is in its `status` (the worker's reschedules, batched); locked in id order.
    * Returns which moved.
