@@ -2,9 +2,11 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../src/app.js';
+import { money } from '../src/common/money.js';
 import { loadConfig } from '../src/config/config.js';
 import { Database } from '../src/database/database.js';
 import { RefundWorkerService } from '../src/processing/refund-worker.service.js';
+import { BinancePayAdapter } from '../src/providers/binance-pay/binance-pay.adapter.js';
 import { FAST_ENV, merchantKey, REDIS_URL, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
 
 // One ROLE=api process and two ROLE=worker processes (as Nest apps in this test process)
@@ -153,6 +155,132 @@ describe('ROLE=api and ROLE=worker', () => {
     }
     // Settled, as the next test expects every refund of this database to end.
     await api.db.query(`UPDATE refunds SET status = 'succeeded', refunded_amount = amount, failure_code = NULL WHERE id = $1`, [id]);
+  });
+
+  it("moves a queued refund to processing in its claim, except one that may take Binance's last slot, which waits for the refund ahead of it", async () => {
+    // Eight refunds of the payment final already (as if settled earlier; Binance is never
+    // asked about them here), then a ninth of 1 and the last, the remainder: 91.
+    const paymentId = await sandboxPayment(api, 'binance_pay', '100.00');
+    const earlier = [];
+    for (let i = 0; i < 8; i++) earlier.push((await create(paymentId, '1')).body.id as string);
+    await api.db.query(
+      `UPDATE refunds SET status = 'succeeded', provider_state = 'acknowledged', refunded_amount = amount, completed_at = now(), next_check_at = NULL
+        WHERE id = ANY($1::uuid[])`,
+      [earlier],
+    );
+    const ninth = (await create(paymentId, '1')).body.id as string;
+    const last = (await create(paymentId, '91')).body.id as string;
+    const steps = api.app.get(RefundWorkerService);
+    const db = api.app.get(Database);
+    const statements = vi.spyOn(db, 'query');
+    // A move to processing made by a statement of its own (startMany()), not by a claim.
+    const starts = () => statements.mock.calls.filter(([text]) => text.includes('attempt_start AS (INSERT')).length;
+    const row = async (id: string) => (await api.db.query(`SELECT status, next_check_at, attempt_count FROM refunds WHERE id = $1`, [id])).rows[0];
+    const untilFinal = (id: string) =>
+      waitFor(
+        async () => {
+          await steps.step(id);
+          const r = await row(id);
+          return r.status === 'succeeded' ? r : (await new Promise((w) => setTimeout(w, 100)), undefined);
+        },
+        15_000,
+        `refund ${id} final`,
+      );
+    try {
+      const [a, b] = await Promise.all([steps.step(ninth), steps.step(last)]);
+      // The ninth: far enough from the limit (8 used), moved and sent by its claim's statement.
+      expect(a).toEqual({ done: false, at: expect.any(Date) });
+      expect(await row(ninth)).toMatchObject({ status: 'processing', attempt_count: 1 });
+      // The last: the quick count says it may take the last slot, so the claim only leased
+      // it, and the locked look found the ninth ahead of it in flight: it waits, unsent.
+      expect(b).toEqual({ done: false, at: expect.any(Date) });
+      expect(await row(last)).toMatchObject({ status: 'queued', attempt_count: 0 });
+      expect(starts()).toBe(0);
+
+      await untilFinal(ninth);
+      // Once the ninth is final, the last is sent for exactly the remainder, moved by startMany().
+      const due = (await row(last)).next_check_at.getTime();
+      await new Promise((w) => setTimeout(w, Math.max(0, due - Date.now())));
+      expect(await untilFinal(last)).toMatchObject({ status: 'succeeded' });
+      expect(starts()).toBe(1);
+    } finally {
+      statements.mockRestore();
+    }
+    const atProvider = (await api.http().get('/sandbox/binance-pay/refunds').query({ prepayId: paymentId }).expect(200)).body.data;
+    expect(atProvider.map((r: { refundAmount: string }) => money(r.refundAmount).toFixed(2)).sort()).toEqual(['1.00', '91.00']);
+  });
+
+  it("writes the same move to processing from a claim as from startMany(): row, event, outbox entry and the create's attempt row", async () => {
+    const [p1, p2] = await Promise.all([sandboxPayment(api, 'binance_pay', '10.00'), sandboxPayment(api, 'binance_pay', '10.00')]);
+    const inline = (await create(p1, '3')).body.id as string;
+    const alone = (await create(p2, '3')).body.id as string;
+    const steps = api.app.get(RefundWorkerService) as unknown as {
+      claimMany(ids: string[]): Promise<unknown[]>;
+      startMany(items: Array<{ refundId: string; requestId: string }>): Promise<unknown[]>;
+    };
+    // As a step's first statement would (a crash right after it, say: nothing is sent).
+    await steps.claimMany([inline]);
+    await steps.startMany([{ refundId: alone, requestId: randomUUID().replace(/-/g, '') }]);
+    const { rows } = await api.db.query(
+      `SELECT r.id, r.status, r.provider_state, r.check_count, r.attempt_count, r.refunded_amount::text, r.completed_at,
+              r.failure_code, r.provider_request_id, r.status_changed_at > r.created_at AS changed, r.updated_at >= r.status_changed_at AS updated,
+              (SELECT json_agg(json_build_object('from', e.from_status, 'to', e.to_status, 'actor', e.actor, 'detail', e.detail,
+                                                 'outbox', (SELECT count(*) FROM refund_event_outbox o WHERE o.event_id = e.id)) ORDER BY e.id)
+                 FROM refund_events e WHERE e.refund_id = r.id) AS events,
+              (SELECT json_agg(json_build_object('number', a.number, 'operation', a.operation, 'outcome', a.outcome, 'request', a.provider_request_id = r.provider_request_id))
+                 FROM refund_attempts a WHERE a.refund_id = r.id) AS attempts
+         FROM refunds r WHERE r.id = ANY($1::uuid[])`,
+      [[inline, alone]],
+    );
+    const byId = Object.fromEntries(rows.map(({ id, provider_request_id, ...rest }) => [id, { ...rest, requestIdShape: /^[0-9a-f]{32}$/.test(provider_request_id) }]));
+    expect(byId[inline]).toMatchObject({ status: 'processing', provider_state: 'unknown', check_count: 0, attempt_count: 1, requestIdShape: true, changed: true });
+    expect(byId[inline].attempts).toEqual([{ number: 1, operation: 'create', outcome: 'in_flight', request: true }]);
+    expect(byId[inline].events.map((e: { to: string }) => e.to)).toEqual(['queued', 'processing']);
+    expect(byId[inline]).toEqual(byId[alone]);
+    // Unsent, as after a crash: released, the next steps ask Binance with that id, find
+    // nothing and send the create once.
+    await api.db.query(`UPDATE refunds SET lease_owner = NULL, lease_until = NULL WHERE id = ANY($1::uuid[])`, [[inline, alone]]);
+    for (const [id, paymentId] of [[inline, p1], [alone, p2]]) {
+      await waitFor(
+        async () => {
+          await api.app.get(RefundWorkerService).step(id);
+          const { rows: r } = await api.db.query(`SELECT status FROM refunds WHERE id = $1`, [id]);
+          return r[0].status === 'succeeded' ? true : (await new Promise((w) => setTimeout(w, 100)), undefined);
+        },
+        15_000,
+        `refund ${id} final`,
+      );
+      const atProvider = (await api.http().get('/sandbox/binance-pay/refunds').query({ prepayId: paymentId }).expect(200)).body.data;
+      expect(atProvider).toHaveLength(1);
+    }
+  });
+
+  it('lets a queued refund whose provider is off wait with its own back-off, its lease released and nothing sent', async () => {
+    const paymentId = await sandboxPayment(api, 'binance_pay', '10.00');
+    const id = (await create(paymentId, '1')).body.id as string;
+    const steps = api.app.get(RefundWorkerService);
+    // A provider's configuration is fixed at start, so this is forced (after the refund was accepted).
+    const off = vi.spyOn(api.app.get(BinancePayAdapter), 'isEnabled').mockReturnValue(false);
+    try {
+      const step = await steps.step(id);
+      expect(step).toEqual({ done: false, at: expect.any(Date) });
+      const { rows } = await api.db.query(`SELECT status, lease_owner, check_count, attempt_count, next_check_at FROM refunds WHERE id = $1`, [id]);
+      // Rescheduled as queued (not left leased until LEASE_MS runs out), no call, no attempt row.
+      expect(rows[0]).toMatchObject({ status: 'queued', lease_owner: null, check_count: 1, attempt_count: 0 });
+      expect(rows[0].next_check_at.getTime()).toBe(step.done === false ? step.at.getTime() : NaN);
+    } finally {
+      off.mockRestore();
+    }
+    // Back on: the claim moves it and the create is sent; it settles as usual.
+    await waitFor(
+      async () => {
+        await steps.step(id);
+        const { rows } = await api.db.query(`SELECT status FROM refunds WHERE id = $1`, [id]);
+        return rows[0].status === 'succeeded' ? true : (await new Promise((w) => setTimeout(w, 100)), undefined);
+      },
+      15_000,
+      'the refund final',
+    );
   });
 
   it('two worker processes finish every refund, each sent exactly once', async () => {

@@ -100,7 +100,9 @@ export class RefundWorkerService {
   /**
    * Moves queued refunds to processing before their creates are sent: the provider request
    * id stored (after a crash or timeout we ask about this id, never a new one) and each
-   * create's in_flight attempt row written, by one statement for all of them.
+   * create's in_flight attempt row written, by one statement for all of them. Only for
+   * refunds the claim left queued: a Binance Pay refund that may take its payment's last
+   * slot, once lastSlotGate() has let it go (the claim moves the others, claimMany()).
    */
   private startMany(items: Start[]): Promise<Array<(RefundRow & { started_attempt_id: string | null }) | null>> {
     return this.state.transitionMany(
@@ -201,12 +203,18 @@ export class RefundWorkerService {
     // A queued refund is moved to processing by the claim (finding 50) unless its provider is
     // off (it waits; advance()) or its payment may be at its last slot: the quick count says
     // so, and lastSlotGate() takes the payment's lock to decide, after the claim.
+    // A count that is missing for a provider with the rule leaves the decision to the gate.
     const startNow = `d.status = 'queued' AND d.provider = ANY($7::text[])
-                      AND (d.quick_slots IS NULL OR d.quick_slots + 1 < d.max_slots)`;
+                      AND (d.max_slots IS NULL OR COALESCE(d.quick_slots + 1 < d.max_slots, false))`;
+    // Owed, not leased, due (within 50 ms: a step's job may fire a moment early). Read in `l`
+    // only so that the slot count is made for the rows the claim takes.
+    const claimable = `r.status IN ('queued', 'processing', 'requires_action')
+            AND (r.lease_until IS NULL OR r.lease_until < now())
+            AND (r.next_check_at IS NULL OR r.next_check_at <= now() + interval '50 milliseconds')`;
     const rows = await this.db.query<Found>(
       `WITH l AS (
          SELECT r.id, r.status, r.provider, r.provider_request_id, r.provider_state, r.check_count,
-                CASE WHEN r.status = 'queued' AND r.provider = ANY($4::text[])
+                CASE WHEN r.status = 'queued' AND r.provider = ANY($4::text[]) AND ${claimable}
                      THEN (SELECT s.slots FROM (${slotsSql('r.provider', 'r.payment_id', 'r.id', 'r.status_changed_at')}) s) END AS quick_slots,
                 ($8::int[])[array_position($4::text[], r.provider)] AS max_slots
            FROM refunds r WHERE r.id = ANY($1::uuid[]) FOR UPDATE OF r SKIP LOCKED),
@@ -217,10 +225,7 @@ export class RefundWorkerService {
                 attempt_count = r.attempt_count + CASE WHEN d.start_now OR d.query_now THEN 1 ELSE 0 END,
                 ${start.sets('d.start_now').join(',\n                ')}
            FROM d
-          WHERE r.id = d.id
-            AND r.status IN ('queued', 'processing', 'requires_action')
-            AND (r.lease_until IS NULL OR r.lease_until < now())
-            AND (r.next_check_at IS NULL OR r.next_check_at <= now() + interval '50 milliseconds')
+          WHERE r.id = d.id AND ${claimable}
           RETURNING r.*, d.start_now, d.query_now, d.quick_slots),
        ${start.records('(SELECT id FROM c WHERE c.start_now)')},
        q AS (
@@ -564,7 +569,8 @@ export class RefundWorkerService {
       this.logger.warn({ refundId: row.id, reason: outcome.reason }, 'provider outcome unknown; will ask again');
     }
     if (outcome.kind === 'pending') Object.assign(patch, pendingPatch(outcome));
-    const status = row.status === 'requires_action' ? 'requires_action' : 'processing';
+    // The status the step found: a queued refund whose provider is off waits as queued.
+    const status = row.status;
     const updated = await this.updateAndRelease(row.id, status, patch, attempt);
     return updated ? { done: false, at } : this.whenClaimable(row.id);
   }

@@ -3,7 +3,7 @@ import { MetricsService } from '../metrics/metrics.service.js';
 import { failureCategory } from './failure-category.js';
 import type { Sql } from '../database/database.js';
 import { RefundRow } from './refund.row.js';
-import { FINAL_STATUSES, isFinal, RefundStatus, sourcesOf, TERMINAL_STATUSES } from './refund-status.js';
+import { canTransition, FINAL_STATUSES, isFinal, RefundStatus, sourcesOf, TERMINAL_STATUSES } from './refund-status.js';
 
 /** Column changes that may accompany a status change. */
 export interface RefundPatch {
@@ -38,7 +38,9 @@ const PATCH_COLUMNS = [
  * The only writer of refunds.status. A transition is one conditional UPDATE
  * (`WHERE status = ANY(<allowed sources>)`) plus an event row in the same transaction,
  * so concurrent writers (worker, webhook, ops) cannot both win, and a late provider
- * answer cannot move a refund backwards or out of a final status.
+ * answer cannot move a refund backwards or out of a final status. The one move written by
+ * another statement, the worker's claim (queued -> processing), is built here too
+ * (inlineStart()) and decided on the row that statement holds locked.
  */
 @Injectable()
 export class RefundStateService {
@@ -162,19 +164,19 @@ export class RefundStateService {
     records: (moved: string) => string;
     count: (rows: Array<{ provider: string }>) => void;
   } {
+    if (!canTransition('queued', 'processing')) throw new Error('queued -> processing is not a transition');
+    // startMany()'s patch, with what every move to processing implies (normalisedPatch()).
     const patch = normalisedPatch('processing', { provider_state: 'unknown', check_count: 0 });
-    const set = (col: string, value: string) => (when: string) => `${col} = CASE WHEN ${when} THEN ${value} ELSE r.${col} END`;
-    const sets = [
-      set('status', `'processing'`),
-      set('updated_at', 'now()'),
-      set('status_changed_at', 'now()'),
+    const values: Array<[string, string]> = [
+      ['status', `'processing'`],
+      ['updated_at', 'now()'],
+      ['status_changed_at', 'now()'],
       // Not final: as transitionMany() sets it for a move to a status that is not.
-      set('completed_at', 'NULL'),
-      set('refunded_amount', `'${patch.refunded_amount}'::numeric`),
-      set('provider_request_id', `COALESCE(r.provider_request_id, replace(gen_random_uuid()::text, '-', ''))`),
-      set('provider_state', `'${patch.provider_state}'`),
-      set('check_count', `${patch.check_count}`),
+      ['completed_at', 'NULL'],
+      ['provider_request_id', `COALESCE(r.provider_request_id, replace(gen_random_uuid()::text, '-', ''))`],
+      ...PATCH_COLUMNS.filter((col) => patch[col] !== undefined).map((col): [string, string] => [col, `${sqlLiteral(patch[col])}::${PATCH_TYPES[col]}`]),
     ];
+    const sets = values.map(([col, value]) => (when: string) => `${col} = CASE WHEN ${when} THEN ${value} ELSE r.${col} END`);
     return {
       sets: (when) => sets.map((s) => s(when)),
       records: (moved) =>
@@ -340,6 +342,14 @@ const PATCH_TYPES: Record<(typeof PATCH_COLUMNS)[number], string> = {
   next_check_at: 'timestamptz',
   check_count: 'int',
 };
+
+/** A constant of this file's own making as SQL (inlineStart()): a string, a number or null. */
+function sqlLiteral(value: unknown): string {
+  if (value === null) return 'NULL';
+  if (typeof value === 'number' && Number.isInteger(value)) return String(value);
+  if (typeof value === 'string') return `'${value.replace(/'/g, "''")}'`;
+  throw new Error(`no SQL literal for ${typeof value}`);
+}
 
 /** The columns a move to `to` sets besides the patch given: what every transition implies. */
 function normalisedPatch(to: RefundStatus, given: RefundPatch): RefundPatch {

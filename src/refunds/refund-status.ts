@@ -1,7 +1,8 @@
 /**
- * The refund state machine (refunds-api.md §3). Every status change in the service goes
- * through canTransition; the database update is conditional on the expected old status,
- * so a late or duplicated provider answer can never move a refund backwards.
+ * The refund state machine (refunds-api.md §3). Every status change in the service is
+ * checked against it (transitionMany() through sourcesOf, the claim's inline start through
+ * canTransition); the database update is conditional on the expected old status, so a late
+ * or duplicated provider answer can never move a refund backwards.
  */
 export const REFUND_STATUSES = [
   'pending_approval',
