@@ -64,6 +64,8 @@ export class RefundWorkerService {
   private readonly claims: Batcher<string, Claimed | Unclaimed>;
   private readonly starts: Batcher<Start, (RefundRow & { started_attempt_id: string | null }) | null>;
   private readonly reschedules: Batcher<Reschedule, boolean>;
+  /** The claim's move of a queued refund to processing (claimMany()), built once. */
+  private readonly inlineStart: ReturnType<RefundStateService['inlineStart']>;
 
   constructor(
     private readonly db: Database,
@@ -74,6 +76,7 @@ export class RefundWorkerService {
     private readonly outcomes: RefundOutcomeService,
     @Optional() private readonly metrics?: MetricsService,
   ) {
+    this.inlineStart = this.state.inlineStart('worker');
     this.claims = new Batcher((ids) => this.claimMany(ids), {
       ...batchLimits(this.cfg.processing.batchSize),
       keyOf: (id) => id,
@@ -191,9 +194,11 @@ export class RefundWorkerService {
       seen_status: RefundStatus | null;
       seen_lease_until: Date | null;
       seen_next_check_at: Date | null;
+      start_now: boolean | null;
+      query_now: boolean | null;
     };
     const lastSlot = this.lastSlotProviders();
-    const start = this.state.inlineStart('worker');
+    const start = this.inlineStart;
     // advance()'s test, in SQL, over the row as locked: a processing refund whose next call
     // is a query (should the two ever disagree, advance() follows its own and marks the
     // started row not sent).
@@ -267,7 +272,7 @@ export class RefundWorkerService {
         start_now: _startNow,
         query_now: _queryNow,
         ...row
-      } = found as Found & { start_now: boolean | null; query_now: boolean | null };
+      } = found;
       if (row.id === null) {
         byId.set(askedId, { unclaimed: status === null ? null : { status, lease_until: leaseUntil, next_check_at: nextCheckAt } });
         continue;
