@@ -646,7 +646,39 @@ async function drainWebhooks(db: pg.Pool, prefix: string, timeoutMs: number) {
       WHERE r.merchant_id = $1 AND r.idempotency_key LIKE $2`,
     [MERCHANT, `${prefix}-%`],
   );
-  return { pendingAtFinal, stillPending: pending, delivered: rows[0].delivered as number, lastDeliveredS: round(rows[0].span_s ?? NaN, 2) };
+  // Which answer made each refund final (the provider's webhook or the worker's call), and how
+  // long the emulator's webhooks took from settlement to delivery: where the webhooks lag,
+  // the worker polls for what they would have said (finding 52).
+  const paths = await db.query(
+    `SELECT count(*) FILTER (WHERE e.actor LIKE 'webhook:%')::int AS by_webhook,
+            count(*) FILTER (WHERE e.actor = 'worker')::int AS by_worker
+       FROM refunds r JOIN refund_events e ON e.refund_id = r.id AND e.to_status = r.status AND e.from_status = 'processing'
+      WHERE r.merchant_id = $1 AND r.idempotency_key LIKE $2`,
+    [MERCHANT, `${prefix}-%`],
+  );
+  const lag = await db.query(
+    `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+       FROM (SELECT extract(epoch FROM w.delivered_at - w.created_at) * 1000 AS ms
+               FROM sandbox.binance_webhooks w WHERE w.status = 'DELIVERED' AND w.refund_request_id = ANY($1::text[])) d`,
+    [ids],
+  );
+  const settle = await db.query(
+    `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+       FROM (SELECT extract(epoch FROM r.settled_at - r.created_at) * 1000 AS ms
+               FROM sandbox.binance_refunds r WHERE r.settled_at IS NOT NULL AND r.refund_request_id = ANY($1::text[])) d`,
+    [ids],
+  );
+
+  return {
+    pendingAtFinal,
+    stillPending: pending,
+    delivered: rows[0].delivered as number,
+    lastDeliveredS: round(rows[0].span_s ?? NaN, 2),
+    finalBy: { webhook: paths.rows[0].by_webhook as number, worker: paths.rows[0].by_worker as number },
+    deliveryLagMs: { p50: Math.round(lag.rows[0].p50 ?? NaN), p99: Math.round(lag.rows[0].p99 ?? NaN) },
+    // From the emulator's refund to its settlement (settleAfterMs is 0 here): how far its loop lags.
+    settleLagMs: { p50: Math.round(settle.rows[0].p50 ?? NaN), p99: Math.round(settle.rows[0].p99 ?? NaN) },
+  };
 }
 
 // ------------------------------------------------------------------------------ profiling
@@ -983,7 +1015,7 @@ async function main(): Promise<number> {
       topStatements: await statements(db, pgss),
     };
     log(
-      `  ${result.perSecond} refunds/s until final (${result.final}/${result.refunds} final, ${result.succeeded} succeeded), time to final p50 ${result.timeToFinalP50Ms} ms p99 ${result.timeToFinalP99Ms} ms; ${webhooks.pendingAtFinal} webhooks still to send then, the last delivered at ${webhooks.lastDeliveredS} s`,
+      `  ${result.perSecond} refunds/s until final (${result.final}/${result.refunds} final, ${result.succeeded} succeeded), time to final p50 ${result.timeToFinalP50Ms} ms p99 ${result.timeToFinalP99Ms} ms; ${webhooks.pendingAtFinal} webhooks still to send then, the last delivered at ${webhooks.lastDeliveredS} s; made final by webhook ${webhooks.finalBy.webhook}, by worker ${webhooks.finalBy.worker}; webhook settled→delivered p50 ${webhooks.deliveryLagMs.p50} ms p99 ${webhooks.deliveryLagMs.p99} ms; emulator refund→settled p50 ${webhooks.settleLagMs.p50} ms p99 ${webhooks.settleLagMs.p99} ms`,
     );
   }
   phases.endToEnd = e2e;
@@ -1122,6 +1154,15 @@ async function main(): Promise<number> {
         row('  end to end / baseline A', ratio.toFixed(3), r.latencyMs === 0 ? `>= ${TARGETS.e2eRatio}` : '', ''),
         row('  refunds/s until final, webhooks not counted (rounds 1-4)', String((x as { perSecondUntilFinal: number }).perSecondUntilFinal), '', ''),
         row('  provider webhooks pending when all final / delivered', `${(x as { webhooks: { pendingAtFinal: number } }).webhooks.pendingAtFinal} / ${(x as { webhooks: { delivered: number } }).webhooks.delivered}`, '', ''),
+        row(
+          '  made final by webhook / by worker; webhook lag p50 / p99 ms',
+          (() => {
+            const w = (x as { webhooks: { finalBy?: { webhook: number; worker: number }; deliveryLagMs?: { p50: number; p99: number } } }).webhooks;
+            return w.finalBy && w.deliveryLagMs ? `${w.finalBy.webhook} / ${w.finalBy.worker}; ${w.deliveryLagMs.p50} / ${w.deliveryLagMs.p99}` : '';
+          })(),
+          '',
+          '',
+        ),
         row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
         row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
