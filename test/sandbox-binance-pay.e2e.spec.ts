@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { INestApplication, Module } from '@nestjs/common';
+import { INestApplication, Logger, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { configureBodiesAndErrors, createHttpAdapter } from '../src/app.js';
@@ -19,6 +19,9 @@ import {
 } from '../src/providers/binance-pay/binance-pay.signing.js';
 import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
 import { SandboxModule } from '../src/sandbox/sandbox.module.js';
+import { SandboxStore } from '../src/sandbox/sandbox-store.js';
+import { DueWebhook, MAX_LANES, WebhookDeliveries } from '../src/sandbox/sandbox-webhooks.js';
+import { Database } from '../src/database/database.js';
 import { createTestDatabase, dropTestDatabase } from './support/database.js';
 
 // ---------------------------------------------------------------------------------------
@@ -845,6 +848,81 @@ describe('Binance Pay emulator: webhooks', () => {
     } finally {
       await holder.end();
       await other.end();
+    }
+  });
+
+  it('settles and delivers while every connection of the serving processes\' pools is taken: the loops have their own', async () => {
+    // Due shortly after the refund: time to take every connection first.
+    await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 1_500 });
+    const prepayId = await payment('10');
+    const path = `/hook/${rid('busy')}`;
+    const id = rid('busy');
+    expect((await refund(id, prepayId, '2', { webhookUrl: `${receiverUrl}${path}` })).json.status).toBe('SUCCESS');
+    const held: pg.PoolClient[] = [];
+    const probe = new pg.Client({ connectionString: dbUrl });
+    await probe.connect();
+    try {
+      // Every connection of both processes' pools, as under a load of API calls that all wait
+      // for one. Before the loops had connections of their own, they waited in that line too.
+      for (const served of [a, b]) {
+        const pool = served.app.get(Database).pool;
+        for (let i = 0; i < pool.options.max; i++) held.push(await pool.connect());
+      }
+      const status = async () =>
+        (await probe.query('SELECT status FROM sandbox.binance_refunds WHERE refund_request_id = $1', [id])).rows[0]?.status;
+      expect(await status()).toBe('REFUND_PENDING');
+      // Within the pools' connection timeout (5 s), so a loop still using them would not get there.
+      const hook = await waitFor('the webhook', async () => hooks.find((h) => h.path === path), 4_000);
+      expect(JSON.parse(hook.body).bizStatus).toBe('REFUND_SUCCESS');
+      expect(await status()).toBe('REFUND_SUCCESS');
+    } finally {
+      for (const client of held) client.release();
+      await probe.end();
+    }
+  });
+
+  it('keeps several batches of a backlog of deliveries in flight at once, up to MAX_LANES', async () => {
+    const db = a.app.get(SandboxStore).background;
+    await db.query(
+      `CREATE TABLE lane_hooks (id bigserial PRIMARY KEY, url text NOT NULL, status text NOT NULL DEFAULT 'PENDING',
+         attempts int NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL DEFAULT now(), last_error text, delivered_at timestamptz)`,
+    );
+    let inFlight = 0;
+    let peak = 0;
+    // A receiver that takes its time, so a batch is still open when the next is claimed.
+    const slow = http.createServer((req, res) => {
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      req.resume();
+      setTimeout(() => {
+        inFlight--;
+        res.writeHead(200).end('ok');
+      }, 200);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/`;
+    try {
+      const batch = 10;
+      await db.query(`INSERT INTO lane_hooks (url) SELECT $1 FROM generate_series(1, $2)`, [url, 10 * batch]);
+      const deliveries = new WebhookDeliveries<DueWebhook>(db, new Logger('lanes'), {
+        table: 'lane_hooks',
+        columns: [],
+        batch,
+        timeoutMs: 5_000,
+        leaseMs: 30_000,
+        request: async () => ({ body: '{}', headers: {} }),
+        acknowledged: (status) => status === 200,
+        retryDelay: () => 1_000,
+        maxAttempts: 2,
+      });
+      await deliveries.deliverDue(new AbortController().signal);
+      const [row] = await db.query<{ delivered: number }>(`SELECT count(*) FILTER (WHERE status = 'DELIVERED')::int AS delivered FROM lane_hooks`);
+      expect(row!.delivered).toBe(10 * batch);
+      // One batch at a time would never have more than `batch` open.
+      expect(peak).toBeGreaterThan(batch);
+      expect(peak).toBeLessThanOrEqual(MAX_LANES * batch);
+    } finally {
+      await new Promise((resolve) => slow.close(resolve));
     }
   });
 

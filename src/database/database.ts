@@ -54,16 +54,41 @@ export class Database implements Sql, BeforeApplicationShutdown {
   /** Connections checked out now, with what they run (for the shutdown below). */
   private readonly active = new Map<pg.PoolClient, string>();
 
+  /** Set on a Database made by separate(): a pool of its own instead of TypeORM's. */
+  private own?: pg.Pool;
+
   constructor(
     @InjectDataSource() readonly dataSource: DataSource,
-    cfg: AppConfig,
+    private readonly cfg: AppConfig,
   ) {
     this.names = new PreparedNames(cfg.dbPreparedStatements ? 96 : 0);
   }
 
-  /** The pg pool behind the TypeORM data source. */
+  /** The pg pool behind the TypeORM data source (or, from separate(), a pool of its own). */
   get pool(): pg.Pool {
-    return (this.dataSource.driver as unknown as { master: pg.Pool }).master;
+    return this.own ?? (this.dataSource.driver as unknown as { master: pg.Pool }).master;
+  }
+
+  /**
+   * Another Database over a small pool of its own, with the main pool's connection settings:
+   * for background work that must not wait in line behind every request waiting for one of
+   * the main pool's connections. Connects only when used; whoever makes one ends it (end()).
+   */
+  separate(max: number): Database {
+    const db = new Database(this.dataSource, this.cfg);
+    const options = this.pool.options;
+    // pg-pool keeps the password as a non-enumerable property: copied by name.
+    db.own = new pg.Pool({ ...options, password: options.password, max });
+    // An idle connection that fails (a restarted Postgres) must not crash the process.
+    db.own.on('error', (err) => this.logger.warn(`idle connection of a separate pool failed: ${err.message}`));
+    return db;
+  }
+
+  /** Ends a separate() pool, waiting for its connections to come back (TypeORM ends the main one). */
+  async end(): Promise<void> {
+    if (!this.own) return;
+    await this.beforeApplicationShutdown();
+    await this.own.end();
   }
 
   private async checkout(what: string): Promise<pg.PoolClient> {

@@ -1,4 +1,4 @@
-import { Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { Injectable, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { Database } from '../database/database.js';
 
 /**
@@ -13,6 +13,11 @@ import { Database } from '../database/database.js';
  * the Lean emulator's (lean.store.ts) included.
  */
 const SANDBOX_DDL_LOCK = 7_263_202;
+/**
+ * Connections of a store's background pool: a loop runs one statement at a time, and the
+ * webhook deliveries up to MAX_LANES (sandbox-webhooks.ts) claims and records at once.
+ */
+const BACKGROUND_POOL_SIZE = 4;
 /** How often counted fault injections are written to sandbox.fault_injections. */
 const COUNT_FLUSH_MS = 250;
 
@@ -207,13 +212,23 @@ export interface SandboxRow {
  * What the emulators' stores share: their DDL, run once per process under the advisory lock
  * (idempotent across processes), and JSON rows of generated credentials and of fault settings.
  */
-export abstract class SandboxStoreBase implements OnModuleInit, OnModuleDestroy {
+export abstract class SandboxStoreBase implements OnModuleInit, OnModuleDestroy, OnApplicationShutdown {
   private readonly createTables: () => Promise<void>;
+  /**
+   * The connections of the emulators' background loops (settling, webhook deliveries), apart
+   * from the process's pool. In that pool they waited in line behind every request the
+   * emulator was serving: under the benchmark's load a round of the Binance Pay settlement
+   * took over a second, refunds meant to settle at once settled seconds later (mostly when
+   * queried), and their webhooks came after the caller had polled (docs/performance.md,
+   * finding 52). A real provider settles and notifies regardless of its API traffic.
+   */
+  readonly background: Database;
 
   protected constructor(
     readonly db: Database,
     ddl: readonly string[],
   ) {
+    this.background = db.separate(BACKGROUND_POOL_SIZE);
     this.createTables = onceUntilFailure(async () => {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -267,9 +282,9 @@ export abstract class SandboxStoreBase implements OnModuleInit, OnModuleDestroy 
     return (await this.db.one<{ data: T }>(select, [row.value]))!.data;
   }
 
-  /** The row's fault settings (only the keys that were set). */
-  protected async settings(row: SandboxRow): Promise<Record<string, unknown>> {
-    const found = await this.db.one<{ settings: Record<string, unknown> }>(
+  /** The row's fault settings (only the keys that were set); `db`: the background pool, for a loop. */
+  protected async settings(row: SandboxRow, db: Database = this.db): Promise<Record<string, unknown>> {
+    const found = await db.one<{ settings: Record<string, unknown> }>(
       `SELECT settings FROM ${row.table} WHERE ${row.key} = $1`,
       [row.value],
     );
@@ -332,6 +347,11 @@ export abstract class SandboxStoreBase implements OnModuleInit, OnModuleDestroy 
     await this.flushCounts();
   }
 
+  /** After every loop stopped (they wait for their round in flight in onModuleDestroy). */
+  async onApplicationShutdown(): Promise<void> {
+    await this.background.end();
+  }
+
   /** `{ kind: n }` of the provider's injected faults (this process's latest counts included; others' within COUNT_FLUSH_MS). */
   async injections(provider: string): Promise<Record<string, number>> {
     await this.ready();
@@ -366,9 +386,9 @@ export class SandboxStore extends SandboxStoreBase {
     return this.generatedOnce(credentialsOf(provider), generate);
   }
 
-  /** The stored fault settings of a provider (only the keys that were set). */
-  faults(provider: string): Promise<Record<string, unknown>> {
-    return this.settings(faultsOf(provider));
+  /** The stored fault settings of a provider (only the keys that were set); `db` as in settings(). */
+  faults(provider: string, db?: Database): Promise<Record<string, unknown>> {
+    return this.settings(faultsOf(provider), db);
   }
 
   /** Merges a validated partial update into the stored settings, atomically. */

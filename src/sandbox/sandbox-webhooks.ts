@@ -3,6 +3,13 @@ import type { Database } from '../database/database.js';
 
 /** Batches one round of deliveries may send before the loop's other steps get their turn... */
 const MAX_BATCHES_PER_ROUND = 25;
+/**
+ * ...and batches in flight at once in one process. A batch ends when its slowest delivery
+ * does, so one batch at a time capped a process at `batch` ÷ that time: under the
+ * benchmark's load the webhooks fell seconds behind the refunds they report, and our
+ * service polled for what a webhook would have told it (docs/performance.md, finding 52).
+ */
+export const MAX_LANES = 4;
 /** ...and how long it may go on starting new ones. */
 const MAX_ROUND_MS = 5_000;
 
@@ -52,8 +59,9 @@ export class WebhookDeliveries<Row extends DueWebhook> {
   ) {}
 
   /**
-   * Sends the due deliveries a batch at a time (each batch concurrently), until fewer than a
-   * batch were due or MAX_BATCHES_PER_ROUND batches went; `shutdown` interrupts them uncounted.
+   * Sends the due deliveries in batches (each batch concurrently, up to MAX_LANES batches at
+   * once), until fewer than a batch were due or MAX_BATCHES_PER_ROUND batches went;
+   * `shutdown` interrupts them uncounted.
    * One batch per round capped an emulator at about a hundred webhooks a second, so under the
    * benchmark's load they queued up behind the refunds they report (docs/performance.md).
    */
@@ -61,13 +69,30 @@ export class WebhookDeliveries<Row extends DueWebhook> {
     // Bounded in time too, so the loop's other steps (settling) are not held up for long
     // behind a backlog of slow receivers.
     const until = Date.now() + MAX_ROUND_MS;
-    for (let i = 0; i < MAX_BATCHES_PER_ROUND && !shutdown.aborted && Date.now() < until; i++) {
-      if ((await this.deliverBatch(shutdown)) < this.rules.batch) return;
-    }
+    let batches = 0;
+    const lanes: Array<Promise<void>> = [];
+    // A lane sends one batch after another while they come back full. A full claim means a
+    // backlog, so it opens another lane (up to MAX_LANES) before its own batch is sent: an
+    // idle emulator still makes one claim per round, a busy one keeps several batches going.
+    const lane = async (): Promise<void> => {
+      while (batches < MAX_BATCHES_PER_ROUND && !shutdown.aborted && Date.now() < until) {
+        batches++;
+        const full = await this.deliverBatch(shutdown, () => {
+          if (lanes.length < MAX_LANES) lanes.push(lane());
+        });
+        if (!full) return;
+      }
+    };
+    lanes.push(lane());
+    // Lanes are added while earlier ones run; wait for every one, including those.
+    for (let i = 0; i < lanes.length; i++) await lanes[i];
   }
 
-  /** Claims up to a batch of due deliveries and sends them; returns how many it claimed. */
-  private async deliverBatch(shutdown: AbortSignal): Promise<number> {
+  /**
+   * Claims up to a batch of due deliveries and sends them; whether the claim was a full batch
+   * (`onFull` is called as soon as it is known, before the sends).
+   */
+  private async deliverBatch(shutdown: AbortSignal, onFull: () => void): Promise<boolean> {
     const { table, columns, batch, leaseMs } = this.rules;
     // Claim by pushing next_attempt_at past the lease: the row stays PENDING, so a crash
     // mid-delivery only delays it. SKIP LOCKED lets concurrent processes claim disjoint rows.
@@ -83,6 +108,8 @@ export class WebhookDeliveries<Row extends DueWebhook> {
         RETURNING ${['id', 'url', 'attempts', ...columns].map((column) => `w.${column}`).join(', ')}`,
       [batch, leaseMs],
     );
+    const full = claimed.length >= batch;
+    if (full) onFull();
     // deliver() never throws (a failure it cannot record is logged), so every acknowledged
     // delivery of the batch reaches the statement below.
     const acknowledged = await Promise.all(claimed.map((delivery) => this.deliver(delivery, shutdown)));
@@ -95,7 +122,7 @@ export class WebhookDeliveries<Row extends DueWebhook> {
         [delivered.map((d) => d.id), delivered.map((d) => d.attempts + 1)],
       );
     }
-    return claimed.length;
+    return full;
   }
 
   /** One attempt; true when the receiver acknowledged it (deliverBatch() records those). */

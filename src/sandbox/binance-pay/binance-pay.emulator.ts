@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { LosslessNumber } from 'lossless-json';
 import { money } from '../../common/money.js';
-import { Sql } from '../../database/database.js';
+import { Database, Sql } from '../../database/database.js';
 import { binanceCertSerial } from '../../providers/binance-pay/binance-pay.signing.js';
 import { SandboxCredentials } from '../sandbox-credentials.js';
 import { chance, webhookDelay } from '../sandbox-faults.js';
@@ -116,8 +116,9 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
 
   // --- faults ------------------------------------------------------------------------------
 
-  async faults(): Promise<BinancePayFaults> {
-    return resolveBinancePayFaults(await this.store.faults(BINANCE_PAY_PROVIDER));
+  /** `db`: the background pool, for the settlement loop. */
+  async faults(db?: Database): Promise<BinancePayFaults> {
+    return resolveBinancePayFaults(await this.store.faults(BINANCE_PAY_PROVIDER, db));
   }
 
   /** Validates (throws FaultValidationError) and merges a partial update. */
@@ -424,14 +425,16 @@ export class BinancePayEmulator implements SandboxPaymentEmulator {
    * then, after the caller already knew the outcome (docs/performance.md, round 12).
    */
   async settleAllDue(limit: number): Promise<number> {
-    const [anyDue] = await this.db.query<{ found: number }>(
+    // The loop's own connections (SandboxStore.background), not the pool the API calls wait for.
+    const db = this.store.background;
+    const [anyDue] = await db.query<{ found: number }>(
       `SELECT 1 AS found FROM sandbox.binance_refunds WHERE status = 'REFUND_PENDING' AND settle_at <= now() LIMIT 1`,
     );
     if (!anyDue) return 0;
     // Read before the transaction: a second pool connection taken while holding one could
     // starve the pool when many transactions wait on the same order lock.
-    const faults = await this.faults();
-    return this.db.transaction(async (tx) => {
+    const faults = await this.faults(db);
+    return db.transaction(async (tx) => {
       // One row per due refund taken, its order locked (an order's row once, however many).
       const taken = await tx.query<OrderRow>(
         `SELECT o.* FROM sandbox.binance_refunds r JOIN sandbox.binance_orders o ON o.prepay_id = r.prepay_id

@@ -42,7 +42,7 @@ export class BinancePayWebhooks extends SandboxLoop {
     private readonly credentials: SandboxCredentials,
   ) {
     super(new Logger('BinancePaySandboxWebhooks'), POLL_INTERVAL_MS);
-    this.webhooks = new WebhookDeliveries<DueDelivery>(store.db, this.logger, {
+    this.webhooks = new WebhookDeliveries<DueDelivery>(store.background, this.logger, {
       table: 'sandbox.binance_webhooks',
       columns: ['body'],
       batch: DELIVERY_BATCH,

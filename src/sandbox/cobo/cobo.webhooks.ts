@@ -40,7 +40,7 @@ export class CoboWebhooks extends SandboxLoop {
     private readonly credentials: SandboxCredentials,
   ) {
     super(new Logger('CoboSandboxWebhooks'), POLL_INTERVAL_MS);
-    this.webhooks = new WebhookDeliveries<DueDelivery>(store.db, this.logger, {
+    this.webhooks = new WebhookDeliveries<DueDelivery>(store.background, this.logger, {
       table: 'sandbox.cobo_webhooks',
       columns: ['event_id', 'data', 'created_ms'],
       batch: DELIVERY_BATCH,

@@ -37,7 +37,7 @@ export class LeanSandboxWorker extends SandboxLoop {
     private readonly credentials: LeanSandboxCredentials,
   ) {
     super(new Logger('LeanSandboxWorker'), POLL_INTERVAL_MS);
-    this.webhooks = new WebhookDeliveries<DueDelivery>(store.db, this.logger, {
+    this.webhooks = new WebhookDeliveries<DueDelivery>(store.background, this.logger, {
       table: 'sandbox.lean_webhooks',
       columns: ['body'],
       batch: DELIVERY_BATCH,
