@@ -852,12 +852,15 @@ describe('Binance Pay emulator: webhooks', () => {
   });
 
   it('settles and delivers while every connection of the serving processes\' pools is taken: the loops have their own', async () => {
-    // Due shortly after the refund: time to take every connection first.
-    await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 1_500 });
+    // Not due until the connections are taken (then made due by hand below).
+    await control('PUT', '/sandbox/binance-pay/faults', { settleAfterMs: 600_000 });
     const prepayId = await payment('10');
     const path = `/hook/${rid('busy')}`;
     const id = rid('busy');
     expect((await refund(id, prepayId, '2', { webhookUrl: `${receiverUrl}${path}` })).json.status).toBe('SUCCESS');
+    // Both processes sign webhooks with the credentials they cache on first use: loaded now,
+    // so neither has to read them through the pool about to be taken.
+    for (const served of [a, b]) await served.app.get(SandboxCredentials).binancePayMerchant();
     const held: pg.PoolClient[] = [];
     const probe = new pg.Client({ connectionString: dbUrl });
     await probe.connect();
@@ -871,6 +874,7 @@ describe('Binance Pay emulator: webhooks', () => {
       const status = async () =>
         (await probe.query('SELECT status FROM sandbox.binance_refunds WHERE refund_request_id = $1', [id])).rows[0]?.status;
       expect(await status()).toBe('REFUND_PENDING');
+      await probe.query('UPDATE sandbox.binance_refunds SET settle_at = now() WHERE refund_request_id = $1', [id]);
       // Within the pools' connection timeout (5 s), so a loop still using them would not get there.
       const hook = await waitFor('the webhook', async () => hooks.find((h) => h.path === path), 4_000);
       expect(JSON.parse(hook.body).bizStatus).toBe('REFUND_SUCCESS');
@@ -923,6 +927,7 @@ describe('Binance Pay emulator: webhooks', () => {
       expect(peak).toBeLessThanOrEqual(MAX_LANES * batch);
     } finally {
       await new Promise((resolve) => slow.close(resolve));
+      await db.query('DROP TABLE IF EXISTS lane_hooks');
     }
   });
 

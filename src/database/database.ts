@@ -74,11 +74,17 @@ export class Database implements Sql, BeforeApplicationShutdown {
    * for background work that must not wait in line behind every request waiting for one of
    * the main pool's connections. Connects only when used; whoever makes one ends it (end()).
    */
-  separate(max: number): Database {
+  separate(max: number, label: string): Database {
     const db = new Database(this.dataSource, this.cfg);
     const options = this.pool.options;
-    // pg-pool keeps the password as a non-enumerable property: copied by name.
-    db.own = new pg.Pool({ ...options, password: options.password, max });
+    db.own = new pg.Pool({
+      ...options,
+      // pg-pool keeps the password as a non-enumerable property: copied by name.
+      password: options.password,
+      max,
+      // Told apart from the main pool's sessions in pg_stat_activity.
+      application_name: `${options.application_name ?? 'refund-orchestrator'}:${label}`,
+    });
     // An idle connection that fails (a restarted Postgres) must not crash the process.
     db.own.on('error', (err) => this.logger.warn(`idle connection of a separate pool failed: ${err.message}`));
     return db;

@@ -1,5 +1,6 @@
 import { Injectable, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { Database } from '../database/database.js';
+import { MAX_LANES } from './sandbox-webhooks.js';
 
 /**
  * The emulators' own storage: a Postgres schema `sandbox` that they create themselves at
@@ -14,10 +15,13 @@ import { Database } from '../database/database.js';
  */
 const SANDBOX_DDL_LOCK = 7_263_202;
 /**
- * Connections of a store's background pool: a loop runs one statement at a time, and the
- * webhook deliveries up to MAX_LANES (sandbox-webhooks.ts) claims and records at once.
+ * Connections of a store's background pool, at most: SandboxStore's serves Binance Pay's
+ * settlement (one statement at a time) and two emulators' webhook deliveries (up to
+ * MAX_LANES claims or records each at once, sandbox-webhooks.ts), so none waits for another
+ * under a backlog. A connection is held only for a statement, never across a delivery, and
+ * idle ones close (the main pool's idle timeout): an idle emulator keeps one or two.
  */
-const BACKGROUND_POOL_SIZE = 4;
+const BACKGROUND_POOL_SIZE = 1 + 2 * MAX_LANES;
 /** How often counted fault injections are written to sandbox.fault_injections. */
 const COUNT_FLUSH_MS = 250;
 
@@ -228,7 +232,7 @@ export abstract class SandboxStoreBase implements OnModuleInit, OnModuleDestroy,
     readonly db: Database,
     ddl: readonly string[],
   ) {
-    this.background = db.separate(BACKGROUND_POOL_SIZE);
+    this.background = db.separate(BACKGROUND_POOL_SIZE, 'sandbox-loops');
     this.createTables = onceUntilFailure(async () => {
       for (let attempt = 1; ; attempt++) {
         try {

@@ -70,22 +70,34 @@ export class WebhookDeliveries<Row extends DueWebhook> {
     // behind a backlog of slow receivers.
     const until = Date.now() + MAX_ROUND_MS;
     let batches = 0;
+    let failed: { error: unknown } | undefined;
     const lanes: Array<Promise<void>> = [];
     // A lane sends one batch after another while they come back full. A full claim means a
     // backlog, so it opens another lane (up to MAX_LANES) before its own batch is sent: an
     // idle emulator still makes one claim per round, a busy one keeps several batches going.
     const lane = async (): Promise<void> => {
-      while (batches < MAX_BATCHES_PER_ROUND && !shutdown.aborted && Date.now() < until) {
+      while (!failed && batches < MAX_BATCHES_PER_ROUND && !shutdown.aborted && Date.now() < until) {
         batches++;
-        const full = await this.deliverBatch(shutdown, () => {
-          if (lanes.length < MAX_LANES) lanes.push(lane());
-        });
+        const full = await this.deliverBatch(shutdown, open);
         if (!full) return;
       }
     };
-    lanes.push(lane());
+    // Each lane's failure (a lost database) is caught as it starts: awaited one after another
+    // below, a later lane's rejection would otherwise go unhandled (and end the process) while
+    // an earlier one is awaited. The round fails with the first error once every lane is done,
+    // so none is still at work when the loop is told the round is over (shutdown waits on it).
+    const open = (): void => {
+      if (lanes.length >= MAX_LANES) return;
+      lanes.push(
+        lane().catch((error: unknown) => {
+          failed ??= { error };
+        }),
+      );
+    };
+    open();
     // Lanes are added while earlier ones run; wait for every one, including those.
     for (let i = 0; i < lanes.length; i++) await lanes[i];
+    if (failed) throw failed.error;
   }
 
   /**
