@@ -82,10 +82,6 @@ export class CsvExportService {
     this.maxConcurrent = Math.max(1, Math.min(4, Math.floor(cfg.dbPoolSize / 4)));
   }
 
-  private pool(): pg.Pool {
-    return (this.db.dataSource.driver as unknown as { master: pg.Pool }).master;
-  }
-
   async export(q: ExportQuery, reply: FastifyReply): Promise<void> {
     const res = reply.raw;
     const filter = buildFilter(q);
@@ -116,7 +112,7 @@ export class CsvExportService {
     };
 
     try {
-      client = await this.pool().connect();
+      client = await this.db.pool.connect();
     } catch (err) {
       release();
       throw err;
