@@ -97,6 +97,8 @@ function figures(r: Result): Array<[string, number | undefined]> {
       [`e2e ${latency} ms service statements per refund`, round2(e.sqlStatementsPerRefund - (e.sqlStatementsPerRefundEmulator ?? 0))],
       // Like the statements, independent of the machine's speed: what Postgres writes per refund.
       [`e2e ${latency} ms refunds row updates per refund`, e.rowWritesPerRefund?.refunds?.updates],
+      [`e2e ${latency} ms Redis commands per refund (scripts)`, e.redisCommandsPerRefund?.scripts],
+      [`e2e ${latency} ms Redis commands per refund (all)`, e.redisCommandsPerRefund?.total],
       [`e2e ${latency} ms CPU ms per refund: api`, cpu.api],
       [`e2e ${latency} ms CPU ms per refund: worker`, cpu.worker],
       [`e2e ${latency} ms CPU ms per refund: postgres`, cpu.postgres],

@@ -57,6 +57,7 @@
 //   BENCH_KEEP_LOGS=1               keep the service logs (always kept after a failure) in bench/results/logs-<ts>/
 import autocannon from 'autocannon';
 import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -290,6 +291,22 @@ function rowWritesPer(before: RowWrites, after: RowWrites, units: number): Recor
 
 async function resetStatements(db: pg.Pool, enabled: boolean): Promise<void> {
   if (enabled) await db.query(`SELECT pg_stat_statements_reset()`);
+}
+
+/**
+ * Redis commands run since the last reset (`CONFIG RESETSTAT`), from `INFO commandstats`: the
+ * scripts clients ran (EVALSHA; BullMQ's work is mostly Lua scripts: add, move to active, to
+ * delayed, to completed, remove), and all commands, counting those the scripts ran inside
+ * Redis. Like the statements, they count work independently of the machine's speed. The
+ * bench's own sampling of the active list is in the total (~4 calls a second).
+ */
+async function redisCommands(client: Redis): Promise<{ total: number; scripts: number; byCommand: Record<string, number> }> {
+  const info = await client.info('commandstats');
+  const byCommand: Record<string, number> = {};
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) byCommand[m[1]!] = Number(m[2]);
+  const total = Object.values(byCommand).reduce((a, b) => a + b, 0);
+  const scripts = (byCommand.evalsha ?? 0) + (byCommand.eval ?? 0) + (byCommand.fcall ?? 0);
+  return { total, scripts, byCommand };
 }
 
 /** Statements the emulator process ran (its own Postgres role) since the last reset. */
@@ -941,6 +958,8 @@ async function main(): Promise<number> {
     return new Queue('refunds-binance_pay', { prefix: queuePrefix, connection: { host: u.hostname, port: Number(u.port) } });
   })();
   onCleanup('bench active-jobs queue', () => activeQueue.close(), () => undefined);
+  const redisStats = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  onCleanup('bench redis stats client', () => redisStats.quit().then(() => undefined), () => undefined);
   for (const latency of E2E_LATENCIES) {
     const label = `e2e${latency}`;
     const payments = await createPayments(sandboxBase(), Math.ceil(E2E_REFUNDS / PER_PAYMENT));
@@ -954,6 +973,7 @@ async function main(): Promise<number> {
     const posts = plan(label, payments, PER_PAYMENT).slice(0, E2E_REFUNDS);
     log(`end to end, ${latency} ms: ${posts.length} refunds posted at ${CONCURRENCY} connections, waiting until final`);
     await resetStatements(db, pgss);
+    await redisStats.config('RESETSTAT');
     await sleep(1_100); // the warm-up's row counters reach the shared statistics
     const writes0 = await rowWrites(db);
     await profiler.start(label);
@@ -986,6 +1006,7 @@ async function main(): Promise<number> {
     await profiler.stop(label);
     const calls = await totalCalls(db, pgss);
     const emuCalls = await emulatorCalls(db, pgss);
+    const redisCalls = await redisCommands(redisStats);
     await sleep(1_100);
     const writes = rowWritesPer(writes0, await rowWrites(db), posts.length);
     e2e[String(latency)] = {
@@ -1007,6 +1028,17 @@ async function main(): Promise<number> {
       // The provider's own (the emulator process's role); the rest are the service's.
       ...(EMULATOR_PROCESS ? { sqlStatementsPerRefundEmulator: round(emuCalls / posts.length, 1) } : {}),
       rowWritesPerRefund: writes,
+      redisCommandsPerRefund: {
+        total: round(redisCalls.total / posts.length, 1),
+        scripts: round(redisCalls.scripts / posts.length, 2),
+        // The five most called, per refund.
+        top: Object.fromEntries(
+          Object.entries(redisCalls.byCommand)
+            .sort((a, b) => b[1] - a[1])
+            .slice(0, 5)
+            .map(([name, n]) => [name, round(n / posts.length, 2)]),
+        ),
+      },
       cpuMs: used,
       cpuMsPerRefund: perUnit(used, result.final || 1),
       gcPerRefund: gc,
@@ -1166,6 +1198,12 @@ async function main(): Promise<number> {
         row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
         row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
+        row(
+          '  Redis commands per refund: all (with the scripts\' own) / scripts',
+          (({ redisCommandsPerRefund: c }) => (c ? `${c.total} / ${c.scripts}` : '-'))(x as { redisCommandsPerRefund?: { total: number; scripts: number } }),
+          '',
+          '',
+        ),
         row(
           '  refunds rows per refund: updates (HOT share); payments',
           (({ refunds: t, payments: p }) => (t ? `${t.updates} (${Math.round(t.hotShare * 100)} %); ${p?.updates ?? '-'}` : '-'))(
