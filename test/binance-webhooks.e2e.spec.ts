@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { binanceCertSerial, signBinanceWebhook } from '../src/providers/binance-pay/binance-pay.signing.js';
 import { RefundOutcomeService } from '../src/processing/refund-outcome.service.js';
+import { RefundQueueService } from '../src/processing/refund-queue.service.js';
 import { RefundStateService } from '../src/refunds/refund-state.service.js';
 import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
 import { merchantKey, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
@@ -185,6 +186,28 @@ describe('Binance Pay webhooks', () => {
     // Every refund was moved by a webhook statement, and some statements moved several.
     expect(moved.reduce((a, b) => a + b, 0)).toBe(30);
     expect(Math.max(...moved)).toBeGreaterThan(1);
+  });
+
+  it('removes the waiting poll job of a refund its webhook made final for good; a failed refund keeps its job', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    const payments = await Promise.all([0, 1].map(() => sandboxPayment(svc, 'binance_pay', '10.00')));
+    const [paid, refused] = await Promise.all(payments.map((paymentId) => createRefund(paymentId, '1')));
+    const requestIds = await Promise.all([paid!, refused!].map((id) => requestIdOf(id)));
+    const queue = svc.app.get(RefundQueueService).queue('binance_pay');
+    // After the create's pending answer each job waits a minute for its first poll.
+    for (const id of [paid!, refused!]) {
+      await waitFor(async () => ((await (await queue.getJob(id))?.isDelayed()) ? true : undefined), 10_000, 'job delayed');
+    }
+
+    await post(await signedWebhook(requestIds[0]!, payments[0]!, 'REFUND_SUCCESS')).expect(200);
+    await post(await signedWebhook(requestIds[1]!, payments[1]!, 'REFUND_REJECTED')).expect(200);
+    expect((await refund(paid!)).status).toBe('succeeded');
+    expect((await refund(refused!)).status).toBe('failed');
+    // The paid refund's job is gone long before its poll was due...
+    await waitFor(async () => ((await queue.getJob(paid!)) === undefined ? true : undefined), 10_000, 'job removed');
+    // ...and the failed one's stays: an ops retry re-adds a job under the same id, which a
+    // late removal could take.
+    expect(await (await queue.getJob(refused!))?.isDelayed()).toBe(true);
   });
 
   it('fails only the webhook whose refund Postgres refuses; the others in its statement are applied', async () => {

@@ -3,10 +3,11 @@ import { Batcher, batchLimits, oneItemMayHaveFailed } from '../common/batcher.js
 import { MetricsService } from '../metrics/metrics.service.js';
 import { AppConfig } from '../config/config.js';
 import { Database, Sql } from '../database/database.js';
-import type { ProviderOutcome } from '../providers/provider.js';
+import { isProviderName, type ProviderOutcome } from '../providers/provider.js';
 import type { RefundRow } from '../refunds/refund.row.js';
 import { TERMINAL_STATUSES } from '../refunds/refund-status.js';
 import { AttemptCompletion, AttemptsService } from './attempts.service.js';
+import { RefundQueueService } from './refund-queue.service.js';
 import { RefundPatch, RefundStateService } from '../refunds/refund-state.service.js';
 
 type Applicable = Extract<ProviderOutcome, { kind: 'final' | 'pending' }>;
@@ -41,6 +42,7 @@ export class RefundOutcomeService {
     private readonly state: RefundStateService,
     private readonly cfg: AppConfig,
     private readonly attempts: AttemptsService,
+    private readonly queue: RefundQueueService,
     @Optional() private readonly metrics?: MetricsService,
   ) {
     this.finals = new Batcher((moves) => this.finalMany(moves, WORKER), {
@@ -130,13 +132,24 @@ export class RefundOutcomeService {
   private webhookBatcher(actor: string): Batcher<FinalMove, boolean> {
     let batcher = this.webhookFinals.get(actor);
     if (!batcher) {
-      batcher = new Batcher((moves) => this.finalMany(moves, actor), {
-        ...batchLimits(this.cfg.processing.batchSize),
-        keyOf: (m) => m.refundId,
-        splitOn: oneItemMayHaveFailed,
-        onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'webhook_final' }, n),
-        onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'webhook_final' }),
-      });
+      const provider = actor.slice(WEBHOOK.length);
+      batcher = new Batcher(
+        async (moves) => {
+          const moved = await this.finalMany(moves, actor);
+          // Their poll jobs have nothing left to do. Not awaited: the webhook's answer does not wait on Redis.
+          if (isProviderName(provider)) {
+            this.queue.retire(provider, moves.filter((m, i) => moved[i] && TERMINAL_STATUSES.includes(m.outcome.status)).map((m) => m.refundId));
+          }
+          return moved;
+        },
+        {
+          ...batchLimits(this.cfg.processing.batchSize),
+          keyOf: (m) => m.refundId,
+          splitOn: oneItemMayHaveFailed,
+          onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'webhook_final' }, n),
+          onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'webhook_final' }),
+        },
+      );
       this.webhookFinals.set(actor, batcher);
     }
     return batcher;

@@ -104,6 +104,27 @@ export class RefundQueueService implements OnModuleDestroy {
     }
   }
 
+  /**
+   * Drops the waiting jobs of refunds that nothing can move any more (a terminal status,
+   * which no ops action leaves either). A provider's webhook makes most refunds final before
+   * their first poll is due; without this, each one's delayed job would still wake, be
+   * claimed, find the refund final and complete: two BullMQ scripts, a share of a claim
+   * statement and the worker's handling, for nothing (docs/performance.md, finding 53).
+   *
+   * Best effort, and not waited for by the caller: BullMQ will not remove an active
+   * (locked) job, and a job left behind, or one this misses because Redis is away, does
+   * what it did before: wakes and finds the refund final. Only terminal refunds, never
+   * `failed`: an ops retry of a failed refund re-adds its job under the same id, and a
+   * removal landing after it would take the new job (the sweeper would recover it, late).
+   */
+  retire(provider: ProviderName, refundIds: readonly string[]): void {
+    for (const refundId of refundIds) {
+      this.queues[provider].remove(refundId).catch((err: Error) =>
+        this.logger.debug({ refundId, err: err.message }, 'could not remove a final refund’s job; it will find the refund final'),
+      );
+    }
+  }
+
   /** Adds many jobs at once (no-ops for refunds that already have a job). */
   async enqueueMany(provider: ProviderName, refundIds: string[]): Promise<void> {
     if (refundIds.length === 0) return;
