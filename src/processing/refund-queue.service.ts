@@ -113,13 +113,16 @@ export class RefundQueueService implements OnModuleDestroy {
    *
    * Best effort, and not waited for by the caller: BullMQ will not remove an active
    * (locked) job, and a job left behind, or one this misses because Redis is away, does
-   * what it did before: wakes and finds the refund final. Only terminal refunds, never
-   * `failed`: an ops retry of a failed refund re-adds its job under the same id, and a
+   * what it did before: wakes and finds the refund final. An active job whose lock has
+   * expired (a CPU-starved worker) is removed; its worker's completion then fails with a
+   * missing key and logs it, and the refund, final, is not touched. Only terminal refunds,
+   * never `failed`: an ops retry of a failed refund re-adds its job under the same id, and a
    * removal landing after it would take the new job (the sweeper would recover it, late).
    */
   retire(provider: ProviderName, refundIds: readonly string[]): void {
     for (const refundId of refundIds) {
-      this.queues[provider].remove(refundId).catch((err: Error) =>
+      // Refund jobs have no children: skip the script's look-ups for them (five commands).
+      this.queues[provider].remove(refundId, { removeChildren: false }).catch((err: Error) =>
         this.logger.debug({ refundId, err: err.message }, 'could not remove a final refund’s job; it will find the refund final'),
       );
     }
