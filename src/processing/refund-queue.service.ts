@@ -108,8 +108,9 @@ export class RefundQueueService implements OnModuleDestroy {
    * Drops the waiting jobs of refunds that nothing can move any more (a terminal status,
    * which no ops action leaves either). A provider's webhook makes most refunds final before
    * their first poll is due; without this, each one's delayed job would still wake, be
-   * claimed, find the refund final and complete: two BullMQ scripts, a share of a claim
-   * statement and the worker's handling, for nothing (docs/performance.md, finding 53).
+   * claimed, find the refund final and complete: BullMQ's events and set moves, a share of a
+   * claim statement and the worker's handling, for nothing. The removal is a script call too,
+   * but a lighter one: ~10 % fewer Redis commands per refund (docs/performance.md, finding 53).
    *
    * Best effort, and not waited for by the caller: BullMQ will not remove an active
    * (locked) job, and a job left behind, or one this misses because Redis is away, does
