@@ -109,6 +109,11 @@ function figures(r: Result): Array<[string, number | undefined]> {
       // The service's CPU in units of the control's, run by run: the machine's speed, which
       // moves both, mostly divides out, so this row shows the change itself best (finding 48).
       [`e2e ${latency} ms service CPU ÷ control`, control ? round2(service / control) : undefined],
+      // The emulator process alone: what a change to the emulators moves (finding 55), where
+      // the control is no control.
+      [`e2e ${latency} ms CPU ms per refund: emulator process`, cpu.emulator],
+      // Provider webhooks that needed a second delivery attempt (the worker polls meanwhile).
+      [`e2e ${latency} ms provider webhooks retried`, e.webhooks?.retriedDeliveries],
     );
   }
   return rows;
