@@ -1,4 +1,3 @@
-import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import https from 'node:https';
 import type { Logger } from '@nestjs/common';
@@ -26,15 +25,12 @@ const AGENTS = {
   http: new http.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS }),
   https: new https.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS }),
 };
-/** Bytes of the receiver's answer kept (an acknowledgement is a few dozen; errors keep 200 characters). */
-const MAX_ANSWER_BYTES = 2 * 1024;
+/** The receiver's answer is read up to this many bytes (an acknowledgement is a few dozen). */
+const MAX_ANSWER_BYTES = 64 * 1024;
 
 /**
- * POSTs one delivery with node:http and answers the receiver's status and text (its first
- * MAX_ANSWER_BYTES; the rest is read and dropped). Redirects are not followed (a provider
- * does not follow them either). Failures are errors whose message starts with the socket's
- * code where there is one ("ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9"), as they are
- * recorded in the webhook's last_error. Not fetch(): undici's fetch, with the
+ * POSTs one delivery with node:http and answers the receiver's status and text. Redirects are
+ * not followed (a provider does not follow them either). Not fetch(): undici's fetch, with the
  * abort signals it needs, was ~17 % of an emulator's CPU under the benchmark's load, the
  * largest item after the RSA signatures (docs/performance.md, finding 55).
  */
@@ -49,7 +45,6 @@ export function postWebhook(
     const target = new URL(url);
     const secure = target.protocol === 'https:';
     if (!secure && target.protocol !== 'http:') throw new Error(`unsupported URL scheme ${target.protocol}`);
-    if (shutdown.aborted) throw new Error('aborted: shutting down');
     const payload = Buffer.from(body, 'utf8');
     let timer: NodeJS.Timeout | undefined;
     let settled = false;
@@ -66,23 +61,20 @@ export function postWebhook(
       signal: shutdown,
     });
     timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    const fail = (err: Error & { code?: string }): void =>
-      settle(() => reject(err.code && !err.message.startsWith(err.code) ? new Error(`${err.code}: ${err.message}`, { cause: err }) : err));
-    req.on('error', fail);
+    req.on('error', (err) => settle(() => reject(err)));
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       let length = 0;
       res.on('data', (chunk: Buffer) => {
         if (length >= MAX_ANSWER_BYTES) return;
-        const kept = chunk.subarray(0, MAX_ANSWER_BYTES - length);
-        chunks.push(kept);
-        length += kept.length;
+        chunks.push(chunk);
+        length += chunk.length;
       });
-      res.on('end', () => settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') })));
-      // A connection cut mid-answer errors ("aborted") before it closes. The close handler is
-      // what settles when nothing else does: once the answer has begun, the timer's destroy()
-      // of the request no longer reaches the response.
-      res.on('error', fail);
+      res.on('end', () =>
+        settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8').slice(0, MAX_ANSWER_BYTES) })),
+      );
+      res.on('error', (err) => settle(() => reject(err)));
+      // Closed before the end: the connection was cut mid-answer.
       res.on('close', () => settle(() => reject(new Error('the connection closed before the answer ended'))));
     });
     req.end(payload);
@@ -142,9 +134,6 @@ export class WebhookDeliveries<Row extends DueWebhook> {
    * benchmark's load they queued up behind the refunds they report (docs/performance.md).
    */
   async deliverDue(shutdown: AbortSignal): Promise<void> {
-    // Every delivery in flight listens on the shutdown signal (postWebhook's `signal`): up to
-    // MAX_LANES batches of them, beyond the default of 10 listeners that would warn of a leak.
-    setMaxListeners(MAX_LANES * this.rules.batch + 10, shutdown);
     // Bounded in time too, so the loop's other steps (settling) are not held up for long
     // behind a backlog of slow receivers.
     const until = Date.now() + MAX_ROUND_MS;
@@ -231,8 +220,8 @@ export class WebhookDeliveries<Row extends DueWebhook> {
           .catch(() => undefined);
         return false;
       }
-      // postWebhook's messages carry the socket's code; fetch's needed its cause appended.
-      error = (err as Error).message;
+      const cause = (err as { cause?: { message?: string } }).cause?.message;
+      error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
     }
     if (error === undefined) return true;
     try {
