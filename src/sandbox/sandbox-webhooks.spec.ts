@@ -1,9 +1,7 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Logger } from '@nestjs/common';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Database } from '../database/database.js';
-import { DueWebhook, WebhookDeliveries, postWebhook } from './sandbox-webhooks.js';
+import { DueWebhook, WebhookDeliveries } from './sandbox-webhooks.js';
 
 // The lanes' bookkeeping, with a stand-in for the database (the deliveries against a real one
 // are in test/sandbox-binance-pay.e2e.spec.ts).
@@ -45,83 +43,5 @@ describe('WebhookDeliveries: lanes', () => {
     expect(claims).toBe(2);
     // The first lane had finished (both failures recorded) before the round gave up.
     expect(recorded).toBe(batch);
-  });
-});
-
-describe('postWebhook: one delivery over node:http', () => {
-  // A real receiver on 127.0.0.1; each path answers one way.
-  const seen: Array<{ method?: string; headers: http.IncomingHttpHeaders; body: string }> = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      seen.push({ method: req.method, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-      if (req.url === '/ok') res.writeHead(200, { 'content-type': 'application/json' }).end('{"returnCode":"SUCCESS"}');
-      else if (req.url === '/redirect') res.writeHead(302, { location: '/ok' }).end();
-      else if (req.url === '/big') res.writeHead(200).end('x'.repeat(200 * 1024));
-      else if (req.url === '/cut') {
-        res.writeHead(200, { 'content-length': '100' });
-        res.write('partial');
-        setTimeout(() => res.socket?.destroy(), 20);
-      } else if (req.url === '/slow') setTimeout(() => res.writeHead(200).end('late'), 2_000);
-      else res.writeHead(404).end('no such hook');
-    });
-  });
-  let base = '';
-  beforeAll(async () => {
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  });
-  afterAll(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  const never = new AbortController().signal;
-
-  it('sends the body as JSON with the given headers and answers the status and text', async () => {
-    const body = JSON.stringify({ bizStatus: 'REFUND_SUCCESS', note: 'é' });
-    const answer = await postWebhook(`${base}/ok`, body, { 'BinancePay-Signature': 'sig' }, 1_000, never);
-    expect(answer).toEqual({ status: 200, text: '{"returnCode":"SUCCESS"}' });
-    const got = seen.at(-1)!;
-    expect(got.method).toBe('POST');
-    expect(got.body).toBe(body);
-    expect(got.headers['content-type']).toBe('application/json');
-    expect(got.headers['content-length']).toBe(String(Buffer.byteLength(body)));
-    expect(got.headers['binancepay-signature']).toBe('sig');
-  });
-
-  it('does not follow redirects and answers non-2xx statuses as they are', async () => {
-    const before = seen.length;
-    expect((await postWebhook(`${base}/redirect`, '{}', {}, 1_000, never)).status).toBe(302);
-    // Only the redirecting request reached the receiver.
-    expect(seen.length).toBe(before + 1);
-    expect(await postWebhook(`${base}/missing`, '{}', {}, 1_000, never)).toEqual({ status: 404, text: 'no such hook' });
-  });
-
-  it('reads a large answer only up to its cap', async () => {
-    const answer = await postWebhook(`${base}/big`, '{}', {}, 2_000, never);
-    expect(answer.status).toBe(200);
-    expect(answer.text.length).toBe(64 * 1024);
-  });
-
-  it('fails when the receiver is not there, cuts the answer, or does not answer in time', async () => {
-    await expect(postWebhook('http://127.0.0.1:9/', '{}', {}, 1_000, never)).rejects.toThrow(/ECONNREFUSED/);
-    await expect(postWebhook(`${base}/cut`, '{}', {}, 1_000, never)).rejects.toThrow();
-    const started = Date.now();
-    await expect(postWebhook(`${base}/slow`, '{}', {}, 200, never)).rejects.toThrow('no answer within 200 ms');
-    expect(Date.now() - started).toBeLessThan(1_500);
-  });
-
-  it('stops at once when the shutdown signal fires', async () => {
-    const shutdown = new AbortController();
-    const sent = postWebhook(`${base}/slow`, '{}', {}, 5_000, shutdown.signal);
-    setTimeout(() => shutdown.abort(), 50);
-    await expect(sent).rejects.toThrow(/abort/i);
-    await expect(postWebhook(`${base}/ok`, '{}', {}, 1_000, shutdown.signal)).rejects.toThrow(/abort/i);
-  });
-
-  it('rejects a URL it cannot send to', async () => {
-    await expect(postWebhook('ftp://127.0.0.1/x', '{}', {}, 1_000, never)).rejects.toThrow('unsupported URL scheme ftp:');
-    await expect(postWebhook('not a url', '{}', {}, 1_000, never)).rejects.toThrow();
   });
 });

@@ -1,5 +1,3 @@
-import http from 'node:http';
-import https from 'node:https';
 import type { Logger } from '@nestjs/common';
 import type { Database } from '../database/database.js';
 
@@ -14,72 +12,6 @@ const MAX_BATCHES_PER_ROUND = 25;
 export const MAX_LANES = 4;
 /** ...and how long it may go on starting new ones. */
 const MAX_ROUND_MS = 5_000;
-
-/**
- * Keep-alive sockets of the emulators' webhook senders, one pool per scheme for the process.
- * Idle sockets close after FREE_SOCKET_MS, before the 5 s keep-alive timeout of a Node
- * receiver (ours included), so a delivery is not written into a socket the receiver is closing.
- */
-const FREE_SOCKET_MS = 4_000;
-const AGENTS = {
-  http: new http.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS }),
-  https: new https.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS }),
-};
-/** The receiver's answer is read up to this many bytes (an acknowledgement is a few dozen). */
-const MAX_ANSWER_BYTES = 64 * 1024;
-
-/**
- * POSTs one delivery with node:http and answers the receiver's status and text. Redirects are
- * not followed (a provider does not follow them either). Not fetch(): undici's fetch, with the
- * abort signals it needs, was ~17 % of an emulator's CPU under the benchmark's load, the
- * largest item after the RSA signatures (docs/performance.md, finding 55).
- */
-export function postWebhook(
-  url: string,
-  body: string,
-  headers: Record<string, string>,
-  timeoutMs: number,
-  shutdown: AbortSignal,
-): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const target = new URL(url);
-    const secure = target.protocol === 'https:';
-    if (!secure && target.protocol !== 'http:') throw new Error(`unsupported URL scheme ${target.protocol}`);
-    const payload = Buffer.from(body, 'utf8');
-    let timer: NodeJS.Timeout | undefined;
-    let settled = false;
-    const settle = (outcome: () => void): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      outcome();
-    };
-    const req = (secure ? https : http).request(target, {
-      method: 'POST',
-      agent: secure ? AGENTS.https : AGENTS.http,
-      headers: { 'content-type': 'application/json', 'content-length': String(payload.length), ...headers },
-      signal: shutdown,
-    });
-    timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    req.on('error', (err) => settle(() => reject(err)));
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      let length = 0;
-      res.on('data', (chunk: Buffer) => {
-        if (length >= MAX_ANSWER_BYTES) return;
-        chunks.push(chunk);
-        length += chunk.length;
-      });
-      res.on('end', () =>
-        settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8').slice(0, MAX_ANSWER_BYTES) })),
-      );
-      res.on('error', (err) => settle(() => reject(err)));
-      // Closed before the end: the connection was cut mid-answer.
-      res.on('close', () => settle(() => reject(new Error('the connection closed before the answer ended'))));
-    });
-    req.end(payload);
-  });
-}
 
 /** What every claimed delivery carries; an emulator's table adds the columns it signs. */
 export interface DueWebhook {
@@ -210,8 +142,15 @@ export class WebhookDeliveries<Row extends DueWebhook> {
     let error: string | undefined;
     try {
       const { body, headers } = await this.rules.request(delivery);
-      const answer = await postWebhook(delivery.url, body, headers, this.rules.timeoutMs, shutdown);
-      if (!this.rules.acknowledged(answer.status, answer.text)) error = `HTTP ${answer.status}: ${answer.text.slice(0, 200)}`;
+      const response = await fetch(delivery.url, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+        signal: AbortSignal.any([shutdown, AbortSignal.timeout(this.rules.timeoutMs)]),
+      });
+      const text = await response.text();
+      if (!this.rules.acknowledged(response.status, text)) error = `HTTP ${response.status}: ${text.slice(0, 200)}`;
     } catch (err) {
       if (shutdown.aborted) {
         // Interrupted by our own shutdown: not the receiver's fault, so release it uncounted.
