@@ -114,6 +114,8 @@ function figures(r: Result): Array<[string, number | undefined]> {
       [`e2e ${latency} ms CPU ms per refund: emulator process`, cpu.emulator],
       // Provider webhooks that needed a second delivery attempt (the worker polls meanwhile).
       [`e2e ${latency} ms provider webhooks retried`, e.webhooks?.retriedDeliveries],
+      // Connections the kernel refused with a full accept queue, machine-wide (finding 56).
+      [`e2e ${latency} ms connections refused (accept queue full)`, e.listenOverflows],
     );
   }
   return rows;

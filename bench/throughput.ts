@@ -289,6 +289,24 @@ function rowWritesPer(before: RowWrites, after: RowWrites, units: number): Recor
   return out;
 }
 
+/**
+ * Connections the kernel refused because a listening socket's accept queue was full
+ * (`TcpExtListenOverflows` in /proc/net/netstat; the client resends its SYN after 1 s, then
+ * 3 s). Machine-wide, so it counts only what runs here during the phase: the bench's own
+ * processes. Undefined where the file is not there.
+ */
+function listenOverflows(): number | undefined {
+  try {
+    const lines = fs.readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((l) => l.startsWith('TcpExt:'));
+    const names = lines[0]?.split(/\s+/) ?? [];
+    const values = lines[1]?.split(/\s+/) ?? [];
+    const i = names.indexOf('ListenOverflows');
+    return i > 0 ? Number(values[i]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function resetStatements(db: pg.Pool, enabled: boolean): Promise<void> {
   if (enabled) await db.query(`SELECT pg_stat_statements_reset()`);
 }
@@ -982,6 +1000,7 @@ async function main(): Promise<number> {
     // After the wait: the warm-up refunds' first polls (due 0.5-1 s after their creates) are
     // mostly over by now, and a build that keeps those jobs would count them here otherwise.
     await redisStats.config('RESETSTAT');
+    const overflows0 = listenOverflows();
     const writes0 = await rowWrites(db);
     await profiler.start(label);
     const gc0 = await gcSnapshot();
@@ -1006,6 +1025,7 @@ async function main(): Promise<number> {
     // Webhooks still owed at the deadline: the rate below would be too high, say so.
     if (webhooks.stillPending > 0) result.timedOut = true;
     const used = cpu.stop();
+    const overflows1 = listenOverflows();
     const gc = gcPer(gc0, await gcSnapshot(), used, result.final || 1);
     memory[`apiAfter${label}`] = await heapMb(api.url);
     memory[`workerAfter${label}`] = await heapMb(worker.url);
@@ -1035,6 +1055,8 @@ async function main(): Promise<number> {
       // The provider's own (the emulator process's role); the rest are the service's.
       ...(EMULATOR_PROCESS ? { sqlStatementsPerRefundEmulator: round(emuCalls / posts.length, 1) } : {}),
       rowWritesPerRefund: writes,
+      // Connections refused by a full accept queue during the phase (finding 56).
+      listenOverflows: overflows0 === undefined || overflows1 === undefined ? undefined : overflows1 - overflows0,
       redisCommandsPerRefund: {
         total: round(redisCalls.total / posts.length, 1),
         scripts: round(redisCalls.scripts / posts.length, 2),
@@ -1213,6 +1235,7 @@ async function main(): Promise<number> {
         row('  time to final p50 / p99 ms', `${r.timeToFinalP50Ms} / ${r.timeToFinalP99Ms}`, '', ''),
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
         row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
+        row('  connections refused, accept queue full (SYNs dropped)', String((x as { listenOverflows?: number }).listenOverflows ?? '-'), '', ''),
         row(
           '  Redis commands per refund: all (with the scripts\' own) / scripts',
           (({ redisCommandsPerRefund: c }) => (c ? `${c.total} / ${c.scripts}` : '-'))(x as { redisCommandsPerRefund?: { total: number; scripts: number } }),
