@@ -693,7 +693,7 @@ async function drainWebhooks(db: pg.Pool, prefix: string, timeoutMs: number) {
     [MERCHANT, `${prefix}-%`],
   );
   // Deliveries that took more than one attempt: a receiver that refused or a connection that
-  // failed makes a webhook wait for the emulator's retry, and the worker poll meanwhile.
+  // failed makes a webhook wait for the emulator's retry, while the worker polls for its refund.
   const lag = await db.query(
     `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
             count(*) FILTER (WHERE attempts > 1)::int AS retried
