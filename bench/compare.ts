@@ -116,6 +116,9 @@ function figures(r: Result): Array<[string, number | undefined]> {
       [`e2e ${latency} ms provider webhooks retried`, e.webhooks?.retriedDeliveries],
       // Connections the kernel refused with a full accept queue, machine-wide (finding 56).
       [`e2e ${latency} ms connections refused (accept queue full)`, e.listenOverflows],
+      // The largest accept queues seen: bursts of new connections waiting for a busy process (finding 57).
+      [`e2e ${latency} ms peak accept queue: api`, e.acceptQueuePeak?.api],
+      [`e2e ${latency} ms peak accept queue: emulator`, e.acceptQueuePeak?.emulator],
     );
   }
   return rows;

@@ -307,6 +307,30 @@ function listenOverflows(): number | undefined {
   }
 }
 
+/**
+ * How many connections wait in each listed port's accept queue now: established by the
+ * kernel, not yet accepted by the process (`rx_queue` of the port's LISTEN line in
+ * /proc/net/tcp). A Node process accepts one connection per turn of its event loop (libuv
+ * since 1.45), so under load a burst of new connections waits here for seconds
+ * (finding 57). Undefined where the file is not there.
+ */
+function acceptQueues(ports: readonly number[]): Map<number, number> | undefined {
+  try {
+    const out = new Map<number, number>();
+    const wanted = new Map(ports.map((port) => [`:${port.toString(16).toUpperCase().padStart(4, '0')}`, port]));
+    for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+      // sl local_address rem_address st tx_queue:rx_queue ...; st 0A is LISTEN.
+      const [, local, , state, queues] = line.trim().split(/\s+/);
+      if (state !== '0A' || !local) continue;
+      const port = wanted.get(local.slice(local.indexOf(':')));
+      if (port !== undefined) out.set(port, parseInt(queues!.split(':')[1]!, 16));
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
 async function resetStatements(db: pg.Pool, enabled: boolean): Promise<void> {
   if (enabled) await db.query(`SELECT pg_stat_statements_reset()`);
 }
@@ -1007,10 +1031,19 @@ async function main(): Promise<number> {
     rss.start();
     cpu.start();
     const active: number[] = [];
+    // The largest accept queue seen at the API's and the emulator's ports (finding 57).
+    const queuePeaks = { api: 0, emulator: 0 };
+    let queuesKnown = false;
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
         active.push(await activeQueue.getActiveCount().catch(() => NaN));
+        const queues = acceptQueues([apiPort, emulatorPort]);
+        if (queues) {
+          queuesKnown = true;
+          queuePeaks.api = Math.max(queuePeaks.api, queues.get(apiPort) ?? 0);
+          if (EMULATOR_PROCESS) queuePeaks.emulator = Math.max(queuePeaks.emulator, queues.get(emulatorPort) ?? 0);
+        }
         await sleep(250);
       }
     })();
@@ -1057,6 +1090,8 @@ async function main(): Promise<number> {
       rowWritesPerRefund: writes,
       // Connections refused by a full accept queue during the phase (finding 56).
       listenOverflows: overflows0 === undefined || overflows1 === undefined ? undefined : overflows1 - overflows0,
+      // Sampled every 250 ms with the active jobs: connections established but not yet accepted.
+      acceptQueuePeak: queuesKnown ? (EMULATOR_PROCESS ? queuePeaks : { api: queuePeaks.api }) : undefined,
       redisCommandsPerRefund: {
         total: round(redisCalls.total / posts.length, 1),
         scripts: round(redisCalls.scripts / posts.length, 2),
@@ -1236,6 +1271,14 @@ async function main(): Promise<number> {
         row('  final / succeeded / posted', `${r.final} / ${r.succeeded} / ${r.refunds}`, '', r.timedOut ? 'TIMEOUT' : ''),
         row('  provider calls, SQL statements per refund', `${r.providerCallsPerRefund} / ${r.sqlStatementsPerRefund}`, '', ''),
         row('  connections refused, accept queue full (SYNs dropped)', String((x as { listenOverflows?: number }).listenOverflows ?? '-'), '', ''),
+        row(
+          '  peak accept queue: api / emulator (sampled)',
+          ((q?: { api: number; emulator?: number }) => (q ? `${q.api} / ${q.emulator ?? '-'}` : '-'))(
+            (x as { acceptQueuePeak?: { api: number; emulator?: number } }).acceptQueuePeak,
+          ),
+          '',
+          '',
+        ),
         row(
           '  Redis commands per refund: all (with the scripts\' own) / scripts',
           (({ redisCommandsPerRefund: c }) => (c ? `${c.total} / ${c.scripts}` : '-'))(x as { redisCommandsPerRefund?: { total: number; scripts: number } }),
