@@ -1,3 +1,6 @@
+import { setMaxListeners } from 'node:events';
+import http from 'node:http';
+import https from 'node:https';
 import type { Logger } from '@nestjs/common';
 import type { Database } from '../database/database.js';
 
@@ -12,6 +15,87 @@ const MAX_BATCHES_PER_ROUND = 25;
 export const MAX_LANES = 4;
 /** ...and how long it may go on starting new ones. */
 const MAX_ROUND_MS = 5_000;
+
+/**
+ * Keep-alive sockets of the emulators' webhook senders, one pool per scheme for the process.
+ * Idle sockets close after FREE_SOCKET_MS, before the 5 s keep-alive timeout of a Node
+ * receiver (ours included), so a delivery is not written into a socket the receiver is closing.
+ *
+ * At most MAX_SOCKETS_PER_RECEIVER connections per receiver; further deliveries wait for a
+ * free one. Uncapped, a batch that found the pool short opened tens of connections at once
+ * (100 in one burst), and a Node receiver accepts one connection per turn of its event loop
+ * (libuv since 1.45): on a loaded machine the last of a burst waited in its accept queue past
+ * the delivery timeout, unanswered, and was sent again (docs/performance.md, findings 55
+ * and 57). Capped, a run opened 116 connections in all instead of 887, and none timed out.
+ */
+const FREE_SOCKET_MS = 4_000;
+export const MAX_SOCKETS_PER_RECEIVER = 64;
+const AGENTS = {
+  http: new http.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
+  https: new https.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
+};
+/** Bytes of the receiver's answer kept (an acknowledgement is a few dozen; errors keep 200 characters). */
+const MAX_ANSWER_BYTES = 2 * 1024;
+
+/**
+ * POSTs one delivery with node:http and answers the receiver's status and text (its first
+ * MAX_ANSWER_BYTES; the rest is read and dropped). Redirects are not followed (a provider
+ * does not follow them either). Failures are errors whose message starts with the socket's
+ * code where there is one ("ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:9"), as they are
+ * recorded in the webhook's last_error. Not fetch(): undici's fetch, with the
+ * abort signals it needs, was ~17 % of an emulator's CPU under the benchmark's load, the
+ * largest item after the RSA signatures (docs/performance.md, finding 55).
+ */
+export function postWebhook(
+  url: string,
+  body: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+  shutdown: AbortSignal,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    const secure = target.protocol === 'https:';
+    if (!secure && target.protocol !== 'http:') throw new Error(`unsupported URL scheme ${target.protocol}`);
+    if (shutdown.aborted) throw new Error('aborted: shutting down');
+    const payload = Buffer.from(body, 'utf8');
+    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const settle = (outcome: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      outcome();
+    };
+    const req = (secure ? https : http).request(target, {
+      method: 'POST',
+      agent: secure ? AGENTS.https : AGENTS.http,
+      headers: { 'content-type': 'application/json', 'content-length': String(payload.length), ...headers },
+      signal: shutdown,
+    });
+    timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const fail = (err: Error & { code?: string }): void =>
+      settle(() => reject(err.code && !err.message.startsWith(err.code) ? new Error(`${err.code}: ${err.message}`, { cause: err }) : err));
+    req.on('error', fail);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      let length = 0;
+      res.on('data', (chunk: Buffer) => {
+        if (length >= MAX_ANSWER_BYTES) return;
+        const kept = chunk.subarray(0, MAX_ANSWER_BYTES - length);
+        chunks.push(kept);
+        length += kept.length;
+      });
+      res.on('end', () => settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') })));
+      // A connection cut mid-answer errors ("aborted") before it closes. The close handler is
+      // what settles when nothing else does: once the answer has begun, the timer's destroy()
+      // of the request no longer reaches the response.
+      res.on('error', fail);
+      res.on('close', () => settle(() => reject(new Error('the connection closed before the answer ended'))));
+    });
+    req.end(payload);
+  });
+}
 
 /** What every claimed delivery carries; an emulator's table adds the columns it signs. */
 export interface DueWebhook {
@@ -66,6 +150,9 @@ export class WebhookDeliveries<Row extends DueWebhook> {
    * benchmark's load they queued up behind the refunds they report (docs/performance.md).
    */
   async deliverDue(shutdown: AbortSignal): Promise<void> {
+    // Every delivery in flight listens on the shutdown signal (postWebhook's `signal`): up to
+    // MAX_LANES batches of them, beyond the default of 10 listeners that would warn of a leak.
+    setMaxListeners(MAX_LANES * this.rules.batch + 10, shutdown);
     // Bounded in time too, so the loop's other steps (settling) are not held up for long
     // behind a backlog of slow receivers.
     const until = Date.now() + MAX_ROUND_MS;
@@ -142,15 +229,8 @@ export class WebhookDeliveries<Row extends DueWebhook> {
     let error: string | undefined;
     try {
       const { body, headers } = await this.rules.request(delivery);
-      const response = await fetch(delivery.url, {
-        method: 'POST',
-        redirect: 'manual',
-        headers: { 'content-type': 'application/json', ...headers },
-        body,
-        signal: AbortSignal.any([shutdown, AbortSignal.timeout(this.rules.timeoutMs)]),
-      });
-      const text = await response.text();
-      if (!this.rules.acknowledged(response.status, text)) error = `HTTP ${response.status}: ${text.slice(0, 200)}`;
+      const answer = await postWebhook(delivery.url, body, headers, this.rules.timeoutMs, shutdown);
+      if (!this.rules.acknowledged(answer.status, answer.text)) error = `HTTP ${answer.status}: ${answer.text.slice(0, 200)}`;
     } catch (err) {
       if (shutdown.aborted) {
         // Interrupted by our own shutdown: not the receiver's fault, so release it uncounted.
@@ -159,8 +239,8 @@ export class WebhookDeliveries<Row extends DueWebhook> {
           .catch(() => undefined);
         return false;
       }
-      const cause = (err as { cause?: { message?: string } }).cause?.message;
-      error = `${(err as Error).message}${cause ? `: ${cause}` : ''}`;
+      // postWebhook's messages carry the socket's code; fetch's needed its cause appended.
+      error = (err as Error).message;
     }
     if (error === undefined) return true;
     try {
