@@ -441,13 +441,17 @@ export class LeanSandboxEmulator {
     const faults = knownFaults ?? (await this.faults());
     return this.db.transaction(async (tx) => {
       const settled = await tx.query<{ refund_id: string; payment_id: string; amount: string; status: string }>(
-        `UPDATE sandbox.lean_refunds r SET status = r.outcome, settled_at = now()
-          WHERE r.refund_id IN (
-            SELECT refund_id FROM sandbox.lean_refunds
-             WHERE status = 'APPROVED' AND settle_at <= now()
-             ORDER BY refund_id LIMIT $1
-             FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''})
-            AND r.status = 'APPROVED'
+        // The batch is picked once, in a MATERIALIZED CTE: as an IN (sub-select with LIMIT and
+        // a locking clause) Postgres may run it again during the update and take more than
+        // `limit` rows (docs/performance.md, finding 57).
+        `WITH due AS MATERIALIZED (
+           SELECT refund_id FROM sandbox.lean_refunds
+            WHERE status = 'APPROVED' AND settle_at <= now()
+            ORDER BY refund_id LIMIT $1
+            FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''})
+         UPDATE sandbox.lean_refunds r SET status = r.outcome, settled_at = now()
+           FROM due
+          WHERE r.refund_id = due.refund_id AND r.status = 'APPROVED'
           RETURNING r.refund_id, r.payment_id, r.amount, r.status`,
         [limit],
       );
