@@ -17,9 +17,9 @@ export const MAX_LANES = 4;
 const MAX_ROUND_MS = 5_000;
 
 /**
- * Keep-alive sockets of the emulators' webhook senders, one pool per scheme for the process.
- * Idle sockets close after FREE_SOCKET_MS, before the 5 s keep-alive timeout of a Node
- * receiver (ours included), so a delivery is not written into a socket the receiver is closing.
+ * Keep-alive sockets of a webhook sender. Idle sockets close after FREE_SOCKET_MS, before
+ * the 5 s keep-alive timeout of a Node receiver (ours included), so a delivery is not
+ * written into a socket the receiver is closing.
  *
  * At most MAX_SOCKETS_PER_RECEIVER connections per receiver; further deliveries wait for a
  * free one. Uncapped, a batch that found the pool short opened tens of connections at once
@@ -27,13 +27,23 @@ const MAX_ROUND_MS = 5_000;
  * (libuv since 1.45): on a loaded machine the last of a burst waited in its accept queue past
  * the delivery timeout, unanswered, and was sent again (docs/performance.md, findings 55
  * and 57). Capped, a run opened 116 connections in all instead of 887, and none timed out.
+ * Each emulator's deliveries have a pool of their own (WebhookDeliveries), so one emulator's
+ * backlog does not hold another's deliveries waiting for a connection.
  */
 const FREE_SOCKET_MS = 4_000;
 export const MAX_SOCKETS_PER_RECEIVER = 64;
-const AGENTS = {
-  http: new http.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
-  https: new https.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
-};
+export interface WebhookAgents {
+  http: http.Agent;
+  https: https.Agent;
+}
+export function webhookAgents(): WebhookAgents {
+  return {
+    http: new http.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
+    https: new https.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
+  };
+}
+/** For callers without a pool of their own. */
+const SHARED_AGENTS = webhookAgents();
 /** Bytes of the receiver's answer kept (an acknowledgement is a few dozen; errors keep 200 characters). */
 const MAX_ANSWER_BYTES = 2 * 1024;
 
@@ -52,6 +62,7 @@ export function postWebhook(
   headers: Record<string, string>,
   timeoutMs: number,
   shutdown: AbortSignal,
+  agents: WebhookAgents = SHARED_AGENTS,
 ): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
@@ -69,11 +80,16 @@ export function postWebhook(
     };
     const req = (secure ? https : http).request(target, {
       method: 'POST',
-      agent: secure ? AGENTS.https : AGENTS.http,
+      agent: secure ? agents.https : agents.http,
       headers: { 'content-type': 'application/json', 'content-length': String(payload.length), ...headers },
       signal: shutdown,
     });
-    timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    // The timeout runs from when the request has a connection: a wait for a free one (the
+    // pool's cap) is not the receiver's fault and is not counted as a failed attempt. The
+    // wait is bounded: every delivery ahead holds its connection for at most the timeout.
+    req.once('socket', () => {
+      if (!settled) timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
     const fail = (err: Error & { code?: string }): void =>
       settle(() => reject(err.code && !err.message.startsWith(err.code) ? new Error(`${err.code}: ${err.message}`, { cause: err }) : err));
     req.on('error', fail);
@@ -116,8 +132,9 @@ export interface WebhookDeliveryRules<Row extends DueWebhook> {
   timeoutMs: number;
   /**
    * A claimed delivery is invisible to other processes this long; it must exceed the time a
-   * whole batch may take (its deliveries' timeout, and recording failures), since a batch's
-   * successes are recorded together when it ends.
+   * whole batch may take (the wait for a connection and its deliveries' timeout, checked in
+   * the constructor, and recording failures), since a batch's successes are recorded
+   * together when it ends.
    */
   leaseMs: number;
   /** One attempt's body and headers (content-type aside); a throw counts as a failed attempt. */
@@ -136,11 +153,21 @@ export interface WebhookDeliveryRules<Row extends DueWebhook> {
  * process that dies mid-delivery leaves its rows to be retried after the lease.
  */
 export class WebhookDeliveries<Row extends DueWebhook> {
+  /** This emulator's connections to the receivers (see webhookAgents()). */
+  private readonly agents = webhookAgents();
+
   constructor(
     private readonly db: Database,
     private readonly logger: Logger,
     private readonly rules: WebhookDeliveryRules<Row>,
-  ) {}
+  ) {
+    // A delivery may wait for a connection behind the others in flight (each holding one for
+    // at most the timeout) before its own timeout starts; the lease must outlast both.
+    const turns = Math.ceil((MAX_LANES * rules.batch) / MAX_SOCKETS_PER_RECEIVER);
+    if (rules.leaseMs <= turns * rules.timeoutMs) {
+      throw new Error(`${rules.table}: a lease of ${rules.leaseMs} ms does not outlast ${turns} delivery timeouts of ${rules.timeoutMs} ms`);
+    }
+  }
 
   /**
    * Sends the due deliveries in batches (each batch concurrently, up to MAX_LANES batches at
@@ -236,7 +263,7 @@ export class WebhookDeliveries<Row extends DueWebhook> {
     let error: string | undefined;
     try {
       const { body, headers } = await this.rules.request(delivery);
-      const answer = await postWebhook(delivery.url, body, headers, this.rules.timeoutMs, shutdown);
+      const answer = await postWebhook(delivery.url, body, headers, this.rules.timeoutMs, shutdown, this.agents);
       if (!this.rules.acknowledged(answer.status, answer.text)) error = `HTTP ${answer.status}: ${answer.text.slice(0, 200)}`;
     } catch (err) {
       if (shutdown.aborted) {
