@@ -1039,9 +1039,10 @@ async function main(): Promise<number> {
       while (sampling) {
         active.push(await activeQueue.getActiveCount().catch(() => NaN));
         const queues = acceptQueues([apiPort, emulatorPort]);
-        if (queues) {
+        // Known only once the API's listening socket was found (IPv4: the service listens on 0.0.0.0).
+        if (queues?.has(apiPort)) {
           queuesKnown = true;
-          queuePeaks.api = Math.max(queuePeaks.api, queues.get(apiPort) ?? 0);
+          queuePeaks.api = Math.max(queuePeaks.api, queues.get(apiPort)!);
           if (EMULATOR_PROCESS) queuePeaks.emulator = Math.max(queuePeaks.emulator, queues.get(emulatorPort) ?? 0);
         }
         await sleep(250);

@@ -33,6 +33,8 @@ if (process.argv[2] === 'listener') {
   };
   if (turnMs > 0) setImmediate(turn);
   process.on('message', () => process.send({ accepted, spanMs: last - first }));
+  // The parent gone (killed, crashed): stop spinning.
+  process.on('disconnect', () => process.exit(0));
 } else {
   const self = fileURLToPath(import.meta.url);
   console.log(`${CONNECTIONS} connections opened at once to a process whose event loop turns take:`);
@@ -46,7 +48,11 @@ if (process.argv[2] === 'listener') {
     do {
       await new Promise((resolve) => setTimeout(resolve, 250));
       child.send('report');
-      report = await new Promise((resolve) => child.once('message', resolve));
+      // One turn of the child's loop at most, and then some; a child that does not answer fails the run.
+      report = await Promise.race([
+        new Promise((resolve) => child.once('message', resolve)),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('the listener did not report')), turnMs + 5_000)),
+      ]);
     } while (report.accepted < CONNECTIONS && Date.now() < deadline);
     for (const socket of sockets) socket.destroy();
     child.kill();
