@@ -78,10 +78,12 @@ describe('postWebhook: one delivery over node:http', () => {
     await new Promise((resolve) => server.close(resolve));
   });
   const never = new AbortController().signal;
+  // The tests' own connections, as each emulator has its own.
+  const pool = webhookAgents();
 
   it('sends the body as JSON with the given headers and answers the status and text', async () => {
     const body = JSON.stringify({ bizStatus: 'REFUND_SUCCESS', note: 'é' });
-    const answer = await postWebhook(`${base}/ok`, body, { 'BinancePay-Signature': 'sig' }, 1_000, never);
+    const answer = await postWebhook(`${base}/ok`, body, { 'BinancePay-Signature': 'sig' }, 1_000, never, pool);
     expect(answer).toEqual({ status: 200, text: '{"returnCode":"SUCCESS"}' });
     const got = seen.at(-1)!;
     expect(got.method).toBe('POST');
@@ -93,14 +95,14 @@ describe('postWebhook: one delivery over node:http', () => {
 
   it('does not follow redirects and answers non-2xx statuses as they are', async () => {
     const before = seen.length;
-    expect((await postWebhook(`${base}/redirect`, '{}', {}, 1_000, never)).status).toBe(302);
+    expect((await postWebhook(`${base}/redirect`, '{}', {}, 1_000, never, pool)).status).toBe(302);
     // Only the redirecting request reached the receiver.
     expect(seen.length).toBe(before + 1);
-    expect(await postWebhook(`${base}/missing`, '{}', {}, 1_000, never)).toEqual({ status: 404, text: 'no such hook' });
+    expect(await postWebhook(`${base}/missing`, '{}', {}, 1_000, never, pool)).toEqual({ status: 404, text: 'no such hook' });
   });
 
   it('keeps only the first 2 kB of a large answer', async () => {
-    const answer = await postWebhook(`${base}/big`, '{}', {}, 2_000, never);
+    const answer = await postWebhook(`${base}/big`, '{}', {}, 2_000, never, pool);
     expect(answer.status).toBe(200);
     expect(answer.text).toBe('x'.repeat(2 * 1024));
   });
@@ -111,23 +113,23 @@ describe('postWebhook: one delivery over node:http', () => {
     await new Promise<void>((resolve) => gone.listen(0, '127.0.0.1', resolve));
     const port = (gone.address() as AddressInfo).port;
     await new Promise((resolve) => gone.close(resolve));
-    await expect(postWebhook(`http://127.0.0.1:${port}/`, '{}', {}, 1_000, never)).rejects.toThrow(/^ECONNREFUSED: connect ECONNREFUSED/);
+    await expect(postWebhook(`http://127.0.0.1:${port}/`, '{}', {}, 1_000, never, pool)).rejects.toThrow(/^ECONNREFUSED: connect ECONNREFUSED/);
     const cutAt = Date.now();
-    await expect(postWebhook(`${base}/cut`, '{}', {}, 1_000, never)).rejects.toThrow(/ECONNRESET|aborted|closed before the answer ended/);
+    await expect(postWebhook(`${base}/cut`, '{}', {}, 1_000, never, pool)).rejects.toThrow(/ECONNRESET|aborted|closed before the answer ended/);
     // Failed by the cut itself, not by the timer.
     expect(Date.now() - cutAt).toBeLessThan(900);
     const started = Date.now();
-    await expect(postWebhook(`${base}/slow`, '{}', {}, 200, never)).rejects.toThrow('no answer within 200 ms');
+    await expect(postWebhook(`${base}/slow`, '{}', {}, 200, never, pool)).rejects.toThrow('no answer within 200 ms');
     expect(Date.now() - started).toBeLessThan(1_500);
   });
 
   it('stops at once when the shutdown signal fires', async () => {
     const shutdown = new AbortController();
-    const sent = postWebhook(`${base}/slow`, '{}', {}, 5_000, shutdown.signal);
+    const sent = postWebhook(`${base}/slow`, '{}', {}, 5_000, shutdown.signal, pool);
     setTimeout(() => shutdown.abort(), 50);
     await expect(sent).rejects.toThrow(/abort/i);
     const before = seen.length;
-    await expect(postWebhook(`${base}/ok`, '{}', {}, 1_000, shutdown.signal)).rejects.toThrow('aborted: shutting down');
+    await expect(postWebhook(`${base}/ok`, '{}', {}, 1_000, shutdown.signal, pool)).rejects.toThrow('aborted: shutting down');
     expect(seen.length).toBe(before);
   });
 
@@ -204,7 +206,7 @@ describe('postWebhook: one delivery over node:http', () => {
   });
 
   it('rejects a URL it cannot send to', async () => {
-    await expect(postWebhook('ftp://127.0.0.1/x', '{}', {}, 1_000, never)).rejects.toThrow('unsupported URL scheme ftp:');
-    await expect(postWebhook('not a url', '{}', {}, 1_000, never)).rejects.toThrow();
+    await expect(postWebhook('ftp://127.0.0.1/x', '{}', {}, 1_000, never, pool)).rejects.toThrow('unsupported URL scheme ftp:');
+    await expect(postWebhook('not a url', '{}', {}, 1_000, never, pool)).rejects.toThrow();
   });
 });

@@ -42,8 +42,6 @@ export function webhookAgents(): WebhookAgents {
     https: new https.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, maxSockets: MAX_SOCKETS_PER_RECEIVER }),
   };
 }
-/** For callers without a pool of their own. */
-const SHARED_AGENTS = webhookAgents();
 /** Bytes of the receiver's answer kept (an acknowledgement is a few dozen; errors keep 200 characters). */
 const MAX_ANSWER_BYTES = 2 * 1024;
 
@@ -62,7 +60,7 @@ export function postWebhook(
   headers: Record<string, string>,
   timeoutMs: number,
   shutdown: AbortSignal,
-  agents: WebhookAgents = SHARED_AGENTS,
+  agents: WebhookAgents,
 ): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
@@ -273,7 +271,7 @@ export class WebhookDeliveries<Row extends DueWebhook> {
           .catch(() => undefined);
         return false;
       }
-      // postWebhook's messages carry the socket's code; fetch's needed its cause appended.
+      // postWebhook's messages carry the socket's code where there is one.
       error = (err as Error).message;
     }
     if (error === undefined) return true;
