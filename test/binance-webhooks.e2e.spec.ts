@@ -243,6 +243,43 @@ describe('Binance Pay webhooks', () => {
     expect((await refund(poisoned)).status).toBe('succeeded');
   });
 
+  it('answers a final word about a refund final already without a locked read, unless it contradicts it', async () => {
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
+    const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+    const id = await createRefund(paymentId, '1');
+    const requestId = await requestIdOf(id);
+    await post(await signedWebhook(requestId, paymentId, 'REFUND_SUCCESS')).expect(200);
+    expect((await refund(id)).status).toBe('succeeded');
+
+    const outcomes = svc.app.get(RefundOutcomeService);
+    const locked = vi.spyOn(outcomes as unknown as { applyLocked: (...args: unknown[]) => Promise<string> }, 'applyLocked');
+    const success = { kind: 'final' as const, status: 'succeeded' as const, update: { providerStatus: 'REFUND_SUCCESS' } };
+    try {
+      // The worker's poll, losing the race: its batched move finds the refund succeeded under
+      // the row lock, which is all the locked path would have learnt.
+      expect(await outcomes.apply(id, success, 'worker', requestId)).toBe('already_final');
+      // A webhook whose unlocked read still saw it processing: the same, from its own statement.
+      expect(await outcomes.apply(id, success, 'webhook:binance_pay', requestId, { seen: { status: 'processing', provider_request_id: requestId } })).toBe(
+        'already_final',
+      );
+      expect(locked).not.toHaveBeenCalled();
+      const after = await svc.db.query(`SELECT review_flagged_at, lease_owner FROM refunds WHERE id = $1`, [id]);
+      expect(after.rows[0]).toEqual({ review_flagged_at: null, lease_owner: null });
+      expect((await events(id)).filter((e) => e.to === 'succeeded')).toHaveLength(1);
+
+      // A word that contradicts it (refused, after we recorded it paid) is a human's to judge:
+      // the locked path records it.
+      const refused = { kind: 'final' as const, status: 'failed' as const, update: { providerStatus: 'REFUND_REJECTED', failureCode: 'REFUND_REJECTED' } };
+      expect(await outcomes.apply(id, refused, 'worker', requestId)).toBe('flagged');
+      expect(locked).toHaveBeenCalledTimes(1);
+    } finally {
+      locked.mockRestore();
+    }
+    const { rows } = await svc.db.query(`SELECT status, review_flagged_at FROM refunds WHERE id = $1`, [id]);
+    expect(rows[0].status).toBe('succeeded');
+    expect(rows[0].review_flagged_at).not.toBeNull();
+  });
+
   it('acknowledges a signed webhook for a refund it does not know without inventing one', async () => {
     const { rows: before } = await svc.db.query(`SELECT count(*)::int AS n FROM refunds`);
     await post(await signedWebhook('not-ours-' + randomUUID(), '123', 'REFUND_SUCCESS')).expect(200);

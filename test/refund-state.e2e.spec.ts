@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Database } from '../src/database/database.js';
 import { RefundStateService, type TransitionItem } from '../src/refunds/refund-state.service.js';
+import type { RefundRow } from '../src/refunds/refund.row.js';
 import { merchantKey, sandboxPayment, startService, type TestService } from './support/service.js';
 
 /**
@@ -143,15 +145,27 @@ describe('RefundStateService.transitionMany', () => {
       ids.map((refundId, k) => ({ refundId, to: 'processing', patch: { provider_request_id: `own-${k}` } })),
       { actor: 'test' },
     );
+    const unmoved = new Map<string, Pick<RefundRow, 'status' | 'provider_request_id'>>();
+    const missing = randomUUID();
     const moved = await state.transitionMany(
       db,
       [
         { refundId: ids[0]!, to: 'succeeded', requestId: 'own-0' },
         { refundId: ids[1]!, to: 'succeeded', requestId: 'own-0' },
+        { refundId: missing, to: 'succeeded' },
       ],
-      { actor: 'test' },
+      { actor: 'test', unmoved },
     );
-    expect(moved.map((r) => r?.status ?? null)).toEqual(['succeeded', null]);
+    expect(moved.map((r) => r?.status ?? null)).toEqual(['succeeded', null, null]);
     expect((await outcomeOf(ids[1]!)).status).toBe('processing');
+    // What the statement found, under its lock, of the refund it left alone; nothing of one
+    // that does not exist, nor of the one it moved.
+    expect([...unmoved]).toEqual([[ids[1], { status: 'processing', provider_request_id: 'own-1' }]]);
+    expect(moved[0]).not.toHaveProperty('seen_status');
+
+    // Asked again, the moved one is found in its final status.
+    const again = new Map<string, Pick<RefundRow, 'status' | 'provider_request_id'>>();
+    expect(await state.transitionMany(db, [{ refundId: ids[0]!, to: 'succeeded', requestId: 'own-0' }], { actor: 'test', unmoved: again })).toEqual([null]);
+    expect(again.get(ids[0]!)).toEqual({ status: 'succeeded', provider_request_id: 'own-0' });
   });
 });

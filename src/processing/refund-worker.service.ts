@@ -539,8 +539,9 @@ export class RefundWorkerService {
         // If someone else (a webhook) moved it first, the refund is no longer ours to follow.
         const applied = await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id, { attempt });
         // A move to a status nothing leaves clears the lease in the same statement
-        // (RefundStateService); after `failed` the step releases it as usual.
-        if (applied === 'final' && outcome.status !== 'failed') this.markReleased(row.id);
+        // (RefundStateService); after `failed` the step releases it as usual. A refund found
+        // in such a status (its webhook won the race) had its lease cleared by that move.
+        if ((applied === 'final' && outcome.status !== 'failed') || applied === 'already_final') this.markReleased(row.id);
         return { done: true };
       }
       case 'pending':

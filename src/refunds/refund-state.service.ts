@@ -120,7 +120,9 @@ export class RefundStateService {
     // The status changes, their events and the events' outbox entries in one statement (one
     // round trip): an event is written exactly when its change is (the CTEs read the UPDATE's rows).
     const also = (opts.alsoRun ?? []).map((cte) => `, ${cte(params)}`).join('');
-    const rows = await tx.query<RefundRow & { previous_status: RefundStatus }>(
+    // One row per refund found: the moved ones with their new values (u.*), the others with
+    // u's columns null and what the lock found of them (seen_*), for opts.unmoved.
+    const rows = await tx.query<RefundRow & { previous_status: RefundStatus; seen_id: string; seen_status: RefundStatus; seen_request_id: string | null }>(
       `WITH ${itemsCte},
        prev AS (SELECT r.id, r.status, r.provider_request_id FROM refunds r JOIN i ON i.id = r.id ORDER BY r.id FOR UPDATE OF r),
        u AS (UPDATE refunds r SET ${sets.join(', ')}
@@ -131,12 +133,18 @@ export class RefundStateService {
        e AS (INSERT INTO refund_events (refund_id, from_status, to_status, actor, detail)
              SELECT u.id, u.previous_status, u.status, ${actor}, i.detail FROM u JOIN i ON i.id = u.id RETURNING id),
        o AS (INSERT INTO refund_event_outbox (event_id) SELECT id FROM e)${also}
-       SELECT u.*${opts.alsoSelect ? `, ${opts.alsoSelect}` : ''} FROM u`,
+       SELECT u.*${opts.alsoSelect ? `, ${opts.alsoSelect}` : ''},
+              prev.id AS seen_id, prev.status AS seen_status, prev.provider_request_id AS seen_request_id
+         FROM prev LEFT JOIN u ON u.id = prev.id`,
       params,
     );
     const byId = new Map<string, RefundRow>();
     for (const row of rows) {
-      const { previous_status: from, ...rest } = row;
+      const { previous_status: from, seen_id, seen_status, seen_request_id, ...rest } = row;
+      if (rest.id === null) {
+        opts.unmoved?.set(seen_id, { status: seen_status, provider_request_id: seen_request_id });
+        continue;
+      }
       const to = rest.status as RefundStatus;
       this.metrics?.transitions.inc({ provider: rest.provider, from, to });
       if (isFinal(to)) this.logger.log({ refundId: rest.id, from, to, actor: opts.actor }, 'refund final');
@@ -296,6 +304,13 @@ export interface TransitionOptions {
   alsoSet?: (params: unknown[]) => string[];
   /** Further output columns, SQL over the CTEs and `u`, returned on the rows (e.g. an id an alsoRun CTE wrote). */
   alsoSelect?: string;
+  /**
+   * transitionMany() only: filled with what the statement found, under its row lock, of each
+   * refund it did not move (a refund that does not exist is not in it). A caller that needs
+   * only to know whether a status nothing leaves stood in the way (RefundOutcomeService)
+   * then needs no second, locked read.
+   */
+  unmoved?: Map<string, Pick<RefundRow, 'status' | 'provider_request_id'>>;
 }
 
 export interface ItemColumn {
