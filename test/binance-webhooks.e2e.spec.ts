@@ -1,12 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { binanceCertSerial, signBinanceWebhook } from '../src/providers/binance-pay/binance-pay.signing.js';
 import { RefundOutcomeService } from '../src/processing/refund-outcome.service.js';
 import { RefundQueueService } from '../src/processing/refund-queue.service.js';
 import { RefundStateService } from '../src/refunds/refund-state.service.js';
-import { SandboxCredentials } from '../src/sandbox/sandbox-credentials.js';
 import { merchantKey, sandboxPayment, setFaults, startService, TestService, waitFor } from './support/service.js';
 import { metricSum, scrapeMetrics } from './support/metrics.js';
+import { signedBinanceWebhook } from './support/binance-webhook.js';
 
 // Polling is slowed to a minute here, so within these tests only webhooks can finalise a refund.
 let svc: TestService;
@@ -41,28 +40,8 @@ async function events(id: string): Promise<Array<{ to: string; actor: string }>>
 }
 
 /** A refund notification as Binance sends it, signed with the sandbox's webhook key. */
-async function signedWebhook(requestId: string, prepayId: string, bizStatus: string, timestamp = String(Date.now())) {
-  const merchant = await svc.app.get(SandboxCredentials).binancePayMerchant();
-  const bizId = `1${randomBytes(8).readBigUInt64BE().toString().padStart(18, '0').slice(0, 18)}`;
-  const inner = JSON.stringify({
-    merchantTradeNo: 'T1',
-    totalFee: 0.01,
-    currency: 'USDT',
-    refundInfo: { refundRequestId: requestId, prepayId, orderAmount: '10.00000000', refundedAmount: '1.00000000', refundAmount: '1.00000000', remainingAttempts: 9, payerOpenId: 'p', duplicateRequest: 'N' },
-  });
-  // bizId as a bare 19-digit number, as Binance sends it.
-  const body = `{"bizType":"PAY_REFUND","bizId":${bizId},"bizIdStr":"${bizId}","bizStatus":"${bizStatus}","data":${JSON.stringify(inner)}}`;
-  const nonce = randomBytes(16).toString('hex');
-  return {
-    body,
-    headers: {
-      'Content-Type': 'application/json',
-      'BinancePay-Certificate-SN': binanceCertSerial(merchant.webhookPublicKeyPem),
-      'BinancePay-Nonce': nonce,
-      'BinancePay-Timestamp': timestamp,
-      'BinancePay-Signature': signBinanceWebhook(merchant.webhookPrivateKeyPem, timestamp, nonce, body),
-    },
-  };
+function signedWebhook(requestId: string, prepayId: string, bizStatus: string, timestamp?: string) {
+  return signedBinanceWebhook(svc, requestId, prepayId, bizStatus, timestamp);
 }
 
 function post(w: { body: string; headers: Record<string, string> }) {
@@ -243,7 +222,7 @@ describe('Binance Pay webhooks', () => {
     expect((await refund(poisoned)).status).toBe('succeeded');
   });
 
-  it('answers a final word about a refund final already without a locked read, unless it contradicts it', async () => {
+  it('answers a final word about a refund final already without a locked read, unless it would flag it', async () => {
     await setFaults(svc, 'binance-pay', { settleAfterMs: 600_000 });
     const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
     const id = await createRefund(paymentId, '1');
@@ -272,6 +251,12 @@ describe('Binance Pay webhooks', () => {
       const refused = { kind: 'final' as const, status: 'failed' as const, update: { providerStatus: 'REFUND_REJECTED', failureCode: 'REFUND_REJECTED' } };
       expect(await outcomes.apply(id, refused, 'worker', requestId)).toBe('flagged');
       expect(locked).toHaveBeenCalledTimes(1);
+      // So is money moved on another submission (one an ops retry superseded), which the
+      // refund's own may have paid too; that submission's refusal needs nothing recorded.
+      expect(await outcomes.apply(id, success, 'worker', 'an-earlier-submission')).toBe('flagged');
+      expect(locked).toHaveBeenCalledTimes(2);
+      expect(await outcomes.apply(id, refused, 'worker', 'an-earlier-submission')).toBe('already_final');
+      expect(locked).toHaveBeenCalledTimes(2);
     } finally {
       locked.mockRestore();
     }

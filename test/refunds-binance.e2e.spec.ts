@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BinancePayAdapter } from '../src/providers/binance-pay/binance-pay.adapter.js';
 import { RefundWorkerService } from '../src/processing/refund-worker.service.js';
+import { RefundOutcomeService } from '../src/processing/refund-outcome.service.js';
 import { money } from '../src/common/money.js';
+import { Database } from '../src/database/database.js';
 import {
   deleteRedisPrefix,
   merchantKey,
@@ -15,6 +17,7 @@ import {
   waitFor,
 } from './support/service.js';
 import { batchCounts, scrapeMetrics } from './support/metrics.js';
+import { signedBinanceWebhook } from './support/binance-webhook.js';
 
 let svc: TestService;
 let m1: string;
@@ -151,6 +154,73 @@ describe('Binance Pay refunds end to end', () => {
     } finally {
       await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
     }
+  });
+
+  it("leaves a refund its webhook made final while the worker's poll was out: the poll's answer changes nothing, its attempt is completed, no lease is left", async () => {
+    // The emulator's own webhooks held back, so the one this test posts is the provider's
+    // word; then every call slowed (below the provider timeout), so that post lands while the
+    // worker's first poll waits for its answer, which will say succeeded too. A webhook about
+    // no refund of ours goes first, so that the service has fetched the provider's
+    // certificate (a provider call) before the calls are slowed.
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 0, webhookDelayMs: 60_000 });
+    const warm = await signedBinanceWebhook(svc, `not-ours-${randomUUID()}`, '123', 'REFUND_SUCCESS');
+    await svc.http().post('/webhooks/binance-pay').set(warm.headers).send(warm.body).expect(200);
+    await setFaults(svc, 'binance-pay', { settleAfterMs: 0, webhookDelayMs: 60_000, latencyMs: 1_200 });
+    const outcomes = svc.app.get(RefundOutcomeService);
+    const answers: string[] = [];
+    const spy = vi.spyOn(outcomes, 'apply').mockImplementation(async function (this: RefundOutcomeService, ...args) {
+      const result = await RefundOutcomeService.prototype.apply.apply(this, args);
+      if (args[2] === 'worker') answers.push(result);
+      return result;
+    });
+    // Statements the service sends on its own (not in a transaction), to see whether the step
+    // released a lease that the webhook's move had cleared already.
+    const db = svc.app.get(Database);
+    const sent: Array<{ sql: string; params: unknown[] }> = [];
+    const querySpy = vi.spyOn(db, 'query').mockImplementation(async function (this: Database, sql: string, params: unknown[] = []) {
+      sent.push({ sql, params });
+      return Database.prototype.query.call(this, sql, params);
+    } as Database['query']);
+    let id: string;
+    try {
+      const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
+      id = (await createRefund(m1, { provider: 'binance_pay', paymentId, amount: '1', currency: 'USDT' }).expect(202)).body.id;
+      const requestId = await waitFor(async () => {
+        const { rows } = await svc.db.query(
+          `SELECT r.provider_request_id FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id
+            WHERE a.refund_id = $1 AND a.operation = 'query' AND a.outcome = 'in_flight'`,
+          [id],
+        );
+        return rows[0]?.provider_request_id as string | undefined;
+      }, 15_000, 'a poll out');
+      const hook = await signedBinanceWebhook(svc, requestId, paymentId, 'REFUND_SUCCESS');
+      await svc.http().post('/webhooks/binance-pay').set(hook.headers).send(hook.body).expect(200);
+      await waitFor(async () => {
+        const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_attempts WHERE refund_id = $1 AND outcome = 'in_flight'`, [id]);
+        return rows[0].n === 0 || undefined;
+      }, 15_000, 'the poll answered');
+      // The step's end ran after the answer's statement; give it a moment to.
+      await waitFor(async () => answers.length > 0 || undefined, 5_000, "the worker's answer applied");
+    } finally {
+      spy.mockRestore();
+      querySpy.mockRestore();
+      await setFaults(svc, 'binance-pay', { settleAfterMs: 200 });
+    }
+    expect(answers).toEqual(['already_final']);
+    expect(sent.filter((q) => q.sql.includes('SET lease_owner = NULL') && q.params[0] === id!)).toEqual([]);
+    const { rows } = await svc.db.query(
+      `SELECT r.status, r.lease_owner, r.lease_until, r.review_flagged_at,
+              (SELECT json_agg(e.actor ORDER BY e.id) FROM refund_events e WHERE e.refund_id = r.id AND e.to_status = 'succeeded') AS final_actors,
+              (SELECT json_agg(json_build_object('op', a.operation, 'outcome', a.outcome, 'done', a.completed_at IS NOT NULL) ORDER BY a.number)
+                 FROM refund_attempts a WHERE a.refund_id = r.id) AS attempts
+         FROM refunds r WHERE r.id = $1`,
+      [id!],
+    );
+    expect(rows[0]).toMatchObject({ status: 'succeeded', lease_owner: null, lease_until: null, review_flagged_at: null, final_actors: ['webhook:binance_pay'] });
+    expect(rows[0].attempts).toEqual([
+      { op: 'create', outcome: 'pending', done: true },
+      { op: 'query', outcome: 'succeeded', done: true },
+    ]);
   });
 
   it('marks a query its claim started as not sent when the step finds the provider off, and numbers the calls after it in order', async () => {

@@ -18,8 +18,10 @@ type FinalResult = { moved: true } | { moved: false; seen?: Pick<RefundRow, 'sta
 /**
  * What apply() did: moved the refund to a final status, changed it otherwise, flagged it for
  * review, found nothing to change, or found it in a status nothing leaves (succeeded,
- * partially_succeeded, canceled) and the answer agreeing with it. Only the last says that the
- * refund's lease is gone (a move into such a status clears it, RefundStateService).
+ * partially_succeeded, canceled) with an answer that needs nothing recorded (it would not
+ * flag it). In that last case, as after a move into such a status, any lease on the refund
+ * is gone: the move into it cleared the lease (RefundStateService), and no claim leases a
+ * refund in it again.
  */
 export type ApplyResult = 'final' | 'updated' | 'unchanged' | 'flagged' | 'already_final';
 
@@ -97,7 +99,9 @@ export class RefundOutcomeService {
       seen?: Pick<RefundRow, 'status' | 'provider_request_id'>;
     } = {},
   ): Promise<ApplyResult> {
-    // A provider's webhook arriving after the worker finished is answered without a transaction.
+    // A provider's webhook arriving after the worker finished is answered without a
+    // transaction: its unlocked read can be trusted here, since a status nothing leaves stays
+    // so (settledAlready()).
     if (opts.seen && !opts.attempt && settledAlready(opts.seen, outcome, providerRequestId)) return 'already_final';
     const mismatch = outcome.kind === 'final' && (outcome.update.details as { amountMismatch?: unknown } | undefined)?.amountMismatch;
     if (outcome.kind === 'final' && providerRequestId !== null && !mismatch) {

@@ -540,7 +540,8 @@ export class RefundWorkerService {
         const applied = await this.outcomes.apply(row.id, outcome, 'worker', row.provider_request_id, { attempt });
         // A move to a status nothing leaves clears the lease in the same statement
         // (RefundStateService); after `failed` the step releases it as usual. A refund found
-        // in such a status (its webhook won the race) had its lease cleared by that move.
+        // in such a status (e.g. its webhook won the race) had its lease cleared by the move
+        // into it, and no claim leases a refund in it again, so this step's lease is gone too.
         if ((applied === 'final' && outcome.status !== 'failed') || applied === 'already_final') this.markReleased(row.id);
         return { done: true };
       }

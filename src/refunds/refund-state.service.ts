@@ -205,7 +205,7 @@ export class RefundStateService {
   async updateMany(
     tx: Sql,
     items: Array<{ refundId: string; status: RefundStatus; patch: RefundPatch }>,
-    opts: Omit<TransitionOptions, 'actor' | 'alsoSelect'> = {},
+    opts: Omit<TransitionOptions, 'actor' | 'alsoSelect' | 'unmoved'> = {},
   ): Promise<boolean[]> {
     const cols = new ItemColumns(items.length);
     const params: unknown[] = [];
