@@ -116,8 +116,9 @@ export class RefundOutcomeService {
       if (opts.attempt) await this.attempts.completeExtras(this.db, opts.attempt);
       if (result.moved) return 'final';
       // Most often another answer won the race: the worker's poll and the provider's webhook
-      // carry the same news, and under load each loses it about as often (round 22 counted
-      // ~0.37 worker answers per refund finding their refund final already). The statement
+      // carry the same news, and under load either may arrive second (round 22's profiled
+      // bench run counted ~0.37 worker answers per refund finding their refund final
+      // already, docs/performance.md finding 59). The statement
       // read the row under its lock; a status nothing leaves can be trusted after the lock
       // is gone, so the locked path's transaction (three round trips) is needed only when
       // that status is not one, or the answer would flag it.
