@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BinancePayAdapter } from '../src/providers/binance-pay/binance-pay.adapter.js';
 import { RefundWorkerService } from '../src/processing/refund-worker.service.js';
 import { RefundOutcomeService } from '../src/processing/refund-outcome.service.js';
+import { RefundQueueService } from '../src/processing/refund-queue.service.js';
 import { money } from '../src/common/money.js';
 import { Database } from '../src/database/database.js';
 import {
@@ -199,8 +200,10 @@ describe('Binance Pay refunds end to end', () => {
         const { rows } = await svc.db.query(`SELECT count(*)::int AS n FROM refund_attempts WHERE refund_id = $1 AND outcome = 'in_flight'`, [id]);
         return rows[0].n === 0 || undefined;
       }, 15_000, 'the poll answered');
-      // The step's end ran after the answer's statement; give it a moment to.
-      await waitFor(async () => answers.length > 0 || undefined, 5_000, "the worker's answer applied");
+      // The step ends (and would release its lease) after the answer's statement; its job is
+      // removed once it has ended.
+      const queue = svc.app.get(RefundQueueService).queue('binance_pay');
+      await waitFor(async () => ((await queue.getJob(id)) === undefined ? true : undefined), 10_000, "the worker's step ended");
     } finally {
       spy.mockRestore();
       querySpy.mockRestore();
