@@ -2,8 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Database } from '../src/database/database.js';
 import { RefundStateService, type TransitionItem } from '../src/refunds/refund-state.service.js';
-import { RefundOutcomeService } from '../src/processing/refund-outcome.service.js';
-import { MetricsService } from '../src/metrics/metrics.service.js';
 import type { RefundRow } from '../src/refunds/refund.row.js';
 import { merchantKey, sandboxPayment, startService, type TestService } from './support/service.js';
 
@@ -169,50 +167,5 @@ describe('RefundStateService.transitionMany', () => {
     const again = new Map<string, Pick<RefundRow, 'status' | 'provider_request_id'>>();
     expect(await state.transitionMany(db, [{ refundId: ids[0]!, to: 'succeeded', requestId: 'own-0' }], { actor: 'test', unmoved: again })).toEqual([null]);
     expect(again.get(ids[0]!)).toEqual({ status: 'succeeded', provider_request_id: 'own-0' });
-  });
-});
-
-describe('RefundOutcomeService.findByRequestId (provider webhooks), batched', () => {
-  /** Batches of webhook lookups sent so far, and the lookups they held. */
-  async function lookupBatches(metrics: MetricsService): Promise<{ count: number; sum: number }> {
-    const values = (await metrics.workerBatchSize.get()).values.filter((v) => v.labels.statement === 'webhook_lookup');
-    const of = (suffix: string) => values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0;
-    return { count: of('_count'), sum: of('_sum') };
-  }
-
-  it('gives each concurrent lookup its own refund, in any mix of known, unknown, repeated and superseded ids, in fewer statements', async () => {
-    const outcomes = svc.app.get(RefundOutcomeService);
-    const metrics = svc.app.get(MetricsService);
-    const ids = await Promise.all(Array.from({ length: 6 }, () => queuedRefund('1.00')));
-    const tag = randomUUID().slice(0, 8);
-    for (const [i, id] of ids.entries()) {
-      await svc.db.query(`UPDATE refunds SET provider_request_id = $2 WHERE id = $1`, [id, `look-${tag}-${i}`]);
-    }
-    // Refund 0 was submitted before under another request id (an ops retry superseded it).
-    await svc.db.query(
-      `INSERT INTO refund_attempts (refund_id, number, provider_request_id, operation, outcome) VALUES ($1, 99, $2, 'create', 'failed')`,
-      [ids[0], `look-${tag}-old`],
-    );
-    const asks: Array<{ provider: string; requestId: string; want: string | undefined }> = [
-      ...ids.map((id, i) => ({ provider: 'binance_pay', requestId: `look-${tag}-${i}`, want: id })),
-      { provider: 'binance_pay', requestId: `look-${tag}-3`, want: ids[3] },
-      { provider: 'binance_pay', requestId: `look-${tag}-unknown`, want: undefined },
-      { provider: 'cobo', requestId: `look-${tag}-2`, want: undefined },
-      { provider: 'binance_pay', requestId: `look-${tag}-old`, want: ids[0] },
-      ...ids.map((id, i) => ({ provider: 'binance_pay', requestId: `look-${tag}-${i}`, want: id })).reverse(),
-    ];
-    const before = await lookupBatches(metrics);
-    const found = await Promise.all(asks.map((a) => outcomes.findByRequestId(a.provider, a.requestId)));
-    expect(found.map((r) => r?.id)).toEqual(asks.map((a) => a.want));
-    // Whole rows, as the single lookup returns them (the webhooks read the amount and status).
-    expect(found[0]).toMatchObject({ id: ids[0], provider: 'binance_pay', status: 'queued', provider_request_id: `look-${tag}-0` });
-    expect(found[0]).not.toHaveProperty('lookup_ord');
-    expect(String(found[0]?.amount)).toMatch(/^1(\.0+)?$/);
-    // Every lookup went through the batcher, in fewer statements than lookups: the first two
-    // alone (two batches in flight), the rest together as they waited.
-    const after = await lookupBatches(metrics);
-    expect(after.sum - before.sum).toBe(asks.length);
-    expect(after.count - before.count).toBeGreaterThan(0);
-    expect(after.count - before.count).toBeLessThan(asks.length);
   });
 });

@@ -46,7 +46,7 @@ export class MetricsService {
 
   readonly workerBatchSize = new Histogram({
     name: 'refund_worker_batch_size',
-    help: 'Refunds per batched statement sent to Postgres (worker: claim: lease claims; attempt: attempt rows; start: moves to processing; reschedule: next checks; final: final answers; API: webhook_final: final answers of provider webhooks; webhook_lookup: their lookups of the refund by request id); 1 when the service is not busy',
+    help: 'Refunds per batched statement sent to Postgres (worker: claim: lease claims; attempt: attempt rows; start: moves to processing; reschedule: next checks; final: final answers; API: webhook_final: final answers of provider webhooks); 1 when the service is not busy',
     labelNames: ['statement'] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128],
     registers: [this.registry],

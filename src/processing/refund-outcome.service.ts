@@ -48,8 +48,6 @@ export class RefundOutcomeService {
   private readonly finals: Batcher<FinalMove, FinalResult>;
   /** The provider webhooks' final answers, per actor (`webhook:<provider>`), batched likewise. */
   private readonly webhookFinals = new Map<string, Batcher<FinalMove, FinalResult>>();
-  /** The provider webhooks' lookups of their refund by request id, batched likewise. */
-  private readonly lookups: Batcher<{ provider: string; requestId: string }, RefundRow | undefined>;
 
   constructor(
     private readonly db: Database,
@@ -65,12 +63,6 @@ export class RefundOutcomeService {
       splitOn: oneItemMayHaveFailed,
       onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'final' }, n),
       onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'final' }),
-    });
-    this.lookups = new Batcher((keys) => this.findManyByRequestId(keys), {
-      ...batchLimits(this.cfg.processing.batchSize),
-      splitOn: oneItemMayHaveFailed,
-      onBatch: (n) => this.metrics?.workerBatchSize.observe({ statement: 'webhook_lookup' }, n),
-      onSplit: () => this.metrics?.workerBatchSplits.inc({ statement: 'webhook_lookup' }),
     });
   }
 
@@ -277,36 +269,13 @@ export class RefundOutcomeService {
    */
   async findByRequestId(provider: string, requestId: string): Promise<RefundRow | undefined> {
     return (
-      (await this.lookups.submit({ provider, requestId })) ??
+      (await this.db.one<RefundRow>(`SELECT * FROM refunds WHERE provider = $1 AND provider_request_id = $2`, [provider, requestId])) ??
       (await this.db.one<RefundRow>(
         `SELECT r.* FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id
           WHERE r.provider = $1 AND a.provider_request_id = $2 LIMIT 1`,
         [provider, requestId],
       ))
     );
-  }
-
-  /**
-   * The refunds whose current submission has these request ids, in one statement. Under load
-   * each refund's webhook looked its refund up alone, nearly half of the service's statements
-   * once a losing final answer stopped taking a transaction (docs/performance.md, finding 60).
-   * A read takes no lock, so a batch never waits on a row; (provider, provider_request_id) is
-   * unique, so each key finds at most one refund.
-   */
-  private async findManyByRequestId(keys: Array<{ provider: string; requestId: string }>): Promise<Array<RefundRow | undefined>> {
-    if (keys.length === 1) {
-      const [{ provider, requestId }] = keys as [{ provider: string; requestId: string }];
-      return [await this.db.one<RefundRow>(`SELECT * FROM refunds WHERE provider = $1 AND provider_request_id = $2`, [provider, requestId])];
-    }
-    const rows = await this.db.query<RefundRow & { lookup_ord: string }>(
-      `SELECT k.ord AS lookup_ord, r.*
-         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(provider, request_id, ord)
-         JOIN refunds r ON r.provider = k.provider AND r.provider_request_id = k.request_id`,
-      [keys.map((k) => k.provider), keys.map((k) => k.requestId)],
-    );
-    const byOrd = new Map<number, RefundRow>();
-    for (const { lookup_ord: ord, ...row } of rows) byOrd.set(Number(ord), row as RefundRow);
-    return keys.map((_, i) => byOrd.get(i + 1));
   }
 
   /** Puts a refund in front of a human (ops actions that find the provider disagreeing). */
