@@ -175,20 +175,44 @@ async function heapMb(url: string): Promise<Record<string, number> | undefined> 
   }
 }
 
+/** What a process's /metrics says of its runtime: see runtimeStats(). */
+interface RuntimeStats {
+  /** Time spent in garbage collection since the process started, in ms. */
+  gcMs: number;
+  /** GC pauses since the process started that took over 10 ms and over 100 ms. */
+  gcPausesOver10Ms: number;
+  gcPausesOver100Ms: number;
+  /**
+   * Event-loop delay since the previous scrape of /metrics (prom-client resets it on each), ms:
+   * the intervals of a 10 ms timer (monitorEventLoopDelay's default resolution), so an idle
+   * loop reads ~10 and a loop blocked for 50 ms reads ~60.
+   */
+  loopDelay: { p50Ms: number; p99Ms: number; maxMs: number };
+}
+
 /**
- * Time a process has spent in garbage collection since it started, in ms: the sum over GC
- * kinds of prom-client's nodejs_gc_duration_seconds (a PerformanceObserver on 'gc'). NaN when
- * the process does not answer.
+ * A service process's GC time and pauses (prom-client's nodejs_gc_duration_seconds, a
+ * PerformanceObserver on 'gc', summed over GC kinds) and its event-loop delay
+ * (nodejs_eventloop_lag_*, from monitorEventLoopDelay). Undefined when the process does not
+ * answer. The loop delay covers the time since the last scrape, so a phase that scrapes at its
+ * start and its end gets its own.
  */
-async function gcMs(url: string): Promise<number> {
+async function runtimeStats(url: string): Promise<RuntimeStats | undefined> {
   try {
     const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
     const text = await res.text();
-    let sum = 0;
-    for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)$/gm)) sum += Number(m[1]);
-    return sum * 1000;
+    const sumOf = (re: RegExp) => [...text.matchAll(re)].reduce((sum, m) => sum + Number(m[1]), 0);
+    const count = sumOf(/^nodejs_gc_duration_seconds_count(?:\{[^}]*\})? ([0-9.e+-]+)$/gm);
+    const upTo = (le: string) => sumOf(new RegExp(`^nodejs_gc_duration_seconds_bucket\\{[^}]*le="${le}"[^}]*\\} ([0-9.e+-]+)$`, 'gm'));
+    const gauge = (name: string) => round(1000 * sumOf(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm')), 1);
+    return {
+      gcMs: sumOf(/^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)$/gm) * 1000,
+      gcPausesOver10Ms: count - upTo('0.01'),
+      gcPausesOver100Ms: count - upTo('0.1'),
+      loopDelay: { p50Ms: gauge('nodejs_eventloop_lag_p50_seconds'), p99Ms: gauge('nodejs_eventloop_lag_p99_seconds'), maxMs: gauge('nodejs_eventloop_lag_max_seconds') },
+    };
   } catch {
-    return NaN;
+    return undefined;
   }
 }
 
@@ -901,12 +925,19 @@ async function main(): Promise<number> {
   }));
   const perUnit = (ms: Record<string, number>, n: number) =>
     Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, round(v / n, 2)]));
-  /** GC ms so far per service process (the API processes summed), to subtract per phase. */
+  /**
+   * GC ms so far per service process (the API processes summed), to subtract per phase; and
+   * the first API process's runtime figures (its loop delay since the previous snapshot).
+   */
+  let lastApiRuntime: RuntimeStats | undefined;
   const gcSnapshot = async (): Promise<Record<string, number>> => {
     const out: Record<string, number> = {};
-    out.api = (await Promise.all(apis.filter((p) => p.isRunning).map((p) => gcMs(p.url)))).reduce((x, y) => x + y, 0);
-    if (worker.isRunning) out.worker = await gcMs(worker.url);
-    if (emulator?.isRunning) out.emulator = await gcMs(emulator.url);
+    const ms = (r: RuntimeStats | undefined) => r?.gcMs ?? NaN;
+    const apiStats = await Promise.all(apis.filter((p) => p.isRunning).map((p) => runtimeStats(p.url)));
+    lastApiRuntime = apiStats[0];
+    out.api = apiStats.reduce((x, r) => x + ms(r), 0);
+    if (worker.isRunning) out.worker = ms(await runtimeStats(worker.url));
+    if (emulator?.isRunning) out.emulator = ms(await runtimeStats(emulator.url));
     return out;
   };
   /**
@@ -950,11 +981,22 @@ async function main(): Promise<number> {
   await resetStatements(db, pgss);
   await profiler.start('ingest');
   const ingestGc0 = await gcSnapshot();
+  const ingestRuntime0 = lastApiRuntime;
   rss.start();
   cpu.start();
   const ingest = await post(apiUrls(), merchantKey, ingestPosts);
   const ingestCpu = cpu.stop();
   const ingestGc = gcPer(ingestGc0, await gcSnapshot(), ingestCpu, ingest.ok || 1);
+  // What the requests' latency tail may wait on in the API process: its event loop's delay
+  // over the phase, and its GC pauses that were long (over 10 and 100 ms).
+  const ingestRuntime =
+    ingestRuntime0 && lastApiRuntime
+      ? {
+          loopDelay: lastApiRuntime.loopDelay,
+          gcPausesOver10Ms: lastApiRuntime.gcPausesOver10Ms - ingestRuntime0.gcPausesOver10Ms,
+          gcPausesOver100Ms: lastApiRuntime.gcPausesOver100Ms - ingestRuntime0.gcPausesOver100Ms,
+        }
+      : undefined;
   const ingestRss = notePeaks(rss.stop());
   memory.apiAfterIngest = await heapMb(api.url);
   await profiler.stop('ingest');
@@ -965,6 +1007,7 @@ async function main(): Promise<number> {
     cpuMs: ingestCpu,
     cpuMsPerRequest: perUnit(ingestCpu, ingest.ok || 1),
     gcPerRequest: ingestGc,
+    apiRuntime: ingestRuntime,
     rssPeakMb: ingestRss,
     loadAverage: loadAvg(),
     topStatements: await statements(db, pgss),
@@ -1237,6 +1280,14 @@ async function main(): Promise<number> {
     row('  SQL statements per request', String((phases.ingest as { sqlStatementsPerRequest: number }).sqlStatementsPerRequest), '', ''),
     row('  CPU ms per request: api / postgres / redis / load generator', cpuLine((phases.ingest as { cpuMsPerRequest: Record<string, number> }).cpuMsPerRequest), '', ''),
     row('  GC ms per request (share of its CPU): api', gcLine(ingestGc, ['api']), '', ''),
+    row(
+      '  api loop delay p50/p99/max ms (idle 10); GC >10/>100 ms',
+      ingestRuntime
+        ? `${ingestRuntime.loopDelay.p50Ms} / ${ingestRuntime.loopDelay.p99Ms} / ${ingestRuntime.loopDelay.maxMs}; ${ingestRuntime.gcPausesOver10Ms} / ${ingestRuntime.gcPausesOver100Ms}`
+        : '-',
+      '',
+      '',
+    ),
     ...Object.values(e2e).flatMap((x) => {
       const r = x as ReturnType<typeof settle> extends Promise<infer T> ? T & { latencyMs: number; sqlStatementsPerRefund: number } : never;
       const ratio = r.perSecond / aRate;
