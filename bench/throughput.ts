@@ -185,7 +185,7 @@ interface RuntimeStats {
   /**
    * Event-loop delay since the previous scrape of /metrics (prom-client resets it on each), ms:
    * the intervals of a 10 ms timer (monitorEventLoopDelay's default resolution), so an idle
-   * loop reads ~10 and a loop blocked for 50 ms reads ~60.
+   * loop reads ~10 and a loop blocked for 50 ms reads 50-60 (where in a tick the block starts).
    */
   loopDelay: { p50Ms: number; p99Ms: number; maxMs: number };
 }
@@ -194,14 +194,20 @@ interface RuntimeStats {
  * A service process's GC time and pauses (prom-client's nodejs_gc_duration_seconds, a
  * PerformanceObserver on 'gc', summed over GC kinds) and its event-loop delay
  * (nodejs_eventloop_lag_*, from monitorEventLoopDelay). Undefined when the process does not
- * answer. The loop delay covers the time since the last scrape, so a phase that scrapes at its
+ * answer or refuses. The loop delay covers the time since the last scrape, so a phase that scrapes at its
  * start and its end gets its own.
  */
 async function runtimeStats(url: string): Promise<RuntimeStats | undefined> {
   try {
     const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    // A refusal (e.g. METRICS_TOKEN set through BENCH_SERVICE_ENV) is no figures, not zeros.
+    if (!res.ok) return undefined;
     const text = await res.text();
-    const sumOf = (re: RegExp) => [...text.matchAll(re)].reduce((sum, m) => sum + Number(m[1]), 0);
+    // NaN when the metric is absent, so a missing figure never reads as zero.
+    const sumOf = (re: RegExp) => {
+      const found = [...text.matchAll(re)];
+      return found.length > 0 ? found.reduce((sum, m) => sum + Number(m[1]), 0) : NaN;
+    };
     const count = sumOf(/^nodejs_gc_duration_seconds_count(?:\{[^}]*\})? ([0-9.e+-]+)$/gm);
     const upTo = (le: string) => sumOf(new RegExp(`^nodejs_gc_duration_seconds_bucket\\{[^}]*le="${le}"[^}]*\\} ([0-9.e+-]+)$`, 'gm'));
     const gauge = (name: string) => round(1000 * sumOf(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm')), 1);
@@ -927,7 +933,8 @@ async function main(): Promise<number> {
     Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, round(v / n, 2)]));
   /**
    * GC ms so far per service process (the API processes summed), to subtract per phase; and
-   * the first API process's runtime figures (its loop delay since the previous snapshot).
+   * the first API process's runtime figures (its loop delay since the previous scrape of its
+   * /metrics: no other scrape of it falls inside the ingest).
    */
   let lastApiRuntime: RuntimeStats | undefined;
   const gcSnapshot = async (): Promise<Record<string, number>> => {
@@ -1281,7 +1288,7 @@ async function main(): Promise<number> {
     row('  CPU ms per request: api / postgres / redis / load generator', cpuLine((phases.ingest as { cpuMsPerRequest: Record<string, number> }).cpuMsPerRequest), '', ''),
     row('  GC ms per request (share of its CPU): api', gcLine(ingestGc, ['api']), '', ''),
     row(
-      '  api loop delay p50/p99/max ms (idle 10); GC >10/>100 ms',
+      '  first api: loop delay p50/p99/max ms (idle 10); GC >10/>100',
       ingestRuntime
         ? `${ingestRuntime.loopDelay.p50Ms} / ${ingestRuntime.loopDelay.p99Ms} / ${ingestRuntime.loopDelay.maxMs}; ${ingestRuntime.gcPausesOver10Ms} / ${ingestRuntime.gcPausesOver100Ms}`
         : '-',
