@@ -194,8 +194,8 @@ interface RuntimeStats {
  * A service process's GC time and pauses (prom-client's nodejs_gc_duration_seconds, a
  * PerformanceObserver on 'gc', summed over GC kinds) and its event-loop delay
  * (nodejs_eventloop_lag_*, from monitorEventLoopDelay). Undefined when the process does not
- * answer or refuses. The loop delay covers the time since the last scrape, so a phase that scrapes at its
- * start and its end gets its own.
+ * answer or refuses. The loop delay covers the time since the last scrape, so a phase that
+ * scrapes at its start and its end gets its own.
  */
 async function runtimeStats(url: string): Promise<RuntimeStats | undefined> {
   try {
