@@ -188,6 +188,43 @@ interface RuntimeStats {
    * loop reads ~10 and a loop blocked for 50 ms reads 50-60 (where in a tick the block starts).
    */
   loopDelay: { p50Ms: number; p99Ms: number; maxMs: number };
+  /** refund_create_stage_duration_seconds since the process started, per stage (API processes). */
+  createStages: Record<string, StageHistogram>;
+}
+
+/** One stage's histogram: observations, their sum (s) and the cumulative count up to each bucket's bound (s). */
+interface StageHistogram {
+  count: number;
+  sumS: number;
+  buckets: Array<[number, number]>;
+}
+
+/**
+ * What the creates of a phase spent in each step in the API process (from two scrapes of
+ * refund_create_stage_duration_seconds): how many, their mean, and their p99 read from the
+ * buckets (linear within the bucket it falls in, so as coarse as the buckets: 25-50 ms, 50-100 ms).
+ */
+function stagesBetween(before: Record<string, StageHistogram>, after: Record<string, StageHistogram>) {
+  const out: Record<string, { count: number; meanMs: number; p99Ms: number }> = {};
+  for (const [stage, h] of Object.entries(after)) {
+    const b = before[stage];
+    const count = h.count - (b?.count ?? 0);
+    if (count <= 0) continue;
+    const cumulative = h.buckets.map(([le, n]) => [le, n - (b?.buckets.find(([l]) => l === le)?.[1] ?? 0)] as [number, number]);
+    const rank = 0.99 * count;
+    let p99Ms = NaN;
+    let lower = 0;
+    let below = 0;
+    for (const [le, n] of cumulative) {
+      if (n >= rank) {
+        p99Ms = Number.isFinite(le) ? 1000 * (lower + ((le - lower) * (rank - below)) / Math.max(n - below, 1)) : 1000 * lower;
+        break;
+      }
+      [lower, below] = [le, n];
+    }
+    out[stage] = { count, meanMs: round((1000 * (h.sumS - (b?.sumS ?? 0))) / count, 1), p99Ms: round(p99Ms, 0) };
+  }
+  return out;
 }
 
 /**
@@ -211,11 +248,21 @@ async function runtimeStats(url: string): Promise<RuntimeStats | undefined> {
     const count = sumOf(/^nodejs_gc_duration_seconds_count(?:\{[^}]*\})? ([0-9.e+-]+)$/gm);
     const upTo = (le: string) => sumOf(new RegExp(`^nodejs_gc_duration_seconds_bucket\\{[^}]*le="${le}"[^}]*\\} ([0-9.e+-]+)$`, 'gm'));
     const gauge = (name: string) => round(1000 * sumOf(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm')), 1);
+    const createStages: Record<string, StageHistogram> = {};
+    const stageOf = (stage: string) => (createStages[stage] ??= { count: 0, sumS: 0, buckets: [] });
+    for (const m of text.matchAll(/^refund_create_stage_duration_seconds_(bucket|sum|count)\{([^}]*)\} ([0-9.e+-]+)$/gm)) {
+      const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+      const h = stageOf(labels.stage ?? '?');
+      if (m[1] === 'sum') h.sumS = Number(m[3]);
+      else if (m[1] === 'count') h.count = Number(m[3]);
+      else h.buckets.push([labels.le === '+Inf' ? Infinity : Number(labels.le), Number(m[3])]);
+    }
     return {
       gcMs: sumOf(/^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)$/gm) * 1000,
       gcPausesOver10Ms: count - upTo('0.01'),
       gcPausesOver100Ms: count - upTo('0.1'),
       loopDelay: { p50Ms: gauge('nodejs_eventloop_lag_p50_seconds'), p99Ms: gauge('nodejs_eventloop_lag_p99_seconds'), maxMs: gauge('nodejs_eventloop_lag_max_seconds') },
+      createStages,
     };
   } catch {
     return undefined;
@@ -1002,6 +1049,7 @@ async function main(): Promise<number> {
           loopDelay: lastApiRuntime.loopDelay,
           gcPausesOver10Ms: lastApiRuntime.gcPausesOver10Ms - ingestRuntime0.gcPausesOver10Ms,
           gcPausesOver100Ms: lastApiRuntime.gcPausesOver100Ms - ingestRuntime0.gcPausesOver100Ms,
+          createStages: stagesBetween(ingestRuntime0.createStages, lastApiRuntime.createStages),
         }
       : undefined;
   const ingestRss = notePeaks(rss.stop());
@@ -1291,6 +1339,19 @@ async function main(): Promise<number> {
       '  first api: loop delay p50/p99/max ms (idle 10); GC >10/>100',
       ingestRuntime
         ? `${ingestRuntime.loopDelay.p50Ms} / ${ingestRuntime.loopDelay.p99Ms} / ${ingestRuntime.loopDelay.maxMs}; ${ingestRuntime.gcPausesOver10Ms} / ${ingestRuntime.gcPausesOver100Ms}`
+        : '-',
+      '',
+      '',
+    ),
+    row(
+      '  first api: steps, mean (p99) ms: admit/snapshot/insert/queue',
+      ingestRuntime
+        ? ['admission', 'snapshot', 'insert', 'enqueue']
+            .map((stage) => {
+              const s = ingestRuntime.createStages[stage];
+              return s ? `${s.meanMs} (${s.p99Ms})` : '-';
+            })
+            .join(' / ')
         : '-',
       '',
       '',

@@ -89,6 +89,18 @@ describe('GET /metrics', () => {
     expect(hasMetric(after, 'provider_call_duration_seconds_bucket', { provider: 'binance_pay', operation: 'create', le: '+Inf' })).toBe(true);
     const calls = (s: Sample[]) => metricSum(s, 'provider_call_duration_seconds_count', { provider: 'binance_pay', operation: 'create' });
     expect(calls(after) - calls(before)).toBeGreaterThanOrEqual(2);
+    // Where the two creates spent their time: the first on a payment not cached yet takes the
+    // locked path (after a snapshot that finds no payment), the second the optimistic one.
+    const stage = (s: Sample[], name: string) => metricSum(s, 'refund_create_stage_duration_seconds_count', { stage: name });
+    const stages = Object.fromEntries(
+      ['admission', 'gate', 'snapshot', 'insert', 'locked', 'enqueue'].map((name) => [name, stage(after, name) - stage(before, name)]),
+    );
+    expect(stages).toEqual({ admission: 2, gate: 2, snapshot: 2, insert: 1, locked: 1, enqueue: 2 });
+    const spent = (name: string) =>
+      metricSum(after, 'refund_create_stage_duration_seconds_sum', { stage: name }) - metricSum(before, 'refund_create_stage_duration_seconds_sum', { stage: name });
+    // The locked path includes the payment's lookup at the provider, over HTTP.
+    expect(spent('locked')).toBeGreaterThan(0);
+    expect(spent('admission')).toBeGreaterThan(0);
   });
 
   it('counts a refund the provider keeps pending as stuck, and its parked job as delayed', async () => {

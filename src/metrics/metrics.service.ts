@@ -44,6 +44,17 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  readonly refundCreateStage = new Histogram({
+    name: 'refund_create_stage_duration_seconds',
+    help:
+      'Time a refund create spends in each step in the API process, waiting included: admission (from the request’s arrival to the handler: key check, rate limit, body validation), ' +
+      'snapshot and insert (the optimistic path’s two batched statements, per attempt), locked (the locked path: the first create on a payment not cached yet, with its provider lookup, or one that lost the optimistic race), ' +
+      'enqueue (the hand-off of the job to Redis)',
+    labelNames: ['stage'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+
   readonly workerBatchSize = new Histogram({
     name: 'refund_worker_batch_size',
     help: 'Refunds per batched statement sent to Postgres (worker: claim: lease claims; attempt: attempt rows; start: moves to processing; reschedule: next checks; final: final answers; API: webhook_final: final answers of provider webhooks); 1 when the service is not busy',

@@ -98,7 +98,8 @@ export class RefundsController {
     if (auth.role !== 'merchant') {
       throw new Problem('forbidden', 'Refunds are created with a merchant key.');
     }
-    const { refund, replayed } = await this.refunds.create(auth, key, dto, req.body);
+    // Fastify's clock starts once the request is routed; 0 when it does not run (no logger or onResponse hook).
+    const { refund, replayed } = await this.refunds.create(auth, key, dto, req.body, reply.elapsedTime);
     if (replayed) {
       reply.status(200).header('Idempotent-Replayed', 'true');
     } else {

@@ -24,6 +24,15 @@ export interface CreateResult {
   replayed: boolean;
 }
 
+/**
+ * The steps of a create timed in refund_create_stage_duration_seconds: the HTTP request's way
+ * to the handler (admission: key check, rate limit, body validation; its time comes from the
+ * controller), the wait for this process's earlier creates on the same payment, the
+ * optimistic path's two batched statements, the locked path, the hand-off to Redis.
+ */
+const CREATE_STAGES = ['admission', 'gate', 'snapshot', 'insert', 'locked', 'enqueue'] as const;
+type CreateStage = (typeof CREATE_STAGES)[number];
+
 type CreateOutcome = { created: RefundRow } | { replayOf: RefundRow } | { conflict: true } | { uncached: true };
 
 /** How many times a create checks against a fresh snapshot before it takes the payment row lock. */
@@ -200,7 +209,16 @@ export class RefundsService {
       onBatch: (n) => this.metrics?.refundCreateBatchSize.observe({ statement: 'insert' }, n),
       onSplit: () => this.metrics?.refundCreateBatchSplits.inc({ statement: 'insert' }),
     });
+    // The histogram's children, looked up once: observing through them skips hashing the labels per create.
+    const stages = this.metrics?.refundCreateStage;
+    if (stages) {
+      const timers = {} as Record<CreateStage, { observe: (seconds: number) => void }>;
+      for (const stage of CREATE_STAGES) timers[stage] = stages.labels({ stage });
+      this.stageTimers = timers;
+    }
   }
+
+  private readonly stageTimers?: Record<CreateStage, { observe: (seconds: number) => void }>;
 
   /** Per-payment queue of this process's creates (see KeyedGate for why and its bounds). */
   private readonly paymentGate = new KeyedGate(256, 5_000);
@@ -218,8 +236,11 @@ export class RefundsService {
   /**
    * POST /v1/refunds. The refund row (status queued, due now) is committed before the
    * response, which makes the hand-off durable even if the enqueue that follows fails.
+   * `admissionMs`: how long the HTTP request took to reach the handler, when known (the
+   * create's first stage in refund_create_stage_duration_seconds).
    */
-  async create(auth: AuthContext, idempotencyKey: string, dto: CreateRefundDto, rawBody: unknown): Promise<CreateResult> {
+  async create(auth: AuthContext, idempotencyKey: string, dto: CreateRefundDto, rawBody: unknown, admissionMs?: number): Promise<CreateResult> {
+    if (admissionMs !== undefined && admissionMs > 0) this.stageTimers?.admission.observe(admissionMs / 1000);
     const merchantId = auth.merchantId!;
     const hash = requestHash(rawBody);
 
@@ -239,9 +260,11 @@ export class RefundsService {
     // One create per payment at a time in this process (see KeyedGate): a burst on one payment
     // waits here in memory instead of on pooled connections (and, in the locked path, on the
     // payment row lock), and the optimistic path below does not collide with itself.
-    const result = await this.paymentGate.run(`${dto.provider}\u0000${dto.paymentId}`, () =>
-      this.createInGate(auth, merchantId, idempotencyKey, hash, dto, provider),
-    );
+    const queued = performance.now();
+    const result = await this.paymentGate.run(`${dto.provider}\u0000${dto.paymentId}`, () => {
+      this.observeStage('gate', queued);
+      return this.createInGate(auth, merchantId, idempotencyKey, hash, dto, provider);
+    });
 
     if ('replayOf' in result) return this.replay(result.replayOf!, hash);
     if ('conflict' in result || 'uncached' in result) {
@@ -251,7 +274,11 @@ export class RefundsService {
     }
     const row = result.created!;
     this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
-    if (row.status === 'queued') await this.queue.enqueue(row.provider, row.id);
+    if (row.status === 'queued') {
+      const handedOff = performance.now();
+      await this.queue.enqueue(row.provider, row.id);
+      this.observeStage('enqueue', handedOff);
+    }
     return { refund: toRefundJson(row), replayed: false };
   }
 
@@ -276,6 +303,7 @@ export class RefundsService {
     provider: RefundProvider,
   ): Promise<CreateOutcome> {
     for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
+      const asked = performance.now();
       const snap = await this.snapshots.submit({
         provider: dto.provider,
         paymentId: dto.paymentId,
@@ -283,6 +311,7 @@ export class RefundsService {
         idempotencyKey,
         currency: dto.currency,
       });
+      this.observeStage('snapshot', asked);
       if (snap.seen_id) {
         const existing = await this.findByIdempotencyKey(this.db, merchantId, idempotencyKey);
         if (existing) return { replayOf: existing };
@@ -304,11 +333,27 @@ export class RefundsService {
         }
         throw err;
       }
+      const sent = performance.now();
       const inserted = await this.inserts.submit(this.guardedInsert(auth, idempotencyKey, hash, dto, status, payment.guard_version));
+      this.observeStage('insert', sent);
       if (inserted !== 'stale') return inserted;
       this.metrics?.refundCreateRetries.inc({ provider: dto.provider });
     }
-    return this.lockedCreate(auth, merchantId, idempotencyKey, hash, dto, provider);
+    const locked = performance.now();
+    try {
+      return await this.lockedCreate(auth, merchantId, idempotencyKey, hash, dto, provider);
+    } finally {
+      this.observeStage('locked', locked);
+    }
+  }
+
+  /**
+   * How long a create spent in one step, waiting included, since `since`
+   * (refund_create_stage_duration_seconds): where a slow create's time went, and whether
+   * creates queue on Postgres, on Redis or on one payment (docs/performance.md, finding 63).
+   */
+  private observeStage(stage: CreateStage, since: number): void {
+    this.stageTimers?.[stage].observe((performance.now() - since) / 1000);
   }
 
   /**
