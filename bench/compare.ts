@@ -87,6 +87,11 @@ function figures(r: Result): Array<[string, number | undefined]> {
     ['ingest p99 ms', r.phases?.ingest?.p99Ms],
     ['ingest API CPU ms per create', r.phases?.ingest?.cpuMsPerRequest?.api],
   ];
+  // Where the creates waited in the first API process (finding 63): a change that shortens one
+  // step shows here even when the closed loop's total does not move (Little's law).
+  for (const stage of ['admission', 'snapshot', 'insert', 'enqueue']) {
+    rows.push([`ingest ${stage} step, mean ms`, r.phases?.ingest?.apiRuntime?.createStages?.[stage]?.meanMs]);
+  }
   for (const [latency, e] of Object.entries<Result>(r.phases?.endToEnd ?? {})) {
     const cpu = e.cpuMsPerRefund ?? {};
     const service = ['api', 'worker', 'postgres', 'redis'].reduce((sum, k) => sum + (cpu[k] ?? 0), 0);
