@@ -92,6 +92,13 @@ function figures(r: Result): Array<[string, number | undefined]> {
   for (const stage of ['admission', 'snapshot', 'insert', 'enqueue']) {
     rows.push([`ingest ${stage} step, mean ms`, r.phases?.ingest?.apiRuntime?.createStages?.[stage]?.meanMs]);
   }
+  // The open-loop steps (finding 64): latency and the API's CPU per create at a share of the closed loop's rate.
+  for (const step of (r.phases?.ingestAtRate ?? []) as Result[]) {
+    rows.push(
+      [`ingest open loop ${step.fraction}: p99 ms`, step.p99Ms],
+      [`ingest open loop ${step.fraction}: API CPU ms per create`, step.cpuMsPerRequest?.api],
+    );
+  }
   for (const [latency, e] of Object.entries<Result>(r.phases?.endToEnd ?? {})) {
     const cpu = e.cpuMsPerRefund ?? {};
     const service = ['api', 'worker', 'postgres', 'redis'].reduce((sum, k) => sum + (cpu[k] ?? 0), 0);

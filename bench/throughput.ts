@@ -15,6 +15,9 @@
 //      processed (a Worker, concurrency 64) on the same Redis;
 //   ingest: POST /v1/refunds with autocannon at 64 connections, unique Idempotency-Keys,
 //      spread over many payments (worker process stopped, so the figure is the API's own);
+//   ingest, open loop: then creates sent at fixed shares of that rate (BENCH_INGEST_RATES), one
+//      every 1/rate s whatever the answers, as merchants send them: latency from each one's
+//      scheduled time, and the API's CPU per create and share of a core;
 //   end to end: N refunds posted at 64 connections with the worker running, emulator latency
 //      0 ms and then 200 ms (settleAfterMs 0): refunds/s from the first created_at to the
 //      last completed_at, and time to final (completed_at - created_at) from the database;
@@ -28,6 +31,9 @@
 //   BENCH_BASELINE_SECONDS [10]     baseline A duration (after 2 s of warm-up)
 //   BENCH_BULLMQ_JOBS [20000]       baseline B jobs
 //   BENCH_INGEST_REQUESTS [20000]   ingest requests (8 per payment, after one warm-up refund each)
+//   BENCH_INGEST_RATES [0.05,0.25,0.5,0.75] after the ingest, creates sent at these fractions of its rate,
+//                                   open loop (one every 1/rate s whatever the answers; '' turns the steps off)
+//   BENCH_INGEST_RATE_SECONDS [8]   how long each of those steps sends (at least 500 requests)
 //   BENCH_E2E_REFUNDS [5000]        refunds per end-to-end run
 //   BENCH_E2E_LATENCIES [0,200,2000] emulator latencies (ms) of the end-to-end runs (2000: the waiting load
 //                                   of 1,000 refunds/s at 200 ms, at the rate this machine's CPU allows)
@@ -60,6 +66,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -91,6 +98,11 @@ const BASELINE_SECONDS = num('BENCH_BASELINE_SECONDS', 10);
 const BULLMQ_JOBS = num('BENCH_BULLMQ_JOBS', 20_000);
 const INGEST_REQUESTS = num('BENCH_INGEST_REQUESTS', 20_000);
 const E2E_REFUNDS = num('BENCH_E2E_REFUNDS', 5_000);
+const INGEST_RATES = (env.BENCH_INGEST_RATES ?? '0.05,0.25,0.5,0.75')
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((f) => Number.isFinite(f) && f > 0 && f <= 1);
+const INGEST_RATE_SECONDS = num('BENCH_INGEST_RATE_SECONDS', 8);
 const E2E_LATENCIES = (env.BENCH_E2E_LATENCIES ?? '0,200,2000').split(',').map((s) => Number(s.trim())).filter((n) => Number.isFinite(n));
 const E2E_TIMEOUT_MS = num('BENCH_E2E_TIMEOUT_MS', 120_000);
 const TIMEOUT_MS = num('BENCH_TIMEOUT_MS', 15 * 60_000);
@@ -646,6 +658,100 @@ interface LoadResult {
   firstErrors: string[];
 }
 
+/**
+ * Sends the posts open loop: the i-th at start + i/rate seconds, whatever the answers so far
+ * (as merchants send them), over up to CONCURRENCY keep-alive connections; a post that finds
+ * them all busy waits for one in the agent. Each latency counts from the post's scheduled
+ * time, so a server that falls behind shows as latency rather than as fewer requests sent
+ * (no coordinated omission). autocannon's own rate option is not open loop: each connection
+ * sends its share of a second back to back, then pauses until the next second.
+ */
+async function postAtRate(apis: string[], merchantKey: string, posts: Post[], rate: number): Promise<LoadResult> {
+  const urls = apis.map((api) => new URL('/v1/refunds', api));
+  const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+  const latencies: number[] = [];
+  const statusCodes: Record<string, number> = {};
+  const firstErrors: string[] = [];
+  let errors = 0;
+  const interval = 1000 / rate;
+  const started = performance.now();
+  let lastResponseAt = started;
+  await new Promise<void>((resolve) => {
+    let sent = 0;
+    let settled = 0;
+    const finish = (scheduled: number, status: number | undefined, detail: string) => {
+      lastResponseAt = performance.now();
+      latencies.push(lastResponseAt - scheduled);
+      const code = status === undefined ? 'error' : String(status);
+      statusCodes[code] = (statusCodes[code] ?? 0) + 1;
+      if (status === undefined || status < 200 || status > 299) {
+        errors++;
+        if (firstErrors.length < 5) firstErrors.push(`${code} ${detail.slice(0, 200)}`);
+      }
+      if (++settled === posts.length) resolve();
+    };
+    const tick = () => {
+      const now = performance.now();
+      while (sent < posts.length && started + sent * interval <= now) {
+        const scheduled = started + sent * interval;
+        const url = urls[sent % urls.length]!;
+        const p = posts[sent++]!;
+        const req = http.request(
+          {
+            agent,
+            host: url.hostname,
+            port: url.port,
+            path: url.pathname,
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(p.body),
+              authorization: `Bearer ${merchantKey}`,
+              'idempotency-key': p.key,
+            },
+            timeout: 30_000,
+          },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (body += chunk));
+            res.on('end', () => finish(scheduled, res.statusCode, body));
+          },
+        );
+        let failed = false;
+        const fail = (err: Error) => {
+          if (failed) return;
+          failed = true;
+          req.destroy();
+          finish(scheduled, undefined, err.message);
+        };
+        req.on('timeout', () => fail(new Error('timeout')));
+        req.on('error', fail);
+        req.end(p.body);
+      }
+      if (sent < posts.length) setTimeout(tick, Math.max(0, started + sent * interval - performance.now()));
+    };
+    tick();
+  });
+  agent.destroy();
+  latencies.sort((x, y) => x - y);
+  const at = (q: number) => round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN, 1);
+  const seconds = (lastResponseAt - started) / 1000;
+  return {
+    requests: posts.length,
+    ok: posts.length - errors,
+    errors,
+    statusCodes,
+    seconds: round(seconds, 2),
+    perSecond: Math.round((posts.length - errors) / seconds),
+    p50Ms: at(0.5),
+    p90Ms: at(0.9),
+    p99Ms: at(0.99),
+    maxMs: round(latencies[latencies.length - 1] ?? NaN, 1),
+    firstErrors,
+  };
+}
+
 /** Sends every post once with autocannon at CONCURRENCY connections. */
 async function post(api: string | string[], merchantKey: string, posts: Post[]): Promise<LoadResult> {
   let next = 0;
@@ -1077,6 +1183,34 @@ async function main(): Promise<number> {
   const aRuns = [a, await baselineA(databaseUrl, cpu, true)];
   log(`  ${aRuns[1]!.perSecond} tx/s`);
 
+  // ---- the ingest at fixed rates, open loop --------------------------------------------
+  // The closed loop above answers "how many at most": its latency is 64 connections ÷ the
+  // rate (Little's law). Merchants send open loop, so this asks what a create's latency is at
+  // a given share of that rate (finding 64). The worker is still stopped.
+  const ingestAtRates: Array<Record<string, unknown>> = [];
+  for (const fraction of INGEST_RATES) {
+    const rate = Math.max(1, Math.round(fraction * ingest.perSecond));
+    const n = Math.max(500, Math.round(rate * INGEST_RATE_SECONDS));
+    const payments = await createPayments(sandboxBase(), Math.ceil(n / PER_PAYMENT));
+    const warmRate = await post(apiUrls(), merchantKey, plan(`wr${fraction}`, payments, 1));
+    if (warmRate.errors) throw new Error(`rate warm-up: ${warmRate.errors} errors: ${warmRate.firstErrors.join(' | ')}`);
+    log(`ingest at ${rate}/s (${fraction} of the closed loop's rate), open loop: ${n} POST /v1/refunds`);
+    await profiler.start(`rate${fraction}`);
+    const before = await runtimeStats(api.url);
+    cpu.start();
+    const r = await postAtRate(apiUrls(), merchantKey, plan(`rate${fraction}`, payments, PER_PAYMENT).slice(0, n), rate);
+    const used = cpu.stop();
+    await profiler.stop(`rate${fraction}`);
+    const after = await runtimeStats(api.url);
+    const createStages = before && after ? stagesBetween(before.createStages, after.createStages) : undefined;
+    const cpuMsPerRequest = perUnit(used, r.ok || 1);
+    // The API's busy share of one core while the step ran: how far from saturation the rate is.
+    const apiCoreShare = round((used.api ?? 0) / (1000 * r.seconds), 2);
+    ingestAtRates.push({ fraction, targetPerSecond: rate, ...r, cpuMsPerRequest, apiCoreShare, firstApiCreateStages: createStages });
+    log(`  ${r.perSecond} accepted/s, p50 ${r.p50Ms} ms, p90 ${r.p90Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; API ${cpuMsPerRequest.api} ms CPU per create, ${apiCoreShare} of a core`);
+  }
+  phases.ingestAtRate = ingestAtRates;
+
   // The ingested refunds are not part of the end-to-end runs: end them here, and their jobs.
   await db.query(
     `UPDATE refunds SET status = 'canceled', completed_at = now(), next_check_at = NULL, status_changed_at = now(), updated_at = now()
@@ -1278,6 +1412,8 @@ async function main(): Promise<number> {
       baselineSeconds: BASELINE_SECONDS,
       bullmqJobs: BULLMQ_JOBS,
       ingestRequests: INGEST_REQUESTS,
+      ingestRates: INGEST_RATES,
+      ingestRateSeconds: INGEST_RATE_SECONDS,
       e2eRefunds: E2E_REFUNDS,
       e2eLatencies: E2E_LATENCIES,
       serviceEnv: extraEnv,
@@ -1356,6 +1492,14 @@ async function main(): Promise<number> {
         : '-',
       '',
       '',
+    ),
+    ...(phases.ingestAtRate as Array<LoadResult & { fraction: number; targetPerSecond: number; apiCoreShare: number }>).map((r) =>
+      row(
+        `  open loop ${r.targetPerSecond}/s (${r.fraction}): p50/p90/p99 ms; API core`,
+        `${r.p50Ms} / ${r.p90Ms} / ${r.p99Ms}; ${r.apiCoreShare}${r.errors ? `; ${r.errors} errors` : ''}`,
+        '',
+        '',
+      ),
     ),
     ...Object.values(e2e).flatMap((x) => {
       const r = x as ReturnType<typeof settle> extends Promise<infer T> ? T & { latencyMs: number; sqlStatementsPerRefund: number } : never;
