@@ -18,7 +18,8 @@
 //                                          (passed as BENCH_SERVICE_NODE_MODULES)
 //   every BENCH_* setting of throughput.ts passes through; shorter runs by default here:
 //   BENCH_INGEST_REQUESTS [4000], BENCH_E2E_REFUNDS [4000], BENCH_E2E_LATENCIES [0],
-//   BENCH_BASELINE_SECONDS [5], BENCH_BULLMQ_JOBS [2000]
+//   BENCH_BASELINE_SECONDS [5], BENCH_BULLMQ_JOBS [2000], BENCH_INGEST_RATES [0.05,0.5],
+//   BENCH_INGEST_RATE_SECONDS [4]
 // Each run's JSON goes to bench/results/ as usual (labels compare-a-1, compare-b-1, ...);
 // latest.json is not touched. The table, with the runs' files and settings, is also written
 // to bench/results/compare-<time>.md, to be cited next to them.
@@ -40,6 +41,9 @@ const SHORT: Record<string, string> = {
   BENCH_E2E_LATENCIES: '0',
   BENCH_BASELINE_SECONDS: '5',
   BENCH_BULLMQ_JOBS: '2000',
+  // Two open-loop steps, shorter: the light load and the middle of the curve (finding 64).
+  BENCH_INGEST_RATES: '0.05,0.5',
+  BENCH_INGEST_RATE_SECONDS: '4',
 };
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const THROUGHPUT = path.join(HERE, 'throughput.js');
@@ -95,6 +99,8 @@ function figures(r: Result): Array<[string, number | undefined]> {
   // The open-loop steps (finding 64): latency and the API's CPU per create at a share of the closed loop's rate.
   for (const step of (r.phases?.ingestAtRate ?? []) as Result[]) {
     rows.push(
+      // A share of each run's own closed-loop rate: compare the rates too before the rest.
+      [`ingest open loop ${step.fraction}: creates/s sent`, step.targetPerSecond],
       [`ingest open loop ${step.fraction}: p99 ms`, step.p99Ms],
       [`ingest open loop ${step.fraction}: API CPU ms per create`, step.cpuMsPerRequest?.api],
     );

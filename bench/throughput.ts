@@ -214,11 +214,12 @@ interface StageHistogram {
 /**
  * What the creates of a phase spent in each step in the API process (from two scrapes of
  * refund_create_stage_duration_seconds): how many, their mean, and their p99 read from the
- * buckets (linear within the bucket it falls in, so only as fine as the buckets: 10 ms wide
- * from 15 to 35 ms, 15 and 25 ms wide up to 100 ms).
+ * buckets (linear within the bucket it falls in, so only as fine as the buckets: 5-15 ms
+ * wide from 10 to 50 ms, 25 ms up to 100, 150 ms up to 250; `p99Above` when it lies past the
+ * last bound, which p99Ms then is).
  */
 function stagesBetween(before: Record<string, StageHistogram>, after: Record<string, StageHistogram>) {
-  const out: Record<string, { count: number; meanMs: number; p99Ms: number }> = {};
+  const out: Record<string, { count: number; meanMs: number; p99Ms: number; p99Above?: true }> = {};
   for (const [stage, h] of Object.entries(after)) {
     const b = before[stage];
     const count = h.count - (b?.count ?? 0);
@@ -226,16 +227,18 @@ function stagesBetween(before: Record<string, StageHistogram>, after: Record<str
     const cumulative = h.buckets.map(([le, n]) => [le, n - (b?.buckets.find(([l]) => l === le)?.[1] ?? 0)] as [number, number]);
     const rank = 0.99 * count;
     let p99Ms = NaN;
+    let above = false;
     let lower = 0;
     let below = 0;
     for (const [le, n] of cumulative) {
       if (n >= rank) {
-        p99Ms = Number.isFinite(le) ? 1000 * (lower + ((le - lower) * (rank - below)) / Math.max(n - below, 1)) : 1000 * lower;
+        above = !Number.isFinite(le);
+        p99Ms = above ? 1000 * lower : 1000 * (lower + ((le - lower) * (rank - below)) / Math.max(n - below, 1));
         break;
       }
       [lower, below] = [le, n];
     }
-    out[stage] = { count, meanMs: round((1000 * (h.sumS - (b?.sumS ?? 0))) / count, 1), p99Ms: round(p99Ms, 0) };
+    out[stage] = { count, meanMs: round((1000 * (h.sumS - (b?.sumS ?? 0))) / count, 1), p99Ms: round(p99Ms, 0), ...(above ? { p99Above: true as const } : {}) };
   }
   return out;
 }
@@ -660,13 +663,16 @@ interface LoadResult {
 
 /**
  * Sends the posts open loop: the i-th at start + i/rate seconds, whatever the answers so far
- * (as merchants send them), over up to CONCURRENCY keep-alive connections; a post that finds
- * them all busy waits for one in the agent. Each latency counts from the post's scheduled
- * time, so a server that falls behind shows as latency rather than as fewer requests sent
- * (no coordinated omission). autocannon's own rate option is not open loop: each connection
- * sends its share of a second back to back, then pauses until the next second.
+ * (as merchants send them), over up to CONCURRENCY keep-alive connections per API process; a
+ * post that finds them all busy waits for one in the agent. Each latency counts from the
+ * post's scheduled time, so a server that falls behind shows as latency rather than as fewer
+ * requests sent (no coordinated omission). autocannon's own rate option is not open loop:
+ * each connection sends its share of a second back to back, then pauses until the next
+ * second. Latency percentiles are of the 2xx answers; failures are counted apart. Bounded:
+ * each request settles once (answer, error, close or its 30 s timeout), and whatever has not
+ * settled `deadlineMs` after the start is counted as failed.
  */
-async function postAtRate(apis: string[], merchantKey: string, posts: Post[], rate: number): Promise<LoadResult> {
+async function postAtRate(apis: string[], merchantKey: string, posts: Post[], rate: number, deadlineMs: number): Promise<LoadResult> {
   const urls = apis.map((api) => new URL('/v1/refunds', api));
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   const latencies: number[] = [];
@@ -679,23 +685,44 @@ async function postAtRate(apis: string[], merchantKey: string, posts: Post[], ra
   await new Promise<void>((resolve) => {
     let sent = 0;
     let settled = 0;
-    const finish = (scheduled: number, status: number | undefined, detail: string) => {
-      lastResponseAt = performance.now();
-      latencies.push(lastResponseAt - scheduled);
-      const code = status === undefined ? 'error' : String(status);
+    let over = false;
+    const fail = (code: string, detail: string) => {
       statusCodes[code] = (statusCodes[code] ?? 0) + 1;
-      if (status === undefined || status < 200 || status > 299) {
-        errors++;
-        if (firstErrors.length < 5) firstErrors.push(`${code} ${detail.slice(0, 200)}`);
-      }
-      if (++settled === posts.length) resolve();
+      errors++;
+      if (firstErrors.length < 5) firstErrors.push(`${code} ${detail.slice(0, 200)}`);
     };
+    const end = () => {
+      over = true;
+      clearTimeout(deadline);
+      resolve();
+    };
+    const deadline = setTimeout(() => {
+      // Not sent or not answered in time: failures, so a stalled API ends the step.
+      for (let i = settled; i < posts.length; i++) fail('deadline', `not answered within ${deadlineMs} ms`);
+      end();
+    }, deadlineMs);
+    if (posts.length === 0) return end();
     const tick = () => {
+      if (over) return;
       const now = performance.now();
       while (sent < posts.length && started + sent * interval <= now) {
         const scheduled = started + sent * interval;
         const url = urls[sent % urls.length]!;
         const p = posts[sent++]!;
+        let done = false;
+        // The one way a request settles, whichever of its events comes first.
+        const settle = (status: number | undefined, detail: string) => {
+          if (done || over) return;
+          done = true;
+          lastResponseAt = performance.now();
+          if (status !== undefined && status >= 200 && status <= 299) {
+            statusCodes[String(status)] = (statusCodes[String(status)] ?? 0) + 1;
+            latencies.push(lastResponseAt - scheduled);
+          } else {
+            fail(status === undefined ? 'error' : String(status), detail);
+          }
+          if (++settled === posts.length) end();
+        };
         const req = http.request(
           {
             agent,
@@ -715,18 +742,17 @@ async function postAtRate(apis: string[], merchantKey: string, posts: Post[], ra
             let body = '';
             res.setEncoding('utf8');
             res.on('data', (chunk: string) => (body += chunk));
-            res.on('end', () => finish(scheduled, res.statusCode, body));
+            res.on('end', () => settle(res.statusCode, body));
+            // Cut off after the headers: no 'end' and no request error follow.
+            res.on('close', () => settle(undefined, 'connection closed before the answer ended'));
           },
         );
-        let failed = false;
-        const fail = (err: Error) => {
-          if (failed) return;
-          failed = true;
+        req.on('timeout', () => {
+          settle(undefined, 'timeout');
           req.destroy();
-          finish(scheduled, undefined, err.message);
-        };
-        req.on('timeout', () => fail(new Error('timeout')));
-        req.on('error', fail);
+        });
+        req.on('error', (err) => settle(undefined, err.message));
+        req.on('close', () => settle(undefined, 'connection closed without an answer'));
         req.end(p.body);
       }
       if (sent < posts.length) setTimeout(tick, Math.max(0, started + sent * interval - performance.now()));
@@ -1188,9 +1214,11 @@ async function main(): Promise<number> {
   // rate (Little's law). Merchants send open loop, so this asks what a create's latency is at
   // a given share of that rate (finding 64). The worker is still stopped.
   const ingestAtRates: Array<Record<string, unknown>> = [];
-  for (const fraction of INGEST_RATES) {
+  // Skipped when the ingest had no rate to take shares of.
+  for (const fraction of Number.isFinite(ingest.perSecond) && ingest.perSecond > 0 ? INGEST_RATES : []) {
     const rate = Math.max(1, Math.round(fraction * ingest.perSecond));
-    const n = Math.max(500, Math.round(rate * INGEST_RATE_SECONDS));
+    // At least 500 requests for the tail's sake, unless that would take over three times the step's time.
+    const n = Math.round(Math.max(rate * INGEST_RATE_SECONDS, Math.min(500, rate * 3 * INGEST_RATE_SECONDS)));
     const payments = await createPayments(sandboxBase(), Math.ceil(n / PER_PAYMENT));
     const warmRate = await post(apiUrls(), merchantKey, plan(`wr${fraction}`, payments, 1));
     if (warmRate.errors) throw new Error(`rate warm-up: ${warmRate.errors} errors: ${warmRate.firstErrors.join(' | ')}`);
@@ -1198,13 +1226,15 @@ async function main(): Promise<number> {
     await profiler.start(`rate${fraction}`);
     const before = await runtimeStats(api.url);
     cpu.start();
-    const r = await postAtRate(apiUrls(), merchantKey, plan(`rate${fraction}`, payments, PER_PAYMENT).slice(0, n), rate);
+    const deadlineMs = (1000 * n) / rate + 30_000;
+    const r = await postAtRate(apiUrls(), merchantKey, plan(`rate${fraction}`, payments, PER_PAYMENT).slice(0, n), rate, deadlineMs);
     const used = cpu.stop();
     await profiler.stop(`rate${fraction}`);
     const after = await runtimeStats(api.url);
     const createStages = before && after ? stagesBetween(before.createStages, after.createStages) : undefined;
     const cpuMsPerRequest = perUnit(used, r.ok || 1);
-    // The API's busy share of one core while the step ran: how far from saturation the rate is.
+    // The API processes' busy share of one core while the step ran (summed over them when
+    // there are several): how far from saturation the rate is.
     const apiCoreShare = round((used.api ?? 0) / (1000 * r.seconds), 2);
     ingestAtRates.push({ fraction, targetPerSecond: rate, ...r, cpuMsPerRequest, apiCoreShare, firstApiCreateStages: createStages });
     log(`  ${r.perSecond} accepted/s, p50 ${r.p50Ms} ms, p90 ${r.p90Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; API ${cpuMsPerRequest.api} ms CPU per create, ${apiCoreShare} of a core`);
@@ -1486,7 +1516,7 @@ async function main(): Promise<number> {
         ? ['admission', 'snapshot', 'insert', 'enqueue']
             .map((stage) => {
               const s = ingestRuntime.createStages[stage];
-              return s ? `${s.meanMs} (${s.p99Ms})` : '-';
+              return s ? `${s.meanMs} (${s.p99Above ? '>' : ''}${s.p99Ms})` : '-';
             })
             .join(' / ')
         : '-',

@@ -98,7 +98,8 @@ export class RefundsController {
     if (auth.role !== 'merchant') {
       throw new Problem('forbidden', 'Refunds are created with a merchant key.');
     }
-    // Fastify's clock starts once the request is routed; 0 when it does not run (no logger or onResponse hook).
+    // Fastify's clock, from the request's routing; it runs because Nest's Fastify adapter adds an
+    // onResponse hook (0, and not observed, if it did not).
     const { refund, replayed } = await this.refunds.create(auth, key, dto, req.body, reply.elapsedTime);
     if (replayed) {
       reply.status(200).header('Idempotent-Replayed', 'true');
