@@ -71,6 +71,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+// The tests' reader of the Prometheus text format (its only other import is a type).
+import { hasMetric, metricSum, parseMetrics, type Labels } from '../test/support/metrics.js';
 
 
 /** V8 old-space cap of the service's processes in production (Dockerfile, scripts/start-local.sh). */
@@ -255,26 +257,23 @@ async function runtimeStats(url: string): Promise<RuntimeStats | undefined> {
     const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
     // A refusal (e.g. METRICS_TOKEN set through BENCH_SERVICE_ENV) is no figures, not zeros.
     if (!res.ok) return undefined;
-    const text = await res.text();
+    const samples = parseMetrics(await res.text());
     // NaN when the metric is absent, so a missing figure never reads as zero.
-    const sumOf = (re: RegExp) => {
-      const found = [...text.matchAll(re)];
-      return found.length > 0 ? found.reduce((sum, m) => sum + Number(m[1]), 0) : NaN;
-    };
-    const count = sumOf(/^nodejs_gc_duration_seconds_count(?:\{[^}]*\})? ([0-9.e+-]+)$/gm);
-    const upTo = (le: string) => sumOf(new RegExp(`^nodejs_gc_duration_seconds_bucket\\{[^}]*le="${le}"[^}]*\\} ([0-9.e+-]+)$`, 'gm'));
-    const gauge = (name: string) => round(1000 * sumOf(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm')), 1);
+    const sumOf = (name: string, labels: Labels = {}) => (hasMetric(samples, name, labels) ? metricSum(samples, name, labels) : NaN);
+    const count = sumOf('nodejs_gc_duration_seconds_count');
+    const upTo = (le: string) => sumOf('nodejs_gc_duration_seconds_bucket', { le });
+    const gauge = (name: string) => round(1000 * sumOf(name), 1);
     const createStages: Record<string, StageHistogram> = {};
     const stageOf = (stage: string) => (createStages[stage] ??= { count: 0, sumS: 0, buckets: [] });
-    for (const m of text.matchAll(/^refund_create_stage_duration_seconds_(bucket|sum|count)\{([^}]*)\} ([0-9.e+-]+)$/gm)) {
-      const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    for (const { name, labels, value } of samples) {
+      if (!name.startsWith('refund_create_stage_duration_seconds_')) continue;
       const h = stageOf(labels.stage ?? '?');
-      if (m[1] === 'sum') h.sumS = Number(m[3]);
-      else if (m[1] === 'count') h.count = Number(m[3]);
-      else h.buckets.push([labels.le === '+Inf' ? Infinity : Number(labels.le), Number(m[3])]);
+      if (name.endsWith('_sum')) h.sumS = value;
+      else if (name.endsWith('_count')) h.count = value;
+      else if (name.endsWith('_bucket')) h.buckets.push([labels.le === '+Inf' ? Infinity : Number(labels.le), value]);
     }
     return {
-      gcMs: sumOf(/^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)$/gm) * 1000,
+      gcMs: sumOf('nodejs_gc_duration_seconds_sum') * 1000,
       gcPausesOver10Ms: count - upTo('0.01'),
       gcPausesOver100Ms: count - upTo('0.1'),
       loopDelay: { p50Ms: gauge('nodejs_eventloop_lag_p50_seconds'), p99Ms: gauge('nodejs_eventloop_lag_p99_seconds'), maxMs: gauge('nodejs_eventloop_lag_max_seconds') },
