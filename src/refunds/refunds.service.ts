@@ -235,7 +235,8 @@ export class RefundsService {
 
   /**
    * POST /v1/refunds. The refund row (status queued, due now) is committed before the
-   * response, which makes the hand-off durable even if the enqueue that follows fails.
+   * response, which makes the hand-off durable: the job's add to Redis runs on after the
+   * answer, and one that fails is the recovery sweeper's.
    * `admissionMs`: how long the HTTP request took to reach the handler, when known (the
    * create's first stage in refund_create_stage_duration_seconds).
    */
@@ -284,9 +285,10 @@ export class RefundsService {
     const row = result.created!;
     this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
     if (row.status === 'queued') {
+      // Answered without waiting for Redis (handOff says why that is safe); the stage is
+      // observed when the add settles.
       const handedOff = performance.now();
-      await this.queue.enqueue(row.provider, row.id);
-      this.observeStage('enqueue', handedOff);
+      await this.queue.handOff(row.provider, row.id, () => this.observeStage('enqueue', handedOff));
     }
     return { refund: toRefundJson(row), replayed: false };
   }
