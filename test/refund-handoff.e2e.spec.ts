@@ -88,8 +88,24 @@ describe('the hand-off of a created refund to the queue', () => {
       hold.release();
     }
     await waitFor(async () => (await queue.getJob(id!)) ?? undefined, 5_000, 'the job added');
-    expect(queues.handOffsInFlight).toBe(0);
+    await waitFor(async () => queues.handOffsInFlight === 0 || undefined, 5_000, 'the hand-off settled');
     await waitFor(async () => (await enqueueStages()) === stagesBefore + 1 || undefined, 5_000, 'the enqueue stage observed');
+  });
+
+  it('starts the add on a later turn of the event loop, so the answer is written first', async () => {
+    const queue = queues.queue('binance_pay');
+    const hold = holdAdds(queue);
+    const refundId = randomUUID();
+    try {
+      await queues.handOff('binance_pay', refundId);
+      // Back in the caller within the same turn: nothing sent to Redis yet.
+      expect(hold.held).toBe(0);
+      await waitFor(async () => hold.held === 1 || undefined, 1_000, 'the add started');
+    } finally {
+      hold.release();
+    }
+    await waitFor(async () => queues.handOffsInFlight === 0 || undefined, 5_000, 'the hand-off settled');
+    await queue.remove(refundId);
   });
 
   it('a hand-off Redis refuses leaves the create answered and the refund to the sweeper', async () => {
@@ -98,6 +114,7 @@ describe('the hand-off of a created refund to the queue', () => {
     await createRefund(paymentId, '1').expect(202);
     await waitFor(async () => queues.handOffsInFlight === 0 || undefined, 5_000, 'first hand-off settled');
 
+    const stagesBefore = await enqueueStages();
     const spy = vi.spyOn(queue, 'addBulk').mockRejectedValue(new Error('Connection is closed.'));
     let id: string;
     try {
@@ -107,6 +124,8 @@ describe('the hand-off of a created refund to the queue', () => {
       spy.mockRestore();
     }
     expect(await queue.getJob(id)).toBeUndefined();
+    // A failed add is not a hand-off's time.
+    expect(await enqueueStages()).toBe(stagesBefore);
     // The sweeper takes refunds overdue by its grace period: make this one overdue, and sweep
     // the way a worker process's sweeper would.
     await svc.db.query(`UPDATE refunds SET next_check_at = now() - interval '1 hour' WHERE id = $1`, [id]);
@@ -115,40 +134,45 @@ describe('the hand-off of a created refund to the queue', () => {
     expect((await queue.getJob(id))?.data).toEqual({ refundId: id });
   });
 
-  it(`past ${MAX_UNAWAITED_HANDOFFS} hand-offs on their way, a create waits for its own`, async () => {
+  it('past the limit of hand-offs on their way, a create waits for its own', async () => {
+    expect(queues.maxUnawaitedHandOffs).toBe(MAX_UNAWAITED_HANDOFFS);
     const queue = queues.queue('binance_pay');
     const paymentId = await sandboxPayment(svc, 'binance_pay', '10.00');
     await createRefund(paymentId, '1').expect(202);
     await waitFor(async () => queues.handOffsInFlight === 0 || undefined, 5_000, 'first hand-off settled');
 
+    // A small limit, so the test needs few held adds (each gives up after 2 s: release well before).
+    const limit = 3;
+    queues.maxUnawaitedHandOffs = limit;
     const hold = holdAdds(queue);
     // Jobs for ids with no row: nothing processes them here (no worker), and they are removed below.
-    const fillers = Array.from({ length: MAX_UNAWAITED_HANDOFFS }, () => randomUUID());
+    const fillers = Array.from({ length: limit }, () => randomUUID());
     let answered = false;
-    let pending: Promise<unknown> | undefined;
+    let pending: Promise<{ status: number; body: { id: string } }> | undefined;
     try {
       await Promise.all(fillers.map((refundId) => queues.handOff('binance_pay', refundId)));
-      expect(queues.handOffsInFlight).toBe(MAX_UNAWAITED_HANDOFFS);
+      expect(queues.handOffsInFlight).toBe(limit);
       pending = createRefund(paymentId, '2').then((res) => {
         answered = true;
         return res;
       });
-      // The create's row is committed, and then it waits behind the held adds (each gives up
-      // after 2 s: release well before that).
-      await waitFor(async () => queues.handOffsInFlight === MAX_UNAWAITED_HANDOFFS + 1 || undefined, 1_500, 'the create at its hand-off');
+      // The create's row is committed, and then it waits behind the held adds.
+      await waitFor(async () => queues.handOffsInFlight === limit + 1 || undefined, 1_500, 'the create at its hand-off');
       await new Promise((resolve) => setTimeout(resolve, 100));
       expect(answered).toBe(false);
     } finally {
       hold.release();
+      queues.maxUnawaitedHandOffs = MAX_UNAWAITED_HANDOFFS;
     }
-    const res = (await pending) as { status: number; body: { id: string } };
+    const res = await pending!;
     expect(res.status).toBe(202);
+    // Answered once its own add was done.
     expect(await queue.getJob(res.body.id)).toBeDefined();
     await waitFor(async () => queues.handOffsInFlight === 0 || undefined, 5_000, 'all hand-offs settled');
     await Promise.all(fillers.map((refundId) => queue.remove(refundId)));
   });
 
-  it('a shutdown lets the hand-offs on their way reach Redis before closing the connection', async () => {
+  it('a shutdown lets the hand-offs on their way reach Redis before closing the connection, and later creates wait for theirs', async () => {
     const own = await startService('handoffstop', { ROLE: 'api' });
     let closed = false;
     const prefix = own.queuePrefix;
@@ -156,13 +180,25 @@ describe('the hand-off of a created refund to the queue', () => {
       const ownQueues = own.app.get(RefundQueueService);
       const hold = holdAdds(ownQueues.queue('binance_pay'));
       const refundId = randomUUID();
-      await ownQueues.handOff('binance_pay', refundId);
-      expect(ownQueues.handOffsInFlight).toBe(1);
-      const closing = own.app.close().then(() => (closed = true));
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(closed).toBe(false);
-      hold.release();
+      let closing: Promise<unknown> | undefined;
+      let late: Promise<unknown> | undefined;
+      try {
+        await ownQueues.handOff('binance_pay', refundId);
+        expect(ownQueues.handOffsInFlight).toBe(1);
+        closing = own.app.close().then(() => (closed = true));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        // A create that reaches its hand-off while the shutdown drains waits for its own add.
+        let lateDone = false;
+        late = ownQueues.handOff('binance_pay', randomUUID()).then(() => (lateDone = true));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(closed).toBe(false);
+        expect(lateDone).toBe(false);
+      } finally {
+        hold.release();
+      }
       await closing;
+      // Its add raced the connection's close; either way the hand-off settled.
+      await late;
       const name = refundQueueName('binance_pay');
       const check = new Queue(name, { prefix: queuePrefix(own.app.get(AppConfig), name), connection: { url: REDIS_URL } });
       try {

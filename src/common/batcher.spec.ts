@@ -123,6 +123,41 @@ describe('Batcher', () => {
     expect(await b.submit(4)).toBe(4);
   });
 
+  it('with maxWaitMs, fails the items that waited longer for a batch instead of sending them late', async () => {
+    const { calls, run } = controlled<string>();
+    const b = new Batcher<string, unknown>(run, { maxBatch: 10, maxInFlight: 1, maxWaitMs: 40 });
+    const first = b.submit('a');
+    const stale = b.submit('b');
+    await new Promise((r) => setTimeout(r, 60));
+    const fresh = b.submit('c');
+    expect(b.waiting).toBe(2);
+    calls[0]!.finish();
+    expect(await first).toBe('done:a');
+    await expect(stale).rejects.toThrow('waited over 40 ms for a batch');
+    await tick();
+    expect(calls.map((c) => c.items)).toEqual([['a'], ['c']]);
+    calls[1]!.finish();
+    expect(await fresh).toBe('done:c');
+    expect(b.waiting).toBe(0);
+  });
+
+  it('with maxWaitMs, frees its slot when every waiting item has expired', async () => {
+    const { calls, run } = controlled<string>();
+    const b = new Batcher<string, unknown>(run, { maxBatch: 10, maxInFlight: 1, maxWaitMs: 20 });
+    const first = b.submit('a');
+    const stale = b.submit('b');
+    await new Promise((r) => setTimeout(r, 40));
+    calls[0]!.finish();
+    await first;
+    await expect(stale).rejects.toThrow('waited over 20 ms');
+    expect(calls).toHaveLength(1);
+    // The slot is free: a new item leaves at once.
+    const next = b.submit('d');
+    expect(calls).toHaveLength(2);
+    calls[1]!.finish();
+    expect(await next).toBe('done:d');
+  });
+
   it('fails a batch whose run answers the wrong number of results', async () => {
     const b = new Batcher<number, number>(async () => [], { maxBatch: 10, maxInFlight: 1 });
     await expect(b.submit(1)).rejects.toThrow('batch of 1 answered 0 results');

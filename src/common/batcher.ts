@@ -44,7 +44,7 @@ export function oneItemMayHaveFailed(err: unknown): boolean {
  * (one statement, which Postgres applies all or nothing).
  */
 export class Batcher<I, O> {
-  private queue: Array<{ item: I; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
+  private queue: Array<{ item: I; since: number; resolve: (o: O) => void; reject: (err: unknown) => void }> = [];
   private inFlight = 0;
 
   constructor(
@@ -59,6 +59,12 @@ export class Batcher<I, O> {
       onBatch?: (size: number) => void;
       /** Called when a failed batch is retried item by item (for metrics). */
       onSplit?: (size: number) => void;
+      /**
+       * Items that have waited longer than this for a batch are failed instead of sent
+       * (for callers that stop waiting after a timeout: without it their items would still
+       * pile up here while the batches in flight hang, and be sent long after).
+       */
+      maxWaitMs?: number;
     },
   ) {}
 
@@ -69,7 +75,7 @@ export class Batcher<I, O> {
 
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
+      this.queue.push({ item, since: performance.now(), resolve, reject });
       this.pump();
     });
   }
@@ -77,6 +83,7 @@ export class Batcher<I, O> {
   private pump(): void {
     while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
       const batch = this.take();
+      if (batch.length === 0) break;
       this.inFlight++;
       // runBatch settles every entry's promise and never rejects itself.
       void this.runBatch(batch).finally(() => {
@@ -88,6 +95,7 @@ export class Batcher<I, O> {
 
   /** Up to maxBatch queued entries, in arrival order, at most one per key. */
   private take() {
+    this.dropExpired();
     const { maxBatch, keyOf } = this.opts;
     if (!keyOf) return this.queue.splice(0, maxBatch);
     const keys = new Set<string>();
@@ -104,6 +112,20 @@ export class Batcher<I, O> {
     }
     this.queue = rest;
     return batch;
+  }
+
+  /** Fails the entries that have waited longer than maxWaitMs (the queue is in arrival order). */
+  private dropExpired(): void {
+    const { maxWaitMs } = this.opts;
+    if (maxWaitMs === undefined) return;
+    const cutoff = performance.now() - maxWaitMs;
+    if (this.queue.length === 0 || this.queue[0]!.since >= cutoff) return;
+    const kept: typeof this.queue = [];
+    for (const entry of this.queue) {
+      if (entry.since < cutoff) entry.reject(new Error(`waited over ${maxWaitMs} ms for a batch`));
+      else kept.push(entry);
+    }
+    this.queue = kept;
   }
 
   private async runBatch(batch: typeof this.queue): Promise<void> {

@@ -49,7 +49,7 @@ export class MetricsService {
     help:
       'Time a refund create spends in each step in the API process, waiting included: admission (from the routed request to the handler: reading and validating the body, key check, rate limit; HTTP creates only), ' +
       'gate (behind this process’s earlier creates on the same payment), snapshot and insert (the optimistic path’s two batched statements, per attempt), ' +
-      'locked (the locked path: the first create on a payment not cached yet, with its provider lookup, or one that lost the optimistic race), enqueue (the hand-off of the job to Redis, which runs on after the answer unless a backlog of hand-offs makes the create wait)',
+      'locked (the locked path: the first create on a payment not cached yet, with its provider lookup, or one that lost the optimistic race), enqueue (from the commit to the job’s arrival in Redis: after the answer, unless 1,000 adds are already on their way; failed adds are not observed)',
     labelNames: ['stage'] as const,
     // Finer from 10 to 100 ms, where a busy API's steps spread (docs/performance.md, finding 63).
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5],

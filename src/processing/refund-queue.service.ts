@@ -21,7 +21,7 @@ const ENQUEUE_TIMEOUT_MS = 2_000;
 /**
  * Hand-offs a process lets run without a caller waiting for them (see handOff): about a
  * second of creates at the measured ingest rate. Past it, creates wait for their own
- * hand-off again, so a slow Redis slows the creates instead of growing the backlog.
+ * hand-off again (up to ENQUEUE_TIMEOUT_MS each), so a slow Redis slows the creates.
  */
 export const MAX_UNAWAITED_HANDOFFS = 1_000;
 
@@ -39,6 +39,10 @@ export class RefundQueueService implements OnModuleDestroy {
   private readonly connection: ReturnType<typeof bullConnection>;
   /** Hand-offs on their way to Redis that no caller waits for (handOff). */
   private readonly handOffs = new Set<Promise<boolean>>();
+  /** MAX_UNAWAITED_HANDOFFS; tests lower it. */
+  maxUnawaitedHandOffs = MAX_UNAWAITED_HANDOFFS;
+  /** Set when the module shuts down: from then on every create waits for its own add. */
+  private closing = false;
 
   constructor(cfg: AppConfig) {
     // Producer connections fail fast while Redis is away (no offline queue), unlike the
@@ -58,14 +62,20 @@ export class RefundQueueService implements OnModuleDestroy {
           return refundIds.map(() => undefined);
         },
         // A refused addBulk fails all its adds (Redis away); the sweeper re-adds them from the rows.
-        { maxBatch: 64, maxInFlight: 2, splitOn: () => false },
+        // An add no one waits for any more (enqueue's timeout) is dropped rather than sent late,
+        // so a hung Redis does not pile adds up here.
+        { maxBatch: 64, maxInFlight: 2, splitOn: () => false, maxWaitMs: ENQUEUE_TIMEOUT_MS },
       );
     }
   }
 
   async onModuleDestroy(): Promise<void> {
     // Let the hand-offs of answered creates reach Redis before the connection closes (each
-    // gives up after ENQUEUE_TIMEOUT_MS; one that does not arrive is the sweeper's).
+    // gives up after ENQUEUE_TIMEOUT_MS; one that does not arrive is the sweeper's). Nest
+    // closes the HTTP server only after this hook: creates that arrive meanwhile wait for
+    // their own add (`closing`), and once the queues are closed below, theirs fails and is
+    // the sweeper's, as before.
+    this.closing = true;
     await Promise.all([...this.handOffs]);
     await Promise.all(Object.values(this.queues).map((q) => q.close().catch(() => undefined)));
     await closeRedis(this.connection);
@@ -98,26 +108,28 @@ export class RefundQueueService implements OnModuleDestroy {
    * as when the caller waited (enqueue never made a create fail). Not waiting takes ~10–25 %
    * off a create's p99 under open-loop load (docs/performance.md, finding 65).
    *
-   * Waits for this hand-off after all when MAX_UNAWAITED_HANDOFFS are already on their way:
-   * then Redis is slower than the creates arrive, and waiting is what slows them down.
-   * `onSettled` runs when the add has succeeded or been given up (for the stage metric).
+   * Waits for this hand-off after all when MAX_UNAWAITED_HANDOFFS are already on their way
+   * (then Redis is slower than the creates arrive, and waiting is what slows them down), and
+   * once the module is shutting down. `onAdded` runs when the job is in Redis (for the stage
+   * metric); not for an add that failed or was given up.
    */
-  async handOff(provider: ProviderName, refundId: string, onSettled?: () => void): Promise<void> {
+  async handOff(provider: ProviderName, refundId: string, onAdded?: () => void): Promise<void> {
     // Started on the next turn of the event loop, after the answer is written: building and
     // sending the add costs the API's thread more than the wait for Redis's reply, and an
     // add started in this turn delays the answer by that much (finding 65).
     const added = new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => this.enqueue(provider, refundId))
-      .finally(() => {
-        this.handOffs.delete(added);
+      .then((ok) => {
         try {
-          onSettled?.();
+          if (ok) onAdded?.();
         } catch {
           // a metric must not fail a hand-off
         }
-      });
+        return ok;
+      })
+      .finally(() => this.handOffs.delete(added));
     this.handOffs.add(added);
-    if (this.handOffs.size > MAX_UNAWAITED_HANDOFFS) await added;
+    if (this.closing || this.handOffs.size > this.maxUnawaitedHandOffs) await added;
   }
 
   /** Hand-offs started by handOff that have not settled yet (for tests). */

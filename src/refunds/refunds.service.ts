@@ -286,7 +286,7 @@ export class RefundsService {
     this.metrics?.refundsCreated.inc({ provider: row.provider, status: row.status });
     if (row.status === 'queued') {
       // Answered without waiting for Redis (handOff says why that is safe); the stage is
-      // observed when the add settles.
+      // observed when the job is in Redis.
       const handedOff = performance.now();
       await this.queue.handOff(row.provider, row.id, () => this.observeStage('enqueue', handedOff));
     }
