@@ -105,8 +105,9 @@ export class RefundQueueService implements OnModuleDestroy {
    * Starts adding the refund's job and returns without waiting for Redis, so a create is
    * answered once its row is committed. The row (queued, due now) is the hand-off's record:
    * an add that fails, times out or dies with the process is the recovery sweeper's, exactly
-   * as when the caller waited (enqueue never made a create fail). Not waiting takes ~10–25 %
-   * off a create's p99 under open-loop load (docs/performance.md, finding 65).
+   * as when the caller waited (enqueue never made a create fail). Not waiting took 11–23 %
+   * off a create's p99 at half the closed loop's rate, open loop (docs/performance.md,
+   * finding 65).
    *
    * Waits for this hand-off after all when MAX_UNAWAITED_HANDOFFS are already on their way
    * (then Redis is slower than the creates arrive, and waiting is what slows them down), and
