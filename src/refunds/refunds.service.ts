@@ -28,7 +28,8 @@ export interface CreateResult {
  * The steps of a create timed in refund_create_stage_duration_seconds: the HTTP request's way
  * to the handler (admission: key check, rate limit, body validation; its time comes from the
  * controller), the wait for this process's earlier creates on the same payment, the
- * optimistic path's two batched statements, the locked path, the hand-off to Redis.
+ * optimistic path's two batched statements, the locked path, and the job's hand-off to
+ * Redis (from the commit to the job's arrival, which now runs on after the answer).
  */
 const CREATE_STAGES = ['admission', 'gate', 'snapshot', 'insert', 'locked', 'enqueue'] as const;
 type CreateStage = (typeof CREATE_STAGES)[number];
@@ -363,7 +364,8 @@ export class RefundsService {
    * (refund_create_stage_duration_seconds): where a slow create's time went, and whether
    * creates queue on Postgres, on Redis or on one payment (docs/performance.md, finding 63).
    * `gate` and `locked` count failures too (a gate's refusal, a payment the provider does not
-   * know); `snapshot` and `insert` count the statements that answered.
+   * know); `snapshot` and `insert` count the statements that answered, `enqueue` the adds
+   * that reached Redis.
    */
   private observeStage(stage: CreateStage, since: number): void {
     this.stageTimers?.[stage].observe((performance.now() - since) / 1000);
